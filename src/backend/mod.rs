@@ -1,0 +1,234 @@
+//! The kernel seam: every algorithm in varsparse is written once against [`Backend`].
+//!
+//! A backend owns the storage of row-major matrices ([`Backend::Mat`]) and implements the few
+//! kernels the algorithms need: GEMM with transposes and accumulation, fused element-wise updates
+//! (shrinkage, momentum, Adam), column statistics, the variance hinge, ReLU and its mask, and a
+//! handful of reductions that return scalars. Vectors (biases, per-column statistics, per-sample
+//! flags) are matrices with one row (`(1, n)`) or one column (`(n, 1)`), so there is one storage
+//! type.
+//!
+//! Algorithms never index elements on the host inside their loops; they call kernels and read back
+//! only scalars (a count of converged samples, an energy). A device backend (CUDA) can therefore
+//! keep all data resident on the device.
+//!
+//! Every kernel checks the shapes of its operands and returns [`Error::Shape`] on a mismatch,
+//! naming the kernel and both shapes; kernels never panic.
+//!
+//! [`Error::Shape`]: crate::Error::Shape
+
+pub mod cpu;
+
+pub use cpu::Cpu;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::error::Result;
+use crate::scalar::Scalar;
+
+/// Whether a GEMM operand is used as stored or transposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trans {
+    /// Use the matrix as stored.
+    N,
+    /// Use its transpose.
+    T,
+}
+
+/// Hyper-parameters of one Adam update of one parameter (PyTorch semantics).
+///
+/// The update, with `g` the gradient and `t` the 1-based step:
+///
+/// ```text
+/// g  <- g + weight_decay * p                  (classic L2, not AdamW)
+/// m  <- m + (1 - beta1) (g - m)
+/// v  <- beta2 v + (1 - beta2) g^2
+/// p  <- p - (lr / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamUpdate<F> {
+    /// Learning rate.
+    pub lr: F,
+    /// First-moment decay.
+    pub beta1: F,
+    /// Second-moment decay.
+    pub beta2: F,
+    /// Denominator floor.
+    pub eps: F,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: F,
+    /// The 1-based step number (after incrementing).
+    pub step: u64,
+}
+
+/// The outcome of [`Backend::converged_rows`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowConvergence {
+    /// Number of rows flagged converged.
+    pub converged: usize,
+    /// Whether any row of the new iterate held a NaN or an infinity.
+    pub non_finite: bool,
+}
+
+/// The kernels the algorithms need, over one element type `F`.
+///
+/// Matrices are row-major, `(rows, cols)`. Kernels are destination-last: the last `&mut`
+/// argument is written. Where a kernel has an accumulate mode it takes `beta` as in BLAS
+/// (`c <- alpha * op + beta * c`; `beta = 0` ignores the previous contents, even NaN).
+pub trait Backend<F: Scalar> {
+    /// A row-major matrix stored by this backend.
+    type Mat;
+
+    /// A short name for messages (`"cpu"`, `"cuda"`).
+    fn name(&self) -> &'static str;
+
+    // ---- storage -------------------------------------------------------------------------
+
+    /// A `(rows, cols)` matrix of zeros.
+    fn zeros(&self, rows: usize, cols: usize) -> Result<Self::Mat>;
+    /// Copies a host array into backend storage.
+    fn upload(&self, a: ArrayView2<'_, F>) -> Result<Self::Mat>;
+    /// Copies backend storage into a host array.
+    fn download(&self, a: &Self::Mat) -> Result<Array2<F>>;
+    /// `(rows, cols)` of a matrix.
+    fn shape(&self, a: &Self::Mat) -> (usize, usize);
+
+    // ---- BLAS-like -----------------------------------------------------------------------
+
+    /// `c <- alpha * op(a) op(b) + beta * c`.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(
+        &self,
+        alpha: F,
+        a: &Self::Mat,
+        ta: Trans,
+        b: &Self::Mat,
+        tb: Trans,
+        beta: F,
+        c: &mut Self::Mat,
+    ) -> Result<()>;
+    /// `dst <- src`.
+    fn copy(&self, src: &Self::Mat, dst: &mut Self::Mat) -> Result<()>;
+    /// `y <- alpha * x + beta * y`.
+    fn axpby(&self, alpha: F, x: &Self::Mat, beta: F, y: &mut Self::Mat) -> Result<()>;
+    /// `y <- y + alpha * (a - b)` (a fused difference, e.g. the γ term's gradient).
+    fn add_scaled_diff(&self, alpha: F, a: &Self::Mat, b: &Self::Mat, y: &mut Self::Mat)
+    -> Result<()>;
+    /// `y <- alpha * y`.
+    fn scale(&self, alpha: F, y: &mut Self::Mat) -> Result<()>;
+    /// Every element set to `value`.
+    fn fill(&self, value: F, y: &mut Self::Mat) -> Result<()>;
+
+    // ---- rows and columns ----------------------------------------------------------------
+
+    /// `a[i, j] += bias[0, j]` for a `(1, cols)` bias.
+    fn add_row_bias(&self, bias: &Self::Mat, a: &mut Self::Mat) -> Result<()>;
+    /// `out[0, j] <- alpha * sum_i a[i, j] + beta * out[0, j]`.
+    fn col_sums(&self, alpha: F, a: &Self::Mat, beta: F, out: &mut Self::Mat) -> Result<()>;
+    /// Column means and unbiased standard deviations (divisor `rows - 1`) of `a`, into `(1, cols)`
+    /// matrices. Requires at least two rows.
+    fn col_mean_std(&self, a: &Self::Mat, mean: &mut Self::Mat, std: &mut Self::Mat)
+    -> Result<()>;
+    /// Scales every column of `a` to unit l2 norm; an all-zero column is left unchanged.
+    fn normalize_columns(&self, a: &mut Self::Mat) -> Result<()>;
+
+    // ---- activations ---------------------------------------------------------------------
+
+    /// `a <- max(a, 0)`.
+    fn relu(&self, a: &mut Self::Mat) -> Result<()>;
+    /// `grad <- grad * 1[act > 0]` (ReLU's derivative, with `relu'(0) = 0`).
+    fn relu_mask(&self, act: &Self::Mat, grad: &mut Self::Mat) -> Result<()>;
+
+    // ---- the energy's terms --------------------------------------------------------------
+
+    /// The variance hinge's value `sum_j relu(t - std_j)^2` for a `(1, l)` std vector.
+    fn hinge_value(&self, std: &Self::Mat, t: F) -> Result<F>;
+    /// Accumulates the variance hinge's gradient into `grad` (shape of `x`, `(n, l)`):
+    /// `grad[i, j] += -(2 beta / (n - 1)) (t - s_j) / s_j (x[i, j] - mu_j)` where `0 < s_j < t`,
+    /// nothing where `s_j = 0` or `s_j >= t`.
+    #[allow(clippy::too_many_arguments)]
+    fn hinge_grad(
+        &self,
+        x: &Self::Mat,
+        mean: &Self::Mat,
+        std: &Self::Mat,
+        beta: F,
+        t: F,
+        grad: &mut Self::Mat,
+    ) -> Result<()>;
+
+    // ---- FISTA ---------------------------------------------------------------------------
+
+    /// The proximal-gradient step with per-sample activity:
+    /// `z[i] <- shrink(x[i] - a_i eta g[i], a_i thr)` where `a_i = 1 - flags[i, 0]`
+    /// (a flagged sample gets neither gradient nor shrinkage; with `nonneg` it is still projected
+    /// onto the non-negative orthant). `shrink` is `max(u - thr, 0)` when `nonneg`, otherwise
+    /// `sign(u) max(|u| - thr, 0)`. `flags` is `(n, 1)` holding 0 or 1.
+    #[allow(clippy::too_many_arguments)]
+    fn shrink_step(
+        &self,
+        x: &Self::Mat,
+        g: &Self::Mat,
+        flags: &Self::Mat,
+        eta: F,
+        thr: F,
+        nonneg: bool,
+        z: &mut Self::Mat,
+    ) -> Result<()>;
+    /// FISTA's extrapolation `x <- z + coef (z - z_old)`.
+    fn momentum(&self, z: &Self::Mat, z_old: &Self::Mat, coef: F, x: &mut Self::Mat) -> Result<()>;
+    /// The per-sample convergence test of the authors' code: row `i` is flagged (`flags[i,0] = 1`)
+    /// iff `||z_old[i] - z_new[i]|| / ||z_old[i]|| < tol`; a row with `||z_old[i]|| = 0` is never
+    /// flagged. Returns the number flagged and whether `z_new` holds a non-finite value.
+    fn converged_rows(
+        &self,
+        z_old: &Self::Mat,
+        z_new: &Self::Mat,
+        tol: F,
+        flags: &mut Self::Mat,
+    ) -> Result<RowConvergence>;
+    /// `(sum g (p - x), sum (p - x)^2)`: the two terms of backtracking's quadratic model.
+    fn step_model_terms(&self, g: &Self::Mat, p: &Self::Mat, x: &Self::Mat) -> Result<(F, F)>;
+
+    // ---- reductions ----------------------------------------------------------------------
+
+    /// `sum a^2`.
+    fn sum_sq(&self, a: &Self::Mat) -> Result<F>;
+    /// `sum (a - b)^2`.
+    fn sum_sq_diff(&self, a: &Self::Mat, b: &Self::Mat) -> Result<F>;
+    /// `sum a * b`.
+    fn dot(&self, a: &Self::Mat, b: &Self::Mat) -> Result<F>;
+    /// `sum |a|`.
+    fn sum_abs(&self, a: &Self::Mat) -> Result<F>;
+    /// The number of elements exactly equal to zero.
+    fn count_zeros(&self, a: &Self::Mat) -> Result<usize>;
+    /// Whether every element is finite.
+    fn all_finite(&self, a: &Self::Mat) -> Result<bool>;
+    /// `sum_i 10 log10(1 / max(scale^2 mean_j r[i,j]^2, floor))` for a residual `r = target - pred`:
+    /// the sum over rows of the per-image PSNR in the authors' convention (peak 1, pixel scale
+    /// `scale`, per-image MSE floored at `floor`).
+    fn psnr_sum(&self, residual: &Self::Mat, scale: F, floor: F) -> Result<F>;
+
+    // ---- optimiser -----------------------------------------------------------------------
+
+    /// One Adam update of parameter `p` with gradient `g` and moments `m`, `v` (all one shape).
+    fn adam_update(
+        &self,
+        p: &mut Self::Mat,
+        g: &Self::Mat,
+        m: &mut Self::Mat,
+        v: &mut Self::Mat,
+        hp: &AdamUpdate<F>,
+    ) -> Result<()>;
+}
+
+/// Checks that two shapes are equal, naming the kernel on failure.
+pub(crate) fn same_shape(op: &str, a: (usize, usize), b: (usize, usize)) -> Result<()> {
+    if a == b {
+        Ok(())
+    } else {
+        Err(crate::Error::shape(
+            op,
+            format!("operands have shapes {a:?} and {b:?}, which must be equal"),
+        ))
+    }
+}

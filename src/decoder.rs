@@ -1,0 +1,459 @@
+//! Decoders: the linear dictionary `W` and the one-hidden-layer decoder `W2 relu(W1 z + b1)`.
+//!
+//! Shapes (samples are rows): codes `Z` `(n, l)`, inputs `Y` `(n, d)`.
+//!
+//! * Linear: `W` `(d, l)`, atoms are its columns; `Y_hat = Z W^T`.
+//! * One hidden layer (width `m`): `W1` `(m, l)`, `b1` `(1, m)`, `W2` `(d, m)`;
+//!   `A = Z W1^T + b1`, `H = relu(A)`, `Y_hat = H W2^T`.
+//!
+//! The reconstruction energy is the authors' `(1/d) sum_i ||y_i - D(z_i)||^2` (REFERENCE §1); its
+//! gradient with respect to the codes is `(2/d) J_D^T (D(z) - y)`. The decoder's training loss is
+//! the same quantity averaged over the batch, `(1/(n d)) sum_i ||y_i - D(z_i)||^2` (REFERENCE §4).
+
+use ndarray::Array2;
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{Backend, Trans};
+use crate::error::{Error, Result};
+use crate::init::linear_uniform;
+use crate::scalar::Scalar;
+
+/// Which decoder, with its dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum DecoderKind {
+    /// `W` `(d, l)`.
+    Linear,
+    /// `W1` `(hidden, l)`, `b1` `(1, hidden)`, `W2` `(d, hidden)`.
+    OneHidden {
+        /// The hidden width `m` (1024 for MNIST, 2048 for patches in the paper).
+        hidden: usize,
+    },
+}
+
+/// A decoder's parameters, resident on a backend.
+///
+/// Parameters are held in a fixed order, the same everywhere (optimiser state, checkpoints):
+/// linear `[W]`; one-hidden-layer `[W1, b1, W2]` (see [`Decoder::param_names`]).
+pub struct Decoder<F: Scalar, B: Backend<F>> {
+    kind: DecoderKind,
+    d: usize,
+    l: usize,
+    params: Vec<B::Mat>,
+}
+
+/// Work buffers for a decoder at a batch size; allocate once with [`Decoder::scratch`].
+pub struct DecoderScratch<M> {
+    /// `D(z) - y`, `(n, d)`.
+    pub(crate) r: M,
+    /// Hidden activations `relu(W1 z + b1)`, `(n, m)` (one-hidden-layer only).
+    pub(crate) h: Option<M>,
+    /// Gradient at the hidden layer, `(n, m)` (one-hidden-layer only).
+    pub(crate) dh: Option<M>,
+    n: usize,
+}
+
+impl<M> DecoderScratch<M> {
+    /// The residual `D(z) - y` left by the last [`Decoder::recon`] or [`Decoder::loss_grads`].
+    pub fn residual(&self) -> &M {
+        &self.r
+    }
+}
+
+impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
+    /// A decoder with PyTorch-default uniform weights (`±1/sqrt(fan_in)`) from `rng`, biases zero.
+    /// Weights are drawn in the order `W` (linear) or `W1`, `W2`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if a dimension is zero.
+    pub fn init(
+        be: &B,
+        kind: DecoderKind,
+        input_dim: usize,
+        code_dim: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
+        check_dim("input_dim", input_dim)?;
+        check_dim("code_dim", code_dim)?;
+        let params = match kind {
+            DecoderKind::Linear => {
+                vec![be.upload(linear_uniform::<F>(rng, input_dim, code_dim, code_dim).view())?]
+            }
+            DecoderKind::OneHidden { hidden } => {
+                check_dim("hidden", hidden)?;
+                let w1 = linear_uniform::<F>(rng, hidden, code_dim, code_dim);
+                let w2 = linear_uniform::<F>(rng, input_dim, hidden, hidden);
+                vec![
+                    be.upload(w1.view())?,
+                    be.zeros(1, hidden)?,
+                    be.upload(w2.view())?,
+                ]
+            }
+        };
+        Ok(Decoder {
+            kind,
+            d: input_dim,
+            l: code_dim,
+            params,
+        })
+    }
+
+    /// A linear decoder from a dictionary `W` `(d, l)` with atoms as columns.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `W` is empty; [`Error::NonFiniteInput`] if it holds NaN or infinity.
+    pub fn linear(be: &B, w: &Array2<F>) -> Result<Self> {
+        check_finite("dictionary W", w)?;
+        let (d, l) = w.dim();
+        if d == 0 || l == 0 {
+            return Err(Error::shape("dictionary W", format!("is empty: {:?}", w.dim())));
+        }
+        Ok(Decoder {
+            kind: DecoderKind::Linear,
+            d,
+            l,
+            params: vec![be.upload(w.view())?],
+        })
+    }
+
+    /// A one-hidden-layer decoder from `W1` `(m, l)`, `b1` (length `m`, as `(1, m)` or `(m, 1)`)
+    /// and `W2` `(d, m)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming the inconsistent shapes; [`Error::NonFiniteInput`].
+    pub fn one_hidden(be: &B, w1: &Array2<F>, b1: &Array2<F>, w2: &Array2<F>) -> Result<Self> {
+        check_finite("W1", w1)?;
+        check_finite("b1", b1)?;
+        check_finite("W2", w2)?;
+        let (m, l) = w1.dim();
+        let (d, m2) = w2.dim();
+        if m == 0 || l == 0 || d == 0 {
+            return Err(Error::shape("one-hidden-layer decoder", "W1 and W2 must be non-empty"));
+        }
+        if m2 != m {
+            return Err(Error::shape(
+                "one-hidden-layer decoder",
+                format!("W1 is {:?} and W2 is {:?}: W2 must have W1's {m} rows as columns", w1.dim(), w2.dim()),
+            ));
+        }
+        if b1.len() != m || !(b1.nrows() == 1 || b1.ncols() == 1) {
+            return Err(Error::shape(
+                "one-hidden-layer decoder",
+                format!("b1 is {:?}, expected a vector of length {m}", b1.dim()),
+            ));
+        }
+        let b1 = b1.to_shape((1, m)).map_err(|e| Error::shape("b1", e.to_string()))?;
+        Ok(Decoder {
+            kind: DecoderKind::OneHidden { hidden: m },
+            d,
+            l,
+            params: vec![be.upload(w1.view())?, be.upload(b1.view())?, be.upload(w2.view())?],
+        })
+    }
+
+    /// Rebuilds a decoder from parameters in [`Decoder::param_names`] order (e.g. a checkpoint).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if the number or shapes of the parameters do not fit `kind`.
+    pub fn from_params(be: &B, kind: DecoderKind, params: &[Array2<F>]) -> Result<Self> {
+        match (kind, params) {
+            (DecoderKind::Linear, [w]) => Self::linear(be, w),
+            (DecoderKind::OneHidden { hidden }, [w1, b1, w2]) => {
+                let dec = Self::one_hidden(be, w1, b1, w2)?;
+                if w1.nrows() != hidden {
+                    return Err(Error::shape("decoder", format!("hidden width {} but kind says {hidden}", w1.nrows())));
+                }
+                Ok(dec)
+            }
+            _ => Err(Error::shape(
+                "decoder",
+                format!("{kind:?} takes {} parameters, got {}", Self::names(kind).len(), params.len()),
+            )),
+        }
+    }
+
+    /// The kind and hidden width.
+    pub fn kind(&self) -> DecoderKind {
+        self.kind
+    }
+
+    /// The input dimension `d`.
+    pub fn input_dim(&self) -> usize {
+        self.d
+    }
+
+    /// The code dimension `l`.
+    pub fn code_dim(&self) -> usize {
+        self.l
+    }
+
+    fn names(kind: DecoderKind) -> &'static [&'static str] {
+        match kind {
+            DecoderKind::Linear => &["W"],
+            DecoderKind::OneHidden { .. } => &["W1", "b1", "W2"],
+        }
+    }
+
+    /// The parameters' names in storage order: `["W"]` or `["W1", "b1", "W2"]`.
+    pub fn param_names(&self) -> &'static [&'static str] {
+        Self::names(self.kind)
+    }
+
+    /// The parameters in [`Decoder::param_names`] order.
+    pub fn params(&self) -> &[B::Mat] {
+        &self.params
+    }
+
+    /// Mutable access to the parameters (the optimiser's view).
+    pub fn params_mut(&mut self) -> &mut [B::Mat] {
+        &mut self.params
+    }
+
+    /// Copies the parameters to the host, in [`Decoder::param_names`] order.
+    ///
+    /// # Errors
+    /// A backend transfer error.
+    pub fn to_host(&self, be: &B) -> Result<Vec<Array2<F>>> {
+        self.params.iter().map(|p| be.download(p)).collect()
+    }
+
+    /// Zero-initialised buffers shaped like the parameters (for gradients and optimiser moments).
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn zeros_like_params(&self, be: &B) -> Result<Vec<B::Mat>> {
+        self.params
+            .iter()
+            .map(|p| {
+                let (r, c) = be.shape(p);
+                be.zeros(r, c)
+            })
+            .collect()
+    }
+
+    /// Work buffers for batches of `n` samples.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn scratch(&self, be: &B, n: usize) -> Result<DecoderScratch<B::Mat>> {
+        let (h, dh) = match self.kind {
+            DecoderKind::Linear => (None, None),
+            DecoderKind::OneHidden { hidden } => (Some(be.zeros(n, hidden)?), Some(be.zeros(n, hidden)?)),
+        };
+        Ok(DecoderScratch {
+            r: be.zeros(n, self.d)?,
+            h,
+            dh,
+            n,
+        })
+    }
+
+    fn check_batch(&self, be: &B, what: &str, y: &B::Mat, z: &B::Mat, s: &DecoderScratch<B::Mat>) -> Result<usize> {
+        let (n, d) = be.shape(y);
+        let (nz, l) = be.shape(z);
+        if d != self.d || l != self.l || nz != n {
+            return Err(Error::shape(
+                what,
+                format!(
+                    "inputs {:?} and codes {:?} do not fit a decoder with d = {}, l = {}",
+                    (n, d),
+                    (nz, l),
+                    self.d,
+                    self.l
+                ),
+            ));
+        }
+        if s.n != n {
+            return Err(Error::shape(what, format!("scratch is for {} samples, batch has {n}", s.n)));
+        }
+        Ok(n)
+    }
+
+    /// `Y_hat = D(z)` into `out` `(n, d)`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes.
+    pub fn forward(&self, be: &B, z: &B::Mat, s: &mut DecoderScratch<B::Mat>, out: &mut B::Mat) -> Result<()> {
+        match self.kind {
+            DecoderKind::Linear => be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, F::zero(), out),
+            DecoderKind::OneHidden { .. } => {
+                let h = s.h.as_mut().ok_or_else(|| Error::shape("forward", "scratch lacks the hidden layer"))?;
+                self.hidden(be, z, h)?;
+                be.gemm(F::one(), h, Trans::N, &self.params[2], Trans::T, F::zero(), out)
+            }
+        }
+    }
+
+    fn hidden(&self, be: &B, z: &B::Mat, h: &mut B::Mat) -> Result<()> {
+        be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, F::zero(), h)?;
+        be.add_row_bias(&self.params[1], h)?;
+        be.relu(h)
+    }
+
+    /// Residual `r = D(z) - y` into the scratch (and the hidden activations for the MLP).
+    fn residual(&self, be: &B, y: &B::Mat, z: &B::Mat, s: &mut DecoderScratch<B::Mat>) -> Result<()> {
+        be.copy(y, &mut s.r)?;
+        match self.kind {
+            DecoderKind::Linear => be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, -F::one(), &mut s.r),
+            DecoderKind::OneHidden { .. } => {
+                let h = s.h.as_mut().ok_or_else(|| Error::shape("residual", "scratch lacks the hidden layer"))?;
+                self.hidden(be, z, h)?;
+                be.gemm(F::one(), h, Trans::N, &self.params[2], Trans::T, -F::one(), &mut s.r)
+            }
+        }
+    }
+
+    /// The reconstruction energy `(1/d) sum_i ||y_i - D(z_i)||^2` and, when `grad` is given, its
+    /// gradient with respect to the codes, `(2/d) J^T (D(z) - y)`, written into `grad` `(n, l)`
+    /// (overwriting it). Returns the energy when `want_value`, otherwise zero.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes.
+    pub fn recon(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        z: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        grad: Option<&mut B::Mat>,
+        want_value: bool,
+    ) -> Result<F> {
+        self.check_batch(be, "reconstruction", y, z, s)?;
+        self.residual(be, y, z, s)?;
+        let inv_d = F::one() / F::c(self.d as f64);
+        let value = if want_value { be.sum_sq(&s.r)? * inv_d } else { F::zero() };
+        if let Some(g) = grad {
+            let two_d = F::c(2.0) * inv_d;
+            match self.kind {
+                DecoderKind::Linear => {
+                    be.gemm(two_d, &s.r, Trans::N, &self.params[0], Trans::N, F::zero(), g)?;
+                }
+                DecoderKind::OneHidden { .. } => {
+                    let (r, h, dh) = hidden_pair(s)?;
+                    be.gemm(two_d, r, Trans::N, &self.params[2], Trans::N, F::zero(), dh)?;
+                    be.relu_mask(h, dh)?;
+                    be.gemm(F::one(), dh, Trans::N, &self.params[0], Trans::N, F::zero(), g)?;
+                }
+            }
+        }
+        Ok(value)
+    }
+
+    /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with
+    /// respect to every parameter, written into `grads` (in [`Decoder::param_names`] order).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes or a wrong number of gradient buffers.
+    pub fn loss_grads(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        z: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        grads: &mut [B::Mat],
+    ) -> Result<F> {
+        let n = self.check_batch(be, "decoder loss", y, z, s)?;
+        if grads.len() != self.params.len() {
+            return Err(Error::shape("decoder loss", format!("{} gradient buffers for {} parameters", grads.len(), self.params.len())));
+        }
+        self.residual(be, y, z, s)?;
+        let inv = F::one() / F::c((n * self.d) as f64);
+        let loss = be.sum_sq(&s.r)? * inv;
+        let two = F::c(2.0) * inv;
+        match self.kind {
+            DecoderKind::Linear => {
+                // dW = (2/(n d)) R^T Z
+                be.gemm(two, &s.r, Trans::T, z, Trans::N, F::zero(), &mut grads[0])?;
+            }
+            DecoderKind::OneHidden { .. } => {
+                let (g_w1, rest) = grads.split_at_mut(1);
+                let (g_b1, g_w2) = rest.split_at_mut(1);
+                let (r, h, dh) = hidden_pair(s)?;
+                // dW2 = (2/(n d)) R^T H; dH = (2/(n d)) R W2 * 1[H > 0]; dW1 = dH^T Z; db1 = colsum(dH)
+                be.gemm(two, r, Trans::T, h, Trans::N, F::zero(), &mut g_w2[0])?;
+                be.gemm(two, r, Trans::N, &self.params[2], Trans::N, F::zero(), dh)?;
+                be.relu_mask(h, dh)?;
+                be.gemm(F::one(), dh, Trans::T, z, Trans::N, F::zero(), &mut g_w1[0])?;
+                be.col_sums(F::one(), dh, F::zero(), &mut g_b1[0])?;
+            }
+        }
+        Ok(loss)
+    }
+
+    /// SDL column normalisation (REFERENCE §4): every column of every weight matrix scaled to unit
+    /// l2 norm (`W`'s atoms; `W1`'s columns, one per latent, and `W2`'s, one per hidden unit).
+    /// Biases are untouched; an all-zero column is left as it is (PyTorch would divide by zero).
+    ///
+    /// # Errors
+    /// A backend error.
+    pub fn normalize_columns(&mut self, be: &B) -> Result<()> {
+        match self.kind {
+            DecoderKind::Linear => be.normalize_columns(&mut self.params[0]),
+            DecoderKind::OneHidden { .. } => {
+                be.normalize_columns(&mut self.params[0])?;
+                be.normalize_columns(&mut self.params[2])
+            }
+        }
+    }
+
+    /// The atoms for visualisation, one per row `(l, d)`: linear, the columns of `W`;
+    /// one-hidden-layer, `D(c e_i) - D(0)` for each latent `i`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `c` is not finite; a backend error.
+    pub fn atoms(&self, be: &B, c: F) -> Result<Array2<F>> {
+        if !c.is_finite() {
+            return Err(Error::param("atom amplitude c", c, "must be finite"));
+        }
+        match self.kind {
+            DecoderKind::Linear => Ok(be.download(&self.params[0])?.t().to_owned()),
+            DecoderKind::OneHidden { .. } => {
+                let l = self.l;
+                // Row 0 of the batch is the zero code, rows 1..=l are c e_i.
+                let mut codes = Array2::<F>::zeros((l + 1, l));
+                for i in 0..l {
+                    codes[(i + 1, i)] = c;
+                }
+                let z = be.upload(codes.view())?;
+                let mut s = self.scratch(be, l + 1)?;
+                let mut out = be.zeros(l + 1, self.d)?;
+                self.forward(be, &z, &mut s, &mut out)?;
+                let out = be.download(&out)?;
+                let base = out.row(0).to_owned();
+                let mut atoms = out.slice(ndarray::s![1.., ..]).to_owned();
+                for mut row in atoms.rows_mut() {
+                    ndarray::Zip::from(&mut row).and(&base).for_each(|a, &b| *a = *a - b);
+                }
+                Ok(atoms)
+            }
+        }
+    }
+}
+
+/// `(r, h, dh)` of a one-hidden-layer scratch.
+fn hidden_pair<M>(s: &mut DecoderScratch<M>) -> Result<(&M, &M, &mut M)> {
+    match (s.h.as_ref(), s.dh.as_mut()) {
+        (Some(h), Some(dh)) => Ok((&s.r, h, dh)),
+        _ => Err(Error::shape("decoder", "scratch lacks the hidden layer")),
+    }
+}
+
+fn check_dim(name: &'static str, v: usize) -> Result<()> {
+    if v == 0 {
+        Err(Error::param(name, v, "must be at least 1"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Returns [`Error::NonFiniteInput`] naming the first NaN or infinite element of `a`.
+pub(crate) fn check_finite<F: Scalar>(what: &str, a: &Array2<F>) -> Result<()> {
+    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((index, v)) => Err(Error::NonFiniteInput {
+            what: what.to_string(),
+            index,
+            value: v.f(),
+        }),
+    }
+}

@@ -1,0 +1,253 @@
+//! The LISTA encoder (paper Algorithm 1; REFERENCE §3), with a hand-written backward pass.
+//!
+//! Parameters `U` `(l, d)`, `b` `(1, l)`, `S` `(l, l)`, and `L` unrolled iterations sharing `S`:
+//!
+//! ```text
+//! B   = Y U^T + b
+//! Z_0 = relu(B)
+//! Z_k = relu(B + Z_{k-1} S^T),  k = 1..L
+//! E(Y) = Z_L
+//! ```
+//!
+//! The encoder's training loss is `(1/(n l)) sum_i ||e_i - z*_i||^2` with the FISTA codes `z*`
+//! held constant (REFERENCE §4). Backward, with `dZ_L = (2/(n l))(Z_L - z*)`:
+//!
+//! ```text
+//! for k = L..1:  dP = dZ_k * 1[Z_k > 0];  dS += dP^T Z_{k-1};  dB += dP;  dZ_{k-1} = dP S
+//! dB += dZ_0 * 1[Z_0 > 0];  dU = dB^T Y;  db = colsum(dB)
+//! ```
+//!
+//! (`1[Z_k > 0]` equals `1[pre-activation > 0]`, so the tape keeps only the `Z_k`.)
+
+use ndarray::Array2;
+use rand_chacha::ChaCha8Rng;
+
+use crate::backend::{Backend, Trans};
+use crate::error::{Error, Result};
+use crate::init::linear_uniform;
+use crate::scalar::Scalar;
+
+/// The LISTA encoder's parameters `[U, b, S]` and iteration count.
+pub struct Lista<F: Scalar, B: Backend<F>> {
+    d: usize,
+    l: usize,
+    n_iter: usize,
+    params: Vec<B::Mat>,
+}
+
+/// The forward pass's saved activations, and the backward pass's buffers, for `n` samples.
+pub struct ListaTape<M> {
+    /// `B = Y U^T + b`.
+    base: M,
+    /// `Z_0 ..= Z_L`; the last is the encoder's output.
+    z: Vec<M>,
+    d_z: M,
+    d_p: M,
+    d_b: M,
+    n: usize,
+}
+
+impl<M> ListaTape<M> {
+    /// The batch size this tape serves.
+    pub fn batch_size(&self) -> usize {
+        self.n
+    }
+}
+
+impl<F: Scalar, B: Backend<F>> Lista<F, B> {
+    /// A LISTA encoder with PyTorch-default uniform weights from `rng` (drawn in the order `U`,
+    /// `S`; `U` with fan-in `d`, `S` with fan-in `l`) and `b = 0`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if a dimension is zero.
+    pub fn init(be: &B, input_dim: usize, code_dim: usize, n_iter: usize, rng: &mut ChaCha8Rng) -> Result<Self> {
+        if input_dim == 0 || code_dim == 0 {
+            return Err(Error::param("encoder dimensions", format!("({input_dim}, {code_dim})"), "must be at least 1"));
+        }
+        let u = linear_uniform::<F>(rng, code_dim, input_dim, input_dim);
+        let s = linear_uniform::<F>(rng, code_dim, code_dim, code_dim);
+        Ok(Lista {
+            d: input_dim,
+            l: code_dim,
+            n_iter,
+            params: vec![be.upload(u.view())?, be.zeros(1, code_dim)?, be.upload(s.view())?],
+        })
+    }
+
+    /// Rebuilds an encoder from `[U, b, S]` (e.g. a checkpoint).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] naming inconsistent shapes; [`Error::NonFiniteInput`].
+    pub fn from_params(be: &B, params: &[Array2<F>], n_iter: usize) -> Result<Self> {
+        let [u, b, s] = params else {
+            return Err(Error::shape("LISTA encoder", format!("takes 3 parameters [U, b, S], got {}", params.len())));
+        };
+        for (name, p) in [("U", u), ("b", b), ("S", s)] {
+            crate::decoder::check_finite(name, p)?;
+        }
+        let (l, d) = u.dim();
+        if l == 0 || d == 0 || s.dim() != (l, l) || b.len() != l || !(b.nrows() == 1 || b.ncols() == 1) {
+            return Err(Error::shape(
+                "LISTA encoder",
+                format!("U {:?}, b {:?}, S {:?}: expected U (l, d), b of length l, S (l, l)", u.dim(), b.dim(), s.dim()),
+            ));
+        }
+        let b = b.to_shape((1, l)).map_err(|e| Error::shape("b", e.to_string()))?;
+        Ok(Lista {
+            d,
+            l,
+            n_iter,
+            params: vec![be.upload(u.view())?, be.upload(b.view())?, be.upload(s.view())?],
+        })
+    }
+
+    /// The input dimension `d`.
+    pub fn input_dim(&self) -> usize {
+        self.d
+    }
+
+    /// The code dimension `l`.
+    pub fn code_dim(&self) -> usize {
+        self.l
+    }
+
+    /// The number of unrolled iterations `L`.
+    pub fn n_iter(&self) -> usize {
+        self.n_iter
+    }
+
+    /// The parameters' names in storage order.
+    pub fn param_names(&self) -> &'static [&'static str] {
+        &["U", "b", "S"]
+    }
+
+    /// The parameters `[U, b, S]`.
+    pub fn params(&self) -> &[B::Mat] {
+        &self.params
+    }
+
+    /// Mutable access to the parameters (the optimiser's view).
+    pub fn params_mut(&mut self) -> &mut [B::Mat] {
+        &mut self.params
+    }
+
+    /// Copies `[U, b, S]` to the host.
+    ///
+    /// # Errors
+    /// A backend transfer error.
+    pub fn to_host(&self, be: &B) -> Result<Vec<Array2<F>>> {
+        self.params.iter().map(|p| be.download(p)).collect()
+    }
+
+    /// Zero-initialised buffers shaped like the parameters.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn zeros_like_params(&self, be: &B) -> Result<Vec<B::Mat>> {
+        self.params
+            .iter()
+            .map(|p| {
+                let (r, c) = be.shape(p);
+                be.zeros(r, c)
+            })
+            .collect()
+    }
+
+    /// A tape for batches of `n` samples.
+    ///
+    /// # Errors
+    /// A backend allocation error.
+    pub fn tape(&self, be: &B, n: usize) -> Result<ListaTape<B::Mat>> {
+        let l = self.l;
+        Ok(ListaTape {
+            base: be.zeros(n, l)?,
+            z: (0..=self.n_iter).map(|_| be.zeros(n, l)).collect::<Result<_>>()?,
+            d_z: be.zeros(n, l)?,
+            d_p: be.zeros(n, l)?,
+            d_b: be.zeros(n, l)?,
+            n,
+        })
+    }
+
+    /// The forward pass; returns the codes `E(Y)` `(n, l)`, which live in the tape.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `y` or the tape do not fit.
+    pub fn forward<'t>(&self, be: &B, y: &B::Mat, tape: &'t mut ListaTape<B::Mat>) -> Result<&'t B::Mat> {
+        let (n, d) = be.shape(y);
+        if d != self.d || n != tape.n || tape.z.len() != self.n_iter + 1 {
+            return Err(Error::shape(
+                "LISTA forward",
+                format!("input is {:?}; the encoder takes d = {} and the tape is for {} samples", (n, d), self.d, tape.n),
+            ));
+        }
+        let [u, b, s] = &self.params[..] else {
+            return Err(Error::shape("LISTA", "corrupt parameter list"));
+        };
+        be.gemm(F::one(), y, Trans::N, u, Trans::T, F::zero(), &mut tape.base)?;
+        be.add_row_bias(b, &mut tape.base)?;
+        be.copy(&tape.base, &mut tape.z[0])?;
+        be.relu(&mut tape.z[0])?;
+        for k in 1..=self.n_iter {
+            let (prev, next) = tape.z.split_at_mut(k);
+            let zk = &mut next[0];
+            be.copy(&tape.base, zk)?;
+            be.gemm(F::one(), &prev[k - 1], Trans::N, s, Trans::T, F::one(), zk)?;
+            be.relu(zk)?;
+        }
+        Ok(&tape.z[self.n_iter])
+    }
+
+    /// The codes of the last [`Lista::forward`] on this tape.
+    pub fn output<'t>(&self, tape: &'t ListaTape<B::Mat>) -> &'t B::Mat {
+        &tape.z[tape.z.len() - 1]
+    }
+
+    /// The encoder's loss `(1/(n l)) sum ||E(y) - target||^2` after [`Lista::forward`] on `tape`,
+    /// and its gradients with respect to `[U, b, S]`, written into `grads`.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes.
+    pub fn loss_grads(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        target: &B::Mat,
+        tape: &mut ListaTape<B::Mat>,
+        grads: &mut [B::Mat],
+    ) -> Result<F> {
+        let n = tape.n;
+        if be.shape(target) != (n, self.l) {
+            return Err(Error::shape("encoder loss", format!("target is {:?}, expected ({n}, {})", be.shape(target), self.l)));
+        }
+        let out = &tape.z[tape.z.len() - 1];
+        let inv = F::one() / F::c((n * self.l) as f64);
+        let loss = be.sum_sq_diff(out, target)? * inv;
+        be.copy(out, &mut tape.d_z)?;
+        be.axpby(-F::c(2.0) * inv, target, F::c(2.0) * inv, &mut tape.d_z)?;
+        self.backward(be, y, tape, grads)?;
+        Ok(loss)
+    }
+
+    /// Backpropagates `tape.d_z` (the gradient at the output) to `grads` = `[dU, db, dS]`.
+    fn backward(&self, be: &B, y: &B::Mat, tape: &mut ListaTape<B::Mat>, grads: &mut [B::Mat]) -> Result<()> {
+        let [g_u, g_b, g_s] = grads else {
+            return Err(Error::shape("LISTA backward", format!("3 gradient buffers needed, got {}", grads.len())));
+        };
+        let s = &self.params[2];
+        be.fill(F::zero(), g_s)?;
+        be.fill(F::zero(), &mut tape.d_b)?;
+        for k in (1..=self.n_iter).rev() {
+            be.copy(&tape.d_z, &mut tape.d_p)?;
+            be.relu_mask(&tape.z[k], &mut tape.d_p)?;
+            be.gemm(F::one(), &tape.d_p, Trans::T, &tape.z[k - 1], Trans::N, F::one(), g_s)?;
+            be.axpby(F::one(), &tape.d_p, F::one(), &mut tape.d_b)?;
+            be.gemm(F::one(), &tape.d_p, Trans::N, s, Trans::N, F::zero(), &mut tape.d_z)?;
+        }
+        be.relu_mask(&tape.z[0], &mut tape.d_z)?;
+        be.axpby(F::one(), &tape.d_z, F::one(), &mut tape.d_b)?;
+        be.gemm(F::one(), &tape.d_b, Trans::T, y, Trans::N, F::zero(), g_u)?;
+        be.col_sums(F::one(), &tape.d_b, F::zero(), g_b)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,583 @@
+//! FISTA over a batch of codes (Beck & Teboulle 2009), with the released code's semantics.
+//!
+//! Minimises `E(Z) = f(Z) + lambda ||Z||_1` (plus `Z >= 0` by default) where `f` is the smooth
+//! part of the energy (reconstruction, variance hinge, proximity; see [`crate::energy`]). Each
+//! iteration, with `x` the extrapolated point and `a_i = 0` for samples flagged converged at the
+//! previous iteration, `1` otherwise (REFERENCE §2):
+//!
+//! ```text
+//! g     = grad f(x)                               (the hinge is evaluated at x)
+//! z_new = shrink(x - a_i eta g, a_i lambda eta)  (a flagged sample is only projected, not frozen)
+//! t'    = (1 + sqrt(1 + 4 t^2)) / 2
+//! x     = z_new + ((t - 1)/t') (z_new - z_old)
+//! flag_i = ||z_old_i - z_new_i|| / ||z_old_i|| < tol      (never when ||z_old_i|| = 0)
+//! ```
+//!
+//! The loop ends when every sample is flagged at the same iteration, or after `max_iter`
+//! iterations. "Inference steps" is the mean over samples of the number of iterations after which
+//! the sample was not flagged (the authors' `stop_early_step`).
+//!
+//! # Step rules
+//!
+//! * [`StepRule::Constant`]: a fixed `eta`, as the released code.
+//! * [`StepRule::Backtracking`]: one Lipschitz estimate `L` for the batch (the hinge couples
+//!   samples), increased by `factor` until `F(p) <= Q_L(p, x) = f(x) + <g, p - x> + L/2 ||p - x||^2`
+//!   with `p` the trial codes; `L` is carried to the next iteration.
+//! * [`StepRule::Auto`]: for a linear decoder, `eta = 1/L` with
+//!   `L = (2/d) ||W||_2^2 + 2 gamma / l` (power iteration on `W^T W`, inflated by 2% because
+//!   power iteration approaches the top eigenvalue from below). The variance hinge is not globally
+//!   Lipschitz (its curvature grows like `1/s_j`), so `beta` is not included; prefer
+//!   backtracking when `beta > 0`. For a one-hidden-layer decoder, `Auto` means backtracking
+//!   from `L = 1`.
+//!
+//! # Gradient paths
+//!
+//! For a linear decoder the reconstruction gradient can be computed in code space:
+//! `(2/d)(X G - C)` with `G = W^T W` `(l, l)` and `C = Y W` `(n, l)` formed once per batch
+//! ([`GradientPath::Gram`], the default), instead of `(2/d)(X W^T - Y) W` ([`GradientPath::Direct`]).
+//! Both give the same iterates up to rounding.
+
+use crate::backend::{Backend, Trans};
+use crate::decoder::{Decoder, DecoderKind, DecoderScratch};
+use crate::energy::{self, EnergyParams, EnergyTerms};
+use crate::error::{Error, Result};
+use crate::scalar::Scalar;
+
+/// How FISTA chooses its step.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", tag = "rule")]
+pub enum StepRule {
+    /// A constant step `eta` (the released code's rule).
+    Constant {
+        /// The step, `> 0`.
+        eta: f64,
+    },
+    /// Backtracking on a batch-wide Lipschitz estimate `L` (step `1/L`).
+    Backtracking {
+        /// The first step tried, `1/L_0` (`None`: `L_0 = 1`).
+        initial_step: Option<f64>,
+        /// The factor by which `L` grows, `> 1`.
+        factor: f64,
+    },
+    /// `1/L` from a Lipschitz bound (linear decoder), backtracking otherwise.
+    Auto,
+}
+
+/// How the reconstruction gradient of a linear decoder is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientPath {
+    /// Gram for a linear decoder, direct for the one-hidden-layer decoder.
+    #[default]
+    Auto,
+    /// Through the input space: `(2/d)(X W^T - Y) W`.
+    Direct,
+    /// Through the code space: `(2/d)(X G - C)` (linear decoder only).
+    Gram,
+}
+
+/// FISTA's parameters.
+///
+/// | parameter | default | valid |
+/// |---|---|---|
+/// | `energy` | [`EnergyParams::default`] | see there |
+/// | `step` | `Auto` | `eta > 0`; `factor > 1`; `initial_step > 0` |
+/// | `max_iter` | 200 | `>= 1` |
+/// | `tol` | 1e-3 | `>= 0` (0: never flag, run `max_iter` iterations) |
+/// | `nonneg` | `true` | |
+/// | `path` | `Auto` | `Gram` needs a linear decoder |
+/// | `record_trace` | `false` | |
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FistaParams {
+    /// The energy's hyper-parameters.
+    pub energy: EnergyParams,
+    /// The step rule.
+    pub step: StepRule,
+    /// Maximum number of iterations.
+    pub max_iter: usize,
+    /// Relative tolerance of the per-sample convergence test.
+    pub tol: f64,
+    /// Non-negative codes (`max(u - thr, 0)`) or signed (soft thresholding).
+    pub nonneg: bool,
+    /// The gradient path for a linear decoder.
+    pub path: GradientPath,
+    /// Record one [`TraceRecord`] per iteration in the report.
+    pub record_trace: bool,
+}
+
+impl Default for FistaParams {
+    fn default() -> Self {
+        FistaParams {
+            energy: EnergyParams::default(),
+            step: StepRule::Auto,
+            max_iter: 200,
+            tol: 1e-3,
+            nonneg: true,
+            path: GradientPath::Auto,
+            record_trace: false,
+        }
+    }
+}
+
+impl FistaParams {
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        self.energy.validate()?;
+        if self.max_iter == 0 {
+            return Err(Error::param("max_iter", 0, "must be at least 1"));
+        }
+        if !(self.tol.is_finite() && self.tol >= 0.0) {
+            return Err(Error::param("tol", self.tol, "must be finite and >= 0"));
+        }
+        match self.step {
+            StepRule::Constant { eta } => positive("step", eta)?,
+            StepRule::Backtracking {
+                initial_step,
+                factor,
+            } => {
+                if let Some(s) = initial_step {
+                    positive("initial step", s)?;
+                }
+                if !(factor.is_finite() && factor > 1.0) {
+                    return Err(Error::param("backtracking factor", factor, "must be finite and > 1"));
+                }
+            }
+            StepRule::Auto => {}
+        }
+        Ok(())
+    }
+}
+
+fn positive(name: &'static str, v: f64) -> Result<()> {
+    if v.is_finite() && v > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::param(name, v, "must be finite and > 0"))
+    }
+}
+
+/// One iteration's record (with [`FistaParams::record_trace`]).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TraceRecord {
+    /// The iteration (0-based).
+    pub iteration: usize,
+    /// The accepted step `1/L`.
+    pub step: f64,
+    /// Backtracking only: the smooth part `f` at the accepted trial codes.
+    pub f_trial: Option<f64>,
+    /// Backtracking only: the quadratic model `Q_L(p, x)` at the accepted trial codes.
+    pub model: Option<f64>,
+    /// Samples not flagged converged after this iteration.
+    pub active: usize,
+}
+
+/// What a FISTA run did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FistaReport {
+    /// Loop iterations run.
+    pub iterations: usize,
+    /// Mean over samples of the iterations in which the sample was not converged (the authors'
+    /// "inference steps").
+    pub mean_steps: f64,
+    /// Whether every sample was flagged converged at the last iteration.
+    pub converged: bool,
+    /// The energy's terms at the returned codes.
+    pub energy: EnergyTerms,
+    /// The total energy at the returned codes.
+    pub total_energy: f64,
+    /// How many times backtracking increased `L`.
+    pub backtracks: usize,
+    /// The last step used, `1/L`.
+    pub step: f64,
+    /// `"gram"` or `"direct"`.
+    pub path: String,
+    /// One record per iteration when requested.
+    pub trace: Vec<TraceRecord>,
+}
+
+/// Reusable buffers for batches of `n` samples of one decoder's shape. Allocate once, reuse for
+/// every batch of that size; [`solve`] allocates nothing inside its iteration loop.
+pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
+    n: usize,
+    l: usize,
+    z: B::Mat,
+    z_old: B::Mat,
+    x: B::Mat,
+    g: B::Mat,
+    flags: B::Mat,
+    mean: B::Mat,
+    std: B::Mat,
+    dec: DecoderScratch<B::Mat>,
+    /// `(G, C, Q)` for the Gram path of a linear decoder.
+    gram: Option<(B::Mat, B::Mat, B::Mat)>,
+    trace: Vec<TraceRecord>,
+}
+
+impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
+    /// Buffers for `n` samples and `decoder`'s dimensions.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `n = 0`; a backend allocation error.
+    pub fn new(be: &B, decoder: &Decoder<F, B>, n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::shape("FISTA workspace", "batch size must be at least 1"));
+        }
+        let l = decoder.code_dim();
+        let gram = match decoder.kind() {
+            DecoderKind::Linear => Some((be.zeros(l, l)?, be.zeros(n, l)?, be.zeros(n, l)?)),
+            DecoderKind::OneHidden { .. } => None,
+        };
+        Ok(FistaWorkspace {
+            n,
+            l,
+            z: be.zeros(n, l)?,
+            z_old: be.zeros(n, l)?,
+            x: be.zeros(n, l)?,
+            g: be.zeros(n, l)?,
+            flags: be.zeros(n, 1)?,
+            mean: be.zeros(1, l)?,
+            std: be.zeros(1, l)?,
+            dec: decoder.scratch(be, n)?,
+            gram,
+            trace: Vec::new(),
+        })
+    }
+
+    /// The batch size this workspace serves.
+    pub fn batch_size(&self) -> usize {
+        self.n
+    }
+
+    /// The codes of the last [`solve`].
+    pub fn codes(&self) -> &B::Mat {
+        &self.z
+    }
+}
+
+/// Everything the smooth part needs, borrowed from the caller and the workspace.
+struct Smooth<'a, F: Scalar, B: Backend<F>> {
+    be: &'a B,
+    decoder: &'a Decoder<F, B>,
+    y: &'a B::Mat,
+    target: Option<&'a B::Mat>,
+    beta: F,
+    t: F,
+    gamma: F,
+    /// `||Y||^2`, Gram path only.
+    yy: F,
+    use_gram: bool,
+}
+
+impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
+    /// `f(point)` (when `want_value`) and, when `grad` is given, `grad f(point)` written into it.
+    #[allow(clippy::too_many_arguments)]
+    fn eval(
+        &self,
+        point: &B::Mat,
+        dec: &mut DecoderScratch<B::Mat>,
+        gram: Option<&mut (B::Mat, B::Mat, B::Mat)>,
+        mean: &mut B::Mat,
+        std: &mut B::Mat,
+        mut grad: Option<&mut B::Mat>,
+        want_value: bool,
+    ) -> Result<F> {
+        let be = self.be;
+        let recon = match (self.use_gram, gram) {
+            (true, Some((g_mat, c, q))) => {
+                // q = X G - C; recon = (1/d)(||Y||^2 + <X, q> - <X, C>); grad = (2/d) q.
+                let inv_d = F::one() / F::c(self.decoder.input_dim() as f64);
+                be.copy(c, q)?;
+                be.gemm(F::one(), point, Trans::N, g_mat, Trans::N, -F::one(), q)?;
+                if let Some(g) = grad.as_deref_mut() {
+                    be.axpby(F::c(2.0) * inv_d, q, F::zero(), g)?;
+                }
+                if want_value {
+                    (self.yy + be.dot(point, q)? - be.dot(point, c)?) * inv_d
+                } else {
+                    F::zero()
+                }
+            }
+            _ => self.decoder.recon(be, self.y, point, dec, grad.as_deref_mut(), want_value)?,
+        };
+        let prox = energy::proximity(be, point, self.target, self.gamma, grad.as_deref_mut(), want_value)?;
+        let hinge = energy::hinge(be, point, self.beta, self.t, mean, std, grad, want_value)?;
+        Ok(recon + prox + hinge)
+    }
+}
+
+const MAX_BACKTRACKS: usize = 64;
+
+/// Runs FISTA on the batch `y` `(n, d)`, starting from `warm` `(n, l)` (zeros when `None`), which
+/// is also the proximity term's target `e`. The codes are left in [`FistaWorkspace::codes`].
+///
+/// # Errors
+/// * [`Error::InvalidParameter`] for out-of-range parameters, or `n < 2` with `beta > 0`;
+/// * [`Error::Shape`] if `y`, `warm` or the workspace do not fit the decoder;
+/// * [`Error::NonFiniteInput`] if `y` or `warm` holds NaN or infinity;
+/// * [`Error::Diverged`] if an iterate or the energy becomes non-finite;
+/// * [`Error::Backtracking`] if no step satisfies the sufficient-decrease condition.
+pub fn solve<F: Scalar, B: Backend<F>>(
+    be: &B,
+    decoder: &Decoder<F, B>,
+    y: &B::Mat,
+    warm: Option<&B::Mat>,
+    params: &FistaParams,
+    ws: &mut FistaWorkspace<F, B>,
+) -> Result<FistaReport> {
+    params.validate()?;
+    let (n, d) = be.shape(y);
+    let l = decoder.code_dim();
+    if d != decoder.input_dim() {
+        return Err(Error::shape(
+            "FISTA: input Y",
+            format!("Y is {:?} but the decoder expects {} columns", (n, d), decoder.input_dim()),
+        ));
+    }
+    if ws.n != n || ws.l != l {
+        return Err(Error::shape(
+            "FISTA: workspace",
+            format!("workspace is for ({}, {}) codes, the batch needs ({n}, {l})", ws.n, ws.l),
+        ));
+    }
+    if let Some(e) = warm
+        && be.shape(e) != (n, l)
+    {
+        return Err(Error::shape(
+            "FISTA: warm start",
+            format!("warm start is {:?}, expected ({n}, {l})", be.shape(e)),
+        ));
+    }
+    let ep = &params.energy;
+    if ep.beta > 0.0 && n < 2 {
+        return Err(Error::param(
+            "batch size",
+            n,
+            "the variance hinge (beta > 0) needs at least 2 samples per batch",
+        ));
+    }
+    check_finite_mat(be, "Y", y)?;
+    if let Some(e) = warm {
+        check_finite_mat(be, "warm start", e)?;
+    }
+    let use_gram = match (params.path, decoder.kind()) {
+        (GradientPath::Gram, DecoderKind::OneHidden { .. }) => {
+            return Err(Error::param(
+                "path",
+                "gram",
+                "the Gram path needs a linear decoder",
+            ));
+        }
+        (GradientPath::Direct, _) | (_, DecoderKind::OneHidden { .. }) => false,
+        _ => true,
+    };
+
+    let mut yy = F::zero();
+    if use_gram {
+        let (g_mat, c, _) = ws
+            .gram
+            .as_mut()
+            .ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
+        let w = &decoder.params()[0];
+        be.gemm(F::one(), w, Trans::T, w, Trans::N, F::zero(), g_mat)?;
+        be.gemm(F::one(), y, Trans::N, w, Trans::N, F::zero(), c)?;
+        yy = be.sum_sq(y)?;
+    }
+
+    // The step rule, resolved to an initial L and whether to backtrack.
+    let (mut lip, backtrack, factor) = match params.step {
+        StepRule::Constant { eta } => (1.0 / eta, false, 1.0),
+        StepRule::Backtracking {
+            initial_step,
+            factor,
+        } => (1.0 / initial_step.unwrap_or(1.0), true, factor),
+        StepRule::Auto => match decoder.kind() {
+            DecoderKind::Linear => {
+                let sigma2 = top_eigenvalue_wtw(be, &decoder.params()[0])?;
+                let lip = 1.02 * (2.0 / d as f64) * sigma2 + 2.0 * ep.gamma / l as f64;
+                (lip.max(f64::MIN_POSITIVE), false, 1.0)
+            }
+            DecoderKind::OneHidden { .. } => (1.0, true, 2.0),
+        },
+    };
+
+    let smooth = Smooth {
+        be,
+        decoder,
+        y,
+        target: warm,
+        beta: F::c(ep.beta),
+        t: F::c(ep.threshold),
+        gamma: F::c(ep.gamma),
+        yy,
+        use_gram,
+    };
+    let lambda = ep.lambda;
+    let FistaWorkspace {
+        z,
+        z_old,
+        x,
+        g,
+        flags,
+        mean,
+        std,
+        dec,
+        gram,
+        trace,
+        ..
+    } = ws;
+    trace.clear();
+    if params.record_trace {
+        trace.reserve(params.max_iter);
+    }
+
+    match warm {
+        Some(e) => be.copy(e, z)?,
+        None => be.fill(F::zero(), z)?,
+    }
+    be.copy(z, x)?;
+    be.fill(F::zero(), flags)?;
+
+    let mut t = 1.0f64;
+    let mut steps_sum = 0usize;
+    let mut iterations = 0usize;
+    let mut converged = false;
+    let mut backtracks = 0usize;
+    let tol = F::c(params.tol);
+    // Rounding slack for the sufficient-decrease test: the energies are sums of O(n l) terms.
+    let slack_rel = 64.0 * F::EPS;
+
+    for it in 0..params.max_iter {
+        let fx = smooth.eval(x, dec, gram.as_mut(), mean, std, Some(g), backtrack)?;
+        if backtrack && !fx.is_finite() {
+            return Err(Error::Diverged {
+                algorithm: "FISTA",
+                iteration: it,
+                term: "smooth energy at the extrapolated point".into(),
+            });
+        }
+        be.copy(z, z_old)?;
+        let mut attempts = 0usize;
+        let (f_trial, model) = loop {
+            let eta = 1.0 / lip;
+            be.shrink_step(x, g, flags, F::c(eta), F::c(lambda * eta), params.nonneg, z)?;
+            if !backtrack {
+                break (None, None);
+            }
+            let fp = smooth.eval(z, dec, gram.as_mut(), mean, std, None, true)?.f();
+            let (lin, sq) = be.step_model_terms(g, z, x)?;
+            let q = fx.f() + lin.f() + 0.5 * lip * sq.f();
+            if fp.is_finite() && fp <= q + slack_rel * (fx.f().abs() + fp.abs()) {
+                break (Some(fp), Some(q));
+            }
+            attempts += 1;
+            backtracks += 1;
+            if attempts > MAX_BACKTRACKS {
+                return Err(Error::Backtracking {
+                    iteration: it,
+                    attempts,
+                    last_l: lip,
+                });
+            }
+            lip *= factor;
+        };
+        let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
+        be.momentum(z, z_old, F::c((t - 1.0) / t_next), x)?;
+        t = t_next;
+        let rc = be.converged_rows(z_old, z, tol, flags)?;
+        if rc.non_finite {
+            return Err(Error::Diverged {
+                algorithm: "FISTA",
+                iteration: it,
+                term: "codes".into(),
+            });
+        }
+        steps_sum += n - rc.converged;
+        iterations = it + 1;
+        if params.record_trace {
+            trace.push(TraceRecord {
+                iteration: it,
+                step: 1.0 / lip,
+                f_trial,
+                model,
+                active: n - rc.converged,
+            });
+        }
+        if rc.converged == n {
+            converged = true;
+            break;
+        }
+    }
+
+    // The energy at the returned codes, through the exact (direct) reconstruction.
+    let recon = decoder.recon(be, y, z, dec, None, true)?.f();
+    let l1 = lambda * be.sum_abs(z)?.f();
+    let hinge = energy::hinge(be, z, smooth.beta, smooth.t, mean, std, None, true)?.f();
+    let prox = energy::proximity(be, z, warm, smooth.gamma, None, true)?.f();
+    let energy = EnergyTerms {
+        recon,
+        l1,
+        hinge,
+        proximity: prox,
+    };
+    if let Some(term) = energy.non_finite_term() {
+        return Err(Error::Diverged {
+            algorithm: "FISTA",
+            iteration: iterations,
+            term: format!("{term} energy"),
+        });
+    }
+    Ok(FistaReport {
+        iterations,
+        mean_steps: steps_sum as f64 / n as f64,
+        converged,
+        energy,
+        total_energy: energy.total(),
+        backtracks,
+        step: 1.0 / lip,
+        path: if use_gram { "gram" } else { "direct" }.into(),
+        trace: trace.clone(),
+    })
+}
+
+/// `lambda_max(W^T W) = ||W||_2^2` by power iteration from a fixed start (deterministic).
+///
+/// # Errors
+/// A backend error.
+pub fn top_eigenvalue_wtw<F: Scalar, B: Backend<F>>(be: &B, w: &B::Mat) -> Result<f64> {
+    let (d, l) = be.shape(w);
+    // A fixed, non-degenerate start: (1, 1.1, 1.2, ...) normalised.
+    let start = ndarray::Array2::from_shape_fn((1, l), |(_, j)| F::c(1.0 + 0.1 * (j % 10) as f64));
+    let mut v = be.upload(start.view())?;
+    let mut wv = be.zeros(1, d)?;
+    let mut u = be.zeros(1, l)?;
+    let mut est = 0.0f64;
+    let norm = be.sum_sq(&v)?.f().sqrt();
+    be.scale(F::c(1.0 / norm), &mut v)?;
+    for _ in 0..500 {
+        be.gemm(F::one(), &v, Trans::N, w, Trans::T, F::zero(), &mut wv)?;
+        be.gemm(F::one(), &wv, Trans::N, w, Trans::N, F::zero(), &mut u)?;
+        let nu = be.sum_sq(&u)?.f().sqrt();
+        if !(nu.is_finite() && nu > 0.0) {
+            return Ok(if nu.is_finite() { 0.0 } else { f64::INFINITY });
+        }
+        be.axpby(F::c(1.0 / nu), &u, F::zero(), &mut v)?;
+        let done = (nu - est).abs() <= 1e-7 * nu;
+        est = nu;
+        if done {
+            break;
+        }
+    }
+    Ok(est)
+}
+
+/// [`Error::NonFiniteInput`] for the first non-finite element of a backend matrix (the host copy
+/// is made only when one exists).
+pub(crate) fn check_finite_mat<F: Scalar, B: Backend<F>>(be: &B, what: &str, a: &B::Mat) -> Result<()> {
+    if be.all_finite(a)? {
+        return Ok(());
+    }
+    crate::decoder::check_finite(what, &be.download(a)?)
+}

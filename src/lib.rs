@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+
+#[cfg(feature = "openblas")]
+extern crate blas_src;
+
+pub mod backend;
+pub mod data;
+pub mod decoder;
+pub mod encoder;
+pub mod energy;
+pub mod error;
+pub mod fista;
+pub mod init;
+pub mod io;
+pub mod optim;
+pub mod scalar;
+pub mod train;
+
+pub use backend::{Backend, Cpu, Trans};
+pub use decoder::{Decoder, DecoderKind};
+pub use encoder::Lista;
+pub use energy::{EnergyParams, EnergyTerms};
+pub use error::{Error, Result};
+pub use fista::{FistaParams, FistaReport, FistaWorkspace, GradientPath, StepRule};
+pub use optim::{AdamParams, LrSchedule};
+pub use scalar::Scalar;
+pub use train::{StepConfig, StepStats, Trainer};

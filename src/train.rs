@@ -1,0 +1,249 @@
+//! One training step on a mini-batch (REFERENCE §4), written once against the backend.
+//!
+//! 1. `e = E(y)` (the LISTA forward pass, kept on a tape);
+//! 2. `z* = FISTA(D, y)`, warm-started from `e`, with the proximity term towards `e`;
+//! 3. the decoder's loss `(1/(n d)) sum ||y - D(z*)||^2`, one Adam step, then (SDL) column
+//!    normalisation;
+//! 4. the encoder's loss `(1/(n l)) sum ||e - z*||^2` with `z*` constant, one Adam step.
+//!
+//! Decoder and encoder train together from the first batch.
+
+use crate::backend::Backend;
+use crate::decoder::{Decoder, DecoderScratch};
+use crate::encoder::{Lista, ListaTape};
+use crate::energy::EnergyTerms;
+use crate::error::{Error, Result};
+use crate::fista::{self, FistaParams, FistaWorkspace};
+use crate::optim::{AdamParams, AdamState, LrSchedule, adam_step};
+use crate::scalar::Scalar;
+
+/// The per-image MSE floor of the authors' PSNR (an exact reconstruction scores 40 dB).
+pub const PSNR_MSE_FLOOR: f64 = 1e-4;
+
+/// The hyper-parameters of a training step.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepConfig {
+    /// FISTA's parameters (the energy's `lambda`, `beta`, `T`, `gamma`; the step `eta`; ...).
+    pub fista: FistaParams,
+    /// The decoder's Adam group.
+    pub decoder_adam: AdamParams,
+    /// The encoder's Adam group.
+    pub encoder_adam: AdamParams,
+    /// The decoder's learning-rate schedule (per epoch).
+    pub decoder_schedule: LrSchedule,
+    /// The encoder's learning-rate schedule (per epoch).
+    pub encoder_schedule: LrSchedule,
+    /// SDL: renormalise every decoder weight column after each step (and at the start).
+    pub column_norm: bool,
+    /// The data's pixel scale for PSNR (MNIST: 0.3081, the normalisation's std).
+    pub pixel_scale: f64,
+}
+
+impl StepConfig {
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first bad value.
+    pub fn validate(&self) -> Result<()> {
+        self.fista.validate()?;
+        self.decoder_adam.validate()?;
+        self.encoder_adam.validate()?;
+        if !(self.pixel_scale.is_finite() && self.pixel_scale > 0.0) {
+            return Err(Error::param("pixel scale", self.pixel_scale, "must be finite and > 0"));
+        }
+        for s in [self.decoder_schedule, self.encoder_schedule] {
+            if let LrSchedule::StepHalving { every: 0 } = s {
+                return Err(Error::param("schedule period", 0, "must be at least 1 epoch"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Statistics of one training step (sums are over the batch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepStats {
+    /// Samples in the batch.
+    pub n: usize,
+    /// The decoder's loss `(1/(n d)) sum ||y - D(z*)||^2` before its update.
+    pub decoder_loss: f64,
+    /// The encoder's loss `(1/(n l)) sum ||e - z*||^2` before its update.
+    pub encoder_loss: f64,
+    /// The energy's terms at `z*`.
+    pub energy: EnergyTerms,
+    /// Mean PSNR (dB) of `D(z*)` in the authors' convention.
+    pub psnr: f64,
+    /// Fraction of exact zeros in `z*`.
+    pub sparsity: f64,
+    /// Fraction of exact zeros in the encoder's codes `e`.
+    pub encoder_sparsity: f64,
+    /// FISTA's mean per-sample steps (the authors' "inference steps").
+    pub inference_steps: f64,
+    /// FISTA's loop iterations.
+    pub fista_iterations: usize,
+}
+
+/// Buffers for one batch size.
+struct StepWorkspace<F: Scalar, B: Backend<F>> {
+    tape: ListaTape<B::Mat>,
+    fista: FistaWorkspace<F, B>,
+    dec: DecoderScratch<B::Mat>,
+    dec_grads: Vec<B::Mat>,
+    enc_grads: Vec<B::Mat>,
+}
+
+/// An encoder, a decoder, their optimiser states and a training step's configuration.
+pub struct Trainer<F: Scalar, B: Backend<F>> {
+    /// The LISTA encoder.
+    pub encoder: Lista<F, B>,
+    /// The decoder.
+    pub decoder: Decoder<F, B>,
+    /// The encoder's Adam state.
+    pub encoder_opt: AdamState<B::Mat>,
+    /// The decoder's Adam state.
+    pub decoder_opt: AdamState<B::Mat>,
+    config: StepConfig,
+    ws: Option<StepWorkspace<F, B>>,
+}
+
+impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
+    /// A trainer with fresh optimiser states. With `column_norm`, the decoder's columns are
+    /// normalised once here (as the released code does at initialisation).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a bad configuration; [`Error::Shape`] if the encoder and
+    /// decoder dimensions disagree or a weight-decay list does not match its group.
+    pub fn new(be: &B, encoder: Lista<F, B>, mut decoder: Decoder<F, B>, config: StepConfig) -> Result<Self> {
+        config.validate()?;
+        if encoder.input_dim() != decoder.input_dim() || encoder.code_dim() != decoder.code_dim() {
+            return Err(Error::shape(
+                "trainer",
+                format!(
+                    "encoder maps {} -> {}, decoder maps {} -> {}",
+                    encoder.input_dim(),
+                    encoder.code_dim(),
+                    decoder.code_dim(),
+                    decoder.input_dim()
+                ),
+            ));
+        }
+        if config.decoder_adam.weight_decay.len() != decoder.params().len()
+            || config.encoder_adam.weight_decay.len() != encoder.params().len()
+        {
+            return Err(Error::shape("trainer", "one weight decay per parameter is needed in each Adam group"));
+        }
+        if config.column_norm {
+            decoder.normalize_columns(be)?;
+        }
+        let decoder_opt = AdamState::new(decoder.zeros_like_params(be)?, decoder.zeros_like_params(be)?);
+        let encoder_opt = AdamState::new(encoder.zeros_like_params(be)?, encoder.zeros_like_params(be)?);
+        Ok(Trainer {
+            encoder,
+            decoder,
+            encoder_opt,
+            decoder_opt,
+            config,
+            ws: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &StepConfig {
+        &self.config
+    }
+
+    fn workspace(&mut self, be: &B, n: usize) -> Result<StepWorkspace<F, B>> {
+        match self.ws.take() {
+            Some(ws) if ws.tape.batch_size() == n => Ok(ws),
+            _ => Ok(StepWorkspace {
+                tape: self.encoder.tape(be, n)?,
+                fista: FistaWorkspace::new(be, &self.decoder, n)?,
+                dec: self.decoder.scratch(be, n)?,
+                dec_grads: self.decoder.zeros_like_params(be)?,
+                enc_grads: self.encoder.zeros_like_params(be)?,
+            }),
+        }
+    }
+
+    /// One training step on the batch `y` `(n, d)` in epoch `epoch` (0-based; it sets the
+    /// scheduled learning rates).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `y` does not fit; [`Error::Diverged`] if a loss or a weight becomes
+    /// non-finite (the message names it); any FISTA error.
+    pub fn step(&mut self, be: &B, y: &B::Mat, epoch: usize) -> Result<StepStats> {
+        let (n, d) = be.shape(y);
+        if d != self.decoder.input_dim() {
+            return Err(Error::shape("training step", format!("batch is {:?}, the model takes d = {}", (n, d), self.decoder.input_dim())));
+        }
+        let mut ws = self.workspace(be, n)?;
+        let out = self.step_with(be, y, epoch, &mut ws);
+        self.ws = Some(ws);
+        out
+    }
+
+    fn step_with(&mut self, be: &B, y: &B::Mat, epoch: usize, ws: &mut StepWorkspace<F, B>) -> Result<StepStats> {
+        let (n, _) = be.shape(y);
+        let cfg = &self.config;
+        let l = self.decoder.code_dim();
+
+        // 1. amortised codes
+        let e = self.encoder.forward(be, y, &mut ws.tape)?;
+        let encoder_sparsity = be.count_zeros(e)? as f64 / (n * l) as f64;
+
+        // 2. FISTA from the encoder's codes
+        let report = fista::solve(be, &self.decoder, y, Some(e), &cfg.fista, &mut ws.fista)?;
+        let z = ws.fista.codes();
+
+        // 3. decoder step
+        let decoder_loss = self.decoder.loss_grads(be, y, z, &mut ws.dec, &mut ws.dec_grads)?;
+        let psnr = be.psnr_sum(ws.dec.residual(), F::c(cfg.pixel_scale), F::c(PSNR_MSE_FLOOR))?.f() / n as f64;
+        let sparsity = be.count_zeros(z)? as f64 / (n * l) as f64;
+        if !decoder_loss.is_finite() {
+            return Err(diverged(epoch, "decoder loss"));
+        }
+        let lr_d = cfg.decoder_schedule.lr_at(cfg.decoder_adam.lr, epoch);
+        adam_step(be, &cfg.decoder_adam, lr_d, self.decoder.params_mut(), &ws.dec_grads, &mut self.decoder_opt)?;
+        if cfg.column_norm {
+            self.decoder.normalize_columns(be)?;
+        }
+        for (p, name) in self.decoder.params().iter().zip(self.decoder.param_names()) {
+            if !be.all_finite(p)? {
+                return Err(diverged(epoch, &format!("decoder weight {name}")));
+            }
+        }
+
+        // 4. encoder step, towards the FISTA codes
+        let encoder_loss = self.encoder.loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
+        if !encoder_loss.is_finite() {
+            return Err(diverged(epoch, "encoder loss"));
+        }
+        let lr_e = cfg.encoder_schedule.lr_at(cfg.encoder_adam.lr, epoch);
+        adam_step(be, &cfg.encoder_adam, lr_e, self.encoder.params_mut(), &ws.enc_grads, &mut self.encoder_opt)?;
+        for (p, name) in self.encoder.params().iter().zip(self.encoder.param_names()) {
+            if !be.all_finite(p)? {
+                return Err(diverged(epoch, &format!("encoder weight {name}")));
+            }
+        }
+
+        Ok(StepStats {
+            n,
+            decoder_loss: decoder_loss.f(),
+            encoder_loss: encoder_loss.f(),
+            energy: report.energy,
+            psnr,
+            sparsity,
+            encoder_sparsity,
+            inference_steps: report.mean_steps,
+            fista_iterations: report.iterations,
+        })
+    }
+}
+
+fn diverged(epoch: usize, term: &str) -> Error {
+    Error::Diverged {
+        algorithm: "training",
+        iteration: epoch,
+        term: term.to_string(),
+    }
+}
