@@ -1,0 +1,348 @@
+//! FISTA: the authors' semantics, optimality, backtracking, the Gram path, determinism.
+
+use ndarray::{Array2, Axis};
+use varsparse::backend::Cpu;
+use varsparse::decoder::Decoder;
+use varsparse::energy::EnergyParams;
+use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
+use varsparse::init::{linear_uniform, rng};
+
+fn random(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
+    linear_uniform::<f64>(&mut rng(seed), rows, cols, 1)
+}
+
+/// A straightforward host transcription of the released code's `ISTA(..., FISTA=True)` for a
+/// linear decoder: written independently of the library's kernels.
+#[allow(clippy::too_many_arguments)]
+fn reference_fista(
+    w: &Array2<f64>,
+    y: &Array2<f64>,
+    e: &Array2<f64>,
+    p: &EnergyParams,
+    eta: f64,
+    max_iter: usize,
+    tol: f64,
+) -> (Array2<f64>, f64, usize) {
+    let (n, d) = y.dim();
+    let l = w.ncols();
+    let mut z = e.clone();
+    let mut aux = z.clone();
+    let mut t_old = 1.0f64;
+    let mut flags = vec![0.0f64; n];
+    let mut steps = vec![0.0f64; n];
+    let mut iterations = 0;
+    for step in 0..max_iter {
+        // gradient of the smooth part at aux
+        let r = aux.dot(&w.t()) - y;
+        let mut g = r.dot(w) * (2.0 / d as f64) + (&aux - e) * (2.0 * p.gamma / l as f64);
+        if p.beta > 0.0 {
+            let mean = aux.mean_axis(Axis(0)).unwrap();
+            for j in 0..l {
+                let col = aux.column(j);
+                let ss: f64 = col.iter().map(|v| (v - mean[j]).powi(2)).sum();
+                let s = (ss / (n - 1) as f64).sqrt();
+                if s > 0.0 && s < p.threshold {
+                    for i in 0..n {
+                        g[(i, j)] += -(2.0 * p.beta / (n - 1) as f64) * (p.threshold - s) / s * (aux[(i, j)] - mean[j]);
+                    }
+                }
+            }
+        }
+        let z_old = z.clone();
+        for i in 0..n {
+            let a = 1.0 - flags[i];
+            for j in 0..l {
+                let u = aux[(i, j)] - a * eta * g[(i, j)];
+                let shrunk = u.signum() * (u.abs() - a * p.lambda * eta).max(0.0);
+                z[(i, j)] = shrunk.max(0.0);
+            }
+        }
+        let t_new = 0.5 * (1.0 + (1.0 + 4.0 * t_old * t_old).sqrt());
+        aux = &z + &((&z - &z_old) * ((t_old - 1.0) / t_new));
+        t_old = t_new;
+        for i in 0..n {
+            let diff = (&z_old.row(i) - &z.row(i)).mapv(|v| v * v).sum().sqrt();
+            let old = z_old.row(i).mapv(|v| v * v).sum().sqrt();
+            flags[i] = if diff / old < tol { 1.0 } else { 0.0 };
+            steps[i] += 1.0 - flags[i];
+        }
+        iterations = step + 1;
+        if step < max_iter - 1 && flags.iter().all(|&f| f == 1.0) {
+            break;
+        }
+    }
+    (z, steps.iter().sum::<f64>() / n as f64, iterations)
+}
+
+fn problem(seed: u64) -> (Array2<f64>, Array2<f64>, Array2<f64>) {
+    let (n, d, l) = (12, 20, 8);
+    let w = random(d, l, seed);
+    let z_true = random(n, l, seed + 1).mapv(|v| v.max(0.0));
+    let y = z_true.dot(&w.t()) + random(n, d, seed + 2) * 0.05;
+    let e = random(n, l, seed + 3).mapv(|v| v.max(0.0) * 0.5);
+    (w, y, e)
+}
+
+fn solve(
+    w: &Array2<f64>,
+    y: &Array2<f64>,
+    warm: Option<&Array2<f64>>,
+    params: &FistaParams,
+) -> varsparse::Result<(Array2<f64>, varsparse::FistaReport)> {
+    let be = Cpu;
+    let dec = Decoder::linear(&be, w)?;
+    let mut ws = FistaWorkspace::new(&be, &dec, y.nrows())?;
+    let report = fista::solve(&be, &dec, y, warm, params, &mut ws)?;
+    Ok((ws.codes().clone(), report))
+}
+
+#[test]
+fn matches_the_released_code_loop() {
+    let mut early_stops = 0;
+    // Steps small enough for the runs to settle: with a step past the hinge's curvature
+    // (n = 12 makes it large) FISTA oscillates chaotically and any two float orders drift apart.
+    for (seed, beta, gamma, eta) in [(10, 0.0, 0.0, 0.5), (20, 10.0, 5.0, 0.05), (30, 2.0, 0.0, 0.2), (40, 0.0, 1.0, 0.5)] {
+        let (w, y, e) = problem(seed);
+        let energy = EnergyParams {
+            lambda: 0.02,
+            beta,
+            threshold: 0.5,
+            gamma,
+        };
+        let (z_ref, steps_ref, it_ref) = reference_fista(&w, &y, &e, &energy, eta, 200, 1e-3);
+        early_stops += (it_ref < 200) as usize;
+        for path in [GradientPath::Direct, GradientPath::Gram] {
+            let params = FistaParams {
+                energy,
+                step: StepRule::Constant { eta },
+                path,
+                ..FistaParams::default()
+            };
+            let (z, report) = solve(&w, &y, Some(&e), &params).unwrap();
+            let err = (&z - &z_ref).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+            assert!(err < 1e-10, "seed {seed} {path:?}: max |z - z_ref| = {err:e}");
+            assert_eq!(report.iterations, it_ref, "seed {seed} {path:?}");
+            assert_eq!(report.converged, it_ref < 200);
+            assert!((report.mean_steps - steps_ref).abs() < 1e-12);
+        }
+    }
+    assert!(early_stops >= 2, "the all-flagged exit must be exercised");
+}
+
+/// KKT conditions of the non-negative lasso (beta = gamma = 0) at a tightly converged solution.
+#[test]
+fn reaches_kkt_conditions() {
+    let (w, y, _) = problem(50);
+    let (_, d) = y.dim();
+    let lambda = 0.01;
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda,
+            beta: 0.0,
+            threshold: 0.5,
+            gamma: 0.0,
+        },
+        step: StepRule::Auto,
+        max_iter: 20_000,
+        tol: 1e-13,
+        ..FistaParams::default()
+    };
+    let (z, _) = solve(&w, &y, None, &params).unwrap();
+    let grad = (z.dot(&w.t()) - &y).dot(&w) * (2.0 / d as f64);
+    let mut active = 0;
+    for (&zj, &gj) in z.iter().zip(grad.iter()) {
+        if zj > 0.0 {
+            active += 1;
+            assert!((gj + lambda).abs() < 1e-8, "active coordinate: grad + lambda = {}", gj + lambda);
+        } else {
+            assert!(gj + lambda >= -1e-8, "inactive coordinate: grad + lambda = {}", gj + lambda);
+        }
+    }
+    assert!(active > 0 && active < z.len(), "a non-trivial support ({active} of {})", z.len());
+}
+
+#[test]
+fn backtracking_accepts_only_sufficient_decrease() {
+    let (w, y, e) = problem(60);
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.02,
+            beta: 10.0,
+            threshold: 0.5,
+            gamma: 1.0,
+        },
+        step: StepRule::Backtracking {
+            initial_step: Some(50.0),
+            factor: 2.0,
+        },
+        record_trace: true,
+        ..FistaParams::default()
+    };
+    for path in [GradientPath::Direct, GradientPath::Gram] {
+        let (_, report) = solve(&w, &y, Some(&e), &FistaParams { path, ..params }).unwrap();
+        assert!(report.backtracks > 0, "a step of 50 must be reduced");
+        assert_eq!(report.trace.len(), report.iterations);
+        let mut last_step = f64::INFINITY;
+        for rec in &report.trace {
+            let (f, q) = (rec.f_trial.unwrap(), rec.model.unwrap());
+            assert!(f <= q + 1e-9 * q.abs().max(1.0), "iteration {}: F(p) = {f} > Q = {q}", rec.iteration);
+            assert!(rec.step <= last_step, "L is carried and only grows");
+            last_step = rec.step;
+        }
+    }
+}
+
+#[test]
+fn backtracking_converges_where_a_large_constant_step_diverges() {
+    let (w, y, _) = problem(70);
+    let energy = EnergyParams {
+        lambda: 0.01,
+        ..EnergyParams::default()
+    };
+    let big = FistaParams {
+        energy,
+        step: StepRule::Constant { eta: 200.0 },
+        max_iter: 500,
+        ..FistaParams::default()
+    };
+    let err = solve(&w, &y, None, &big).unwrap_err();
+    assert!(matches!(err, varsparse::Error::Diverged { .. }), "{err}");
+    assert!(err.to_string().contains("smaller step"), "{err}");
+
+    let bt = FistaParams {
+        step: StepRule::Backtracking {
+            initial_step: None,
+            factor: 2.0,
+        },
+        max_iter: 5000,
+        tol: 1e-9,
+        ..big
+    };
+    let auto = FistaParams {
+        step: StepRule::Auto,
+        ..bt
+    };
+    let (_, r_bt) = solve(&w, &y, None, &bt).unwrap();
+    let (_, r_auto) = solve(&w, &y, None, &auto).unwrap();
+    assert!(r_bt.converged);
+    assert!((r_bt.total_energy - r_auto.total_energy).abs() < 1e-7 * r_auto.total_energy.abs());
+}
+
+/// The Gram path gives the direct path's iterates in f32, within rounding.
+#[test]
+fn gram_path_equals_direct_path_f32() {
+    let (n, d, l) = (64, 100, 32);
+    let w = linear_uniform::<f32>(&mut rng(1), d, l, l);
+    let z_true = linear_uniform::<f32>(&mut rng(2), n, l, 1).mapv(|v| v.max(0.0));
+    let y = z_true.dot(&w.t());
+    let e = linear_uniform::<f32>(&mut rng(3), n, l, 1).mapv(|v| v.max(0.0));
+    let be = Cpu;
+    let dec = Decoder::linear(&be, &w).unwrap();
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    let base = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.005,
+            beta: 10.0,
+            threshold: 0.5,
+            gamma: 5.0,
+        },
+        step: StepRule::Constant { eta: 0.5 },
+        max_iter: 50,
+        tol: 0.0,
+        ..FistaParams::default()
+    };
+    let mut out = vec![];
+    for path in [GradientPath::Direct, GradientPath::Gram] {
+        let r = fista::solve(&be, &dec, &y, Some(&e), &FistaParams { path, ..base }, &mut ws).unwrap();
+        out.push((ws.codes().clone(), r));
+    }
+    let scale = out[0].0.iter().fold(0.0f32, |a, &b| a.max(b.abs()));
+    let err = (&out[0].0 - &out[1].0).iter().fold(0.0f32, |a, &b| a.max(b.abs()));
+    assert!(err <= 1e-4 * scale.max(1.0), "max |direct - gram| = {err:e} (scale {scale})");
+    assert_eq!(out[0].1.path, "direct");
+    assert_eq!(out[1].1.path, "gram");
+    let (e0, e1) = (out[0].1.total_energy, out[1].1.total_energy);
+    assert!((e0 - e1).abs() <= 1e-5 * e0.abs());
+}
+
+#[test]
+fn same_inputs_give_bit_identical_codes() {
+    let (n, d, l) = (50, 40, 16);
+    let w = linear_uniform::<f32>(&mut rng(4), d, l, l);
+    let y = linear_uniform::<f32>(&mut rng(5), n, d, 1);
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.002,
+            beta: 10.0,
+            threshold: 0.5,
+            gamma: 0.0,
+        },
+        step: StepRule::Constant { eta: 0.5 },
+        ..FistaParams::default()
+    };
+    let be = Cpu;
+    let dec = Decoder::linear(&be, &w).unwrap();
+    let run = || {
+        let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+        let r = fista::solve(&be, &dec, &y, None, &params, &mut ws).unwrap();
+        (ws.codes().clone(), r)
+    };
+    let (a, ra) = run();
+    let (b, rb) = run();
+    assert_eq!(a, b);
+    assert_eq!(ra, rb);
+}
+
+#[test]
+fn signed_codes_can_be_negative_and_nonneg_cannot() {
+    let (w, y, _) = problem(80);
+    let y = -y; // best explained by negative codes
+    let base = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.005,
+            ..EnergyParams::default()
+        },
+        ..FistaParams::default()
+    };
+    let (z_pos, _) = solve(&w, &y, None, &base).unwrap();
+    assert!(z_pos.iter().all(|&v| v >= 0.0));
+    let (z_signed, _) = solve(&w, &y, None, &FistaParams { nonneg: false, ..base }).unwrap();
+    assert!(z_signed.iter().any(|&v| v < 0.0));
+}
+
+#[test]
+fn one_hidden_decoder_runs_with_backtracking_and_lowers_the_energy() {
+    let (n, d, l, m) = (16, 12, 6, 10);
+    let be = Cpu;
+    let w1 = random(m, l, 90);
+    let b1 = random(1, m, 91) * 0.1;
+    let w2 = random(d, m, 92);
+    let dec = Decoder::one_hidden(&be, &w1, &b1, &w2).unwrap();
+    let y = random(n, d, 93);
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.01,
+            beta: 10.0,
+            threshold: 0.5,
+            gamma: 0.0,
+        },
+        step: StepRule::Auto,
+        record_trace: true,
+        ..FistaParams::default()
+    };
+    let e0 = {
+        let one = FistaParams {
+            max_iter: 1,
+            ..params
+        };
+        fista::solve(&be, &dec, &y, None, &one, &mut ws).unwrap().total_energy
+    };
+    let r = fista::solve(&be, &dec, &y, None, &params, &mut ws).unwrap();
+    assert_eq!(r.path, "direct");
+    assert!(r.total_energy < e0, "{} !< {e0}", r.total_energy);
+    for rec in &r.trace {
+        assert!(rec.f_trial.unwrap() <= rec.model.unwrap() + 1e-9);
+    }
+}
+
