@@ -152,6 +152,11 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         &self.config
     }
 
+    /// The FISTA codes `z*` of the last [`Trainer::step`], if any.
+    pub fn last_codes(&self) -> Option<&B::Mat> {
+        self.ws.as_ref().map(|ws| ws.fista.codes())
+    }
+
     fn workspace(&mut self, be: &B, n: usize) -> Result<StepWorkspace<F, B>> {
         match self.ws.take() {
             Some(ws) if ws.tape.batch_size() == n => Ok(ws),
