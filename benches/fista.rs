@@ -1,1 +1,142 @@
-fn main(){}
+//! FISTA, LISTA and training-step throughput on MNIST-shaped batches (n 250, d 784, l 128).
+//!
+//! Inputs are synthetic (sparse non-negative codes through a random dictionary, plus noise) so
+//! that the bench needs no data files; FISTA runs a fixed 50 iterations (`tol = 0`) so the figure
+//! is the per-iteration cost, not a convergence speed. Throughput is in samples/s.
+//!
+//!     cargo bench --bench fista
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use ndarray::Array2;
+use std::hint::black_box;
+use varsparse::backend::Cpu;
+use varsparse::decoder::{Decoder, DecoderKind};
+use varsparse::encoder::Lista;
+use varsparse::energy::EnergyParams;
+use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
+use varsparse::init::{linear_uniform, rng};
+use varsparse::optim::{AdamParams, LrSchedule};
+use varsparse::train::{StepConfig, Trainer};
+
+const N: usize = 250;
+const D: usize = 784;
+const L: usize = 128;
+const M: usize = 1024;
+const ITERS: usize = 50;
+
+fn inputs() -> Array2<f32> {
+    let w = linear_uniform::<f32>(&mut rng(1), D, L, L);
+    let z = linear_uniform::<f32>(&mut rng(2), N, L, 1).mapv(|v| (v - 0.8).max(0.0) * 5.0);
+    z.dot(&w.t()) + linear_uniform::<f32>(&mut rng(3), N, D, 1) * 0.1
+}
+
+fn vdl_energy() -> EnergyParams {
+    EnergyParams {
+        lambda: 0.02,
+        beta: 10.0,
+        threshold: 0.5,
+        gamma: 5.0,
+    }
+}
+
+fn bench_fista(c: &mut Criterion) {
+    let be = Cpu;
+    let y = inputs();
+    let e = Array2::<f32>::from_elem((N, L), 0.05);
+    let lin = Decoder::<f32, Cpu>::init(&be, DecoderKind::Linear, D, L, &mut rng(4)).unwrap();
+    let mlp =
+        Decoder::<f32, Cpu>::init(&be, DecoderKind::OneHidden { hidden: M }, D, L, &mut rng(5))
+            .unwrap();
+    let mut g = c.benchmark_group("fista_n250_d784_l128_50it");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(20);
+    for (name, dec, path) in [
+        ("linear_gram", &lin, GradientPath::Gram),
+        ("linear_direct", &lin, GradientPath::Direct),
+        ("one_hidden_m1024", &mlp, GradientPath::Direct),
+    ] {
+        let params = FistaParams {
+            energy: vdl_energy(),
+            step: StepRule::Constant { eta: 0.5 },
+            max_iter: ITERS,
+            tol: 0.0,
+            path,
+            ..FistaParams::default()
+        };
+        let mut ws = FistaWorkspace::new(&be, dec, N).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| fista::solve(&be, dec, black_box(&y), Some(&e), &params, &mut ws).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn bench_lista(c: &mut Criterion) {
+    let be = Cpu;
+    let y = inputs();
+    let target = Array2::<f32>::from_elem((N, L), 0.05);
+    let enc = Lista::<f32, Cpu>::init(&be, D, L, 3, &mut rng(6)).unwrap();
+    let mut tape = enc.tape(&be, N).unwrap();
+    let mut grads = enc.zeros_like_params(&be).unwrap();
+    let mut g = c.benchmark_group("lista_n250_d784_l128_L3");
+    g.throughput(Throughput::Elements(N as u64));
+    g.bench_function("forward_backward", |b| {
+        b.iter(|| {
+            enc.forward(&be, black_box(&y), &mut tape).unwrap();
+            enc.loss_grads(&be, &y, &target, &mut tape, &mut grads)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn bench_train_step(c: &mut Criterion) {
+    let be = Cpu;
+    let y = inputs();
+    let mut g = c.benchmark_group("train_step_n250_d784_l128");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(10);
+    // Table 3's VDL and VDL-NL settings (MNIST); FISTA to its usual tolerance.
+    for (name, kind, gamma, lambda, lr_d) in [
+        ("vdl", DecoderKind::Linear, 5.0, 0.02, 3e-4),
+        (
+            "vdl_nl_m1024",
+            DecoderKind::OneHidden { hidden: M },
+            100.0,
+            0.01,
+            3e-4,
+        ),
+    ] {
+        let n_dec = if kind == DecoderKind::Linear { 1 } else { 3 };
+        let mut dec_adam = AdamParams::new(lr_d, n_dec);
+        if n_dec == 3 {
+            dec_adam.weight_decay[1] = 1e-3;
+        }
+        let cfg = StepConfig {
+            fista: FistaParams {
+                energy: EnergyParams {
+                    gamma,
+                    lambda,
+                    ..vdl_energy()
+                },
+                step: StepRule::Constant { eta: 0.5 },
+                ..FistaParams::default()
+            },
+            decoder_adam: dec_adam,
+            encoder_adam: AdamParams::new(1e-4, 3),
+            decoder_schedule: LrSchedule::Constant,
+            encoder_schedule: LrSchedule::Constant,
+            column_norm: false,
+            pixel_scale: 0.3081,
+        };
+        let mut r = rng(7);
+        let enc = Lista::init(&be, D, L, 3, &mut r).unwrap();
+        let dec = Decoder::init(&be, kind, D, L, &mut r).unwrap();
+        let mut t: Trainer<f32, Cpu> = Trainer::new(&be, enc, dec, cfg).unwrap();
+        g.bench_function(name, |b| b.iter(|| t.step(&be, black_box(&y), 0).unwrap()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_fista, bench_lista, bench_train_step);
+criterion_main!(benches);
