@@ -58,6 +58,11 @@ impl<M> DecoderScratch<M> {
     pub fn residual(&self) -> &M {
         &self.r
     }
+
+    /// Mutable access to the residual (e.g. to rescale it to pixel units).
+    pub fn residual_mut(&mut self) -> &mut M {
+        &mut self.r
+    }
 }
 
 impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
@@ -106,7 +111,10 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         check_finite("dictionary W", w)?;
         let (d, l) = w.dim();
         if d == 0 || l == 0 {
-            return Err(Error::shape("dictionary W", format!("is empty: {:?}", w.dim())));
+            return Err(Error::shape(
+                "dictionary W",
+                format!("is empty: {:?}", w.dim()),
+            ));
         }
         Ok(Decoder {
             kind: DecoderKind::Linear,
@@ -128,12 +136,19 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         let (m, l) = w1.dim();
         let (d, m2) = w2.dim();
         if m == 0 || l == 0 || d == 0 {
-            return Err(Error::shape("one-hidden-layer decoder", "W1 and W2 must be non-empty"));
+            return Err(Error::shape(
+                "one-hidden-layer decoder",
+                "W1 and W2 must be non-empty",
+            ));
         }
         if m2 != m {
             return Err(Error::shape(
                 "one-hidden-layer decoder",
-                format!("W1 is {:?} and W2 is {:?}: W2 must have W1's {m} rows as columns", w1.dim(), w2.dim()),
+                format!(
+                    "W1 is {:?} and W2 is {:?}: W2 must have W1's {m} rows as columns",
+                    w1.dim(),
+                    w2.dim()
+                ),
             ));
         }
         if b1.len() != m || !(b1.nrows() == 1 || b1.ncols() == 1) {
@@ -142,12 +157,18 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 format!("b1 is {:?}, expected a vector of length {m}", b1.dim()),
             ));
         }
-        let b1 = b1.to_shape((1, m)).map_err(|e| Error::shape("b1", e.to_string()))?;
+        let b1 = b1
+            .to_shape((1, m))
+            .map_err(|e| Error::shape("b1", e.to_string()))?;
         Ok(Decoder {
             kind: DecoderKind::OneHidden { hidden: m },
             d,
             l,
-            params: vec![be.upload(w1.view())?, be.upload(b1.view())?, be.upload(w2.view())?],
+            params: vec![
+                be.upload(w1.view())?,
+                be.upload(b1.view())?,
+                be.upload(w2.view())?,
+            ],
         })
     }
 
@@ -161,13 +182,20 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             (DecoderKind::OneHidden { hidden }, [w1, b1, w2]) => {
                 let dec = Self::one_hidden(be, w1, b1, w2)?;
                 if w1.nrows() != hidden {
-                    return Err(Error::shape("decoder", format!("hidden width {} but kind says {hidden}", w1.nrows())));
+                    return Err(Error::shape(
+                        "decoder",
+                        format!("hidden width {} but kind says {hidden}", w1.nrows()),
+                    ));
                 }
                 Ok(dec)
             }
             _ => Err(Error::shape(
                 "decoder",
-                format!("{kind:?} takes {} parameters, got {}", Self::names(kind).len(), params.len()),
+                format!(
+                    "{kind:?} takes {} parameters, got {}",
+                    Self::names(kind).len(),
+                    params.len()
+                ),
             )),
         }
     }
@@ -238,7 +266,9 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
     pub fn scratch(&self, be: &B, n: usize) -> Result<DecoderScratch<B::Mat>> {
         let (h, dh) = match self.kind {
             DecoderKind::Linear => (None, None),
-            DecoderKind::OneHidden { hidden } => (Some(be.zeros(n, hidden)?), Some(be.zeros(n, hidden)?)),
+            DecoderKind::OneHidden { hidden } => {
+                (Some(be.zeros(n, hidden)?), Some(be.zeros(n, hidden)?))
+            }
         };
         Ok(DecoderScratch {
             r: be.zeros(n, self.d)?,
@@ -248,7 +278,14 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         })
     }
 
-    fn check_batch(&self, be: &B, what: &str, y: &B::Mat, z: &B::Mat, s: &DecoderScratch<B::Mat>) -> Result<usize> {
+    fn check_batch(
+        &self,
+        be: &B,
+        what: &str,
+        y: &B::Mat,
+        z: &B::Mat,
+        s: &DecoderScratch<B::Mat>,
+    ) -> Result<usize> {
         let (n, d) = be.shape(y);
         let (nz, l) = be.shape(z);
         if d != self.d || l != self.l || nz != n {
@@ -264,7 +301,10 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             ));
         }
         if s.n != n {
-            return Err(Error::shape(what, format!("scratch is for {} samples, batch has {n}", s.n)));
+            return Err(Error::shape(
+                what,
+                format!("scratch is for {} samples, batch has {n}", s.n),
+            ));
         }
         Ok(n)
     }
@@ -273,32 +313,89 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
     ///
     /// # Errors
     /// [`Error::Shape`] on inconsistent shapes.
-    pub fn forward(&self, be: &B, z: &B::Mat, s: &mut DecoderScratch<B::Mat>, out: &mut B::Mat) -> Result<()> {
+    pub fn forward(
+        &self,
+        be: &B,
+        z: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        out: &mut B::Mat,
+    ) -> Result<()> {
         match self.kind {
-            DecoderKind::Linear => be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, F::zero(), out),
+            DecoderKind::Linear => be.gemm(
+                F::one(),
+                z,
+                Trans::N,
+                &self.params[0],
+                Trans::T,
+                F::zero(),
+                out,
+            ),
             DecoderKind::OneHidden { .. } => {
-                let h = s.h.as_mut().ok_or_else(|| Error::shape("forward", "scratch lacks the hidden layer"))?;
+                let h =
+                    s.h.as_mut()
+                        .ok_or_else(|| Error::shape("forward", "scratch lacks the hidden layer"))?;
                 self.hidden(be, z, h)?;
-                be.gemm(F::one(), h, Trans::N, &self.params[2], Trans::T, F::zero(), out)
+                be.gemm(
+                    F::one(),
+                    h,
+                    Trans::N,
+                    &self.params[2],
+                    Trans::T,
+                    F::zero(),
+                    out,
+                )
             }
         }
     }
 
     fn hidden(&self, be: &B, z: &B::Mat, h: &mut B::Mat) -> Result<()> {
-        be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, F::zero(), h)?;
+        be.gemm(
+            F::one(),
+            z,
+            Trans::N,
+            &self.params[0],
+            Trans::T,
+            F::zero(),
+            h,
+        )?;
         be.add_row_bias(&self.params[1], h)?;
         be.relu(h)
     }
 
     /// Residual `r = D(z) - y` into the scratch (and the hidden activations for the MLP).
-    fn residual(&self, be: &B, y: &B::Mat, z: &B::Mat, s: &mut DecoderScratch<B::Mat>) -> Result<()> {
+    fn residual(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        z: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+    ) -> Result<()> {
         be.copy(y, &mut s.r)?;
         match self.kind {
-            DecoderKind::Linear => be.gemm(F::one(), z, Trans::N, &self.params[0], Trans::T, -F::one(), &mut s.r),
+            DecoderKind::Linear => be.gemm(
+                F::one(),
+                z,
+                Trans::N,
+                &self.params[0],
+                Trans::T,
+                -F::one(),
+                &mut s.r,
+            ),
             DecoderKind::OneHidden { .. } => {
-                let h = s.h.as_mut().ok_or_else(|| Error::shape("residual", "scratch lacks the hidden layer"))?;
+                let h = s
+                    .h
+                    .as_mut()
+                    .ok_or_else(|| Error::shape("residual", "scratch lacks the hidden layer"))?;
                 self.hidden(be, z, h)?;
-                be.gemm(F::one(), h, Trans::N, &self.params[2], Trans::T, -F::one(), &mut s.r)
+                be.gemm(
+                    F::one(),
+                    h,
+                    Trans::N,
+                    &self.params[2],
+                    Trans::T,
+                    -F::one(),
+                    &mut s.r,
+                )
             }
         }
     }
@@ -321,18 +418,38 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         self.check_batch(be, "reconstruction", y, z, s)?;
         self.residual(be, y, z, s)?;
         let inv_d = F::one() / F::c(self.d as f64);
-        let value = if want_value { be.sum_sq(&s.r)? * inv_d } else { F::zero() };
+        let value = if want_value {
+            be.sum_sq(&s.r)? * inv_d
+        } else {
+            F::zero()
+        };
         if let Some(g) = grad {
             let two_d = F::c(2.0) * inv_d;
             match self.kind {
                 DecoderKind::Linear => {
-                    be.gemm(two_d, &s.r, Trans::N, &self.params[0], Trans::N, F::zero(), g)?;
+                    be.gemm(
+                        two_d,
+                        &s.r,
+                        Trans::N,
+                        &self.params[0],
+                        Trans::N,
+                        F::zero(),
+                        g,
+                    )?;
                 }
                 DecoderKind::OneHidden { .. } => {
                     let (r, h, dh) = hidden_pair(s)?;
                     be.gemm(two_d, r, Trans::N, &self.params[2], Trans::N, F::zero(), dh)?;
                     be.relu_mask(h, dh)?;
-                    be.gemm(F::one(), dh, Trans::N, &self.params[0], Trans::N, F::zero(), g)?;
+                    be.gemm(
+                        F::one(),
+                        dh,
+                        Trans::N,
+                        &self.params[0],
+                        Trans::N,
+                        F::zero(),
+                        g,
+                    )?;
                 }
             }
         }
@@ -354,7 +471,14 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
     ) -> Result<F> {
         let n = self.check_batch(be, "decoder loss", y, z, s)?;
         if grads.len() != self.params.len() {
-            return Err(Error::shape("decoder loss", format!("{} gradient buffers for {} parameters", grads.len(), self.params.len())));
+            return Err(Error::shape(
+                "decoder loss",
+                format!(
+                    "{} gradient buffers for {} parameters",
+                    grads.len(),
+                    self.params.len()
+                ),
+            ));
         }
         self.residual(be, y, z, s)?;
         let inv = F::one() / F::c((n * self.d) as f64);
@@ -422,7 +546,9 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 let base = out.row(0).to_owned();
                 let mut atoms = out.slice(ndarray::s![1.., ..]).to_owned();
                 for mut row in atoms.rows_mut() {
-                    ndarray::Zip::from(&mut row).and(&base).for_each(|a, &b| *a = *a - b);
+                    ndarray::Zip::from(&mut row)
+                        .and(&base)
+                        .for_each(|a, &b| *a = *a - b);
                 }
                 Ok(atoms)
             }

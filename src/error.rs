@@ -93,6 +93,21 @@ pub enum Error {
     /// An error from a data set reader (MNIST, natural patches).
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
+    /// A checkpoint directory is missing, corrupt, or does not fit what was asked of it.
+    #[error("checkpoint {path}: {detail}")]
+    Checkpoint {
+        /// The checkpoint directory or file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Training was stopped (Ctrl-C, or an observer) before it finished; the last complete
+    /// checkpoint, if any, is intact.
+    #[error("training interrupted during epoch {epoch}; the last complete checkpoint is intact")]
+    Interrupted {
+        /// The epoch (0-based) that was running.
+        epoch: usize,
+    },
     /// A compute backend failed (e.g. a device error).
     #[error("backend {backend}: {detail}")]
     Backend {
@@ -116,7 +131,11 @@ impl Error {
     }
 
     /// Convenience constructor for [`Error::InvalidParameter`].
-    pub fn param(name: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+    pub fn param(
+        name: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::InvalidParameter {
             name,
             value: value.to_string(),

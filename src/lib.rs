@@ -5,7 +5,9 @@
 extern crate blas_src;
 
 pub mod backend;
+pub mod checkpoint;
 pub mod data;
+pub mod dataset;
 pub mod decoder;
 pub mod encoder;
 pub mod energy;
@@ -13,6 +15,7 @@ pub mod error;
 pub mod fista;
 pub mod init;
 pub mod io;
+pub mod model;
 pub mod optim;
 pub mod scalar;
 pub mod train;
@@ -22,6 +25,7 @@ pub use decoder::{Decoder, DecoderKind};
 pub use encoder::Lista;
 pub use energy::{EnergyParams, EnergyTerms};
 pub use error::{Error, Result};
+pub use model::{ModelParams, Preset, SparseCoder, TrainData};
 pub use fista::{FistaParams, FistaReport, FistaWorkspace, GradientPath, StepRule};
 pub use optim::{AdamParams, LrSchedule};
 pub use scalar::Scalar;

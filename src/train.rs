@@ -49,11 +49,19 @@ impl StepConfig {
         self.decoder_adam.validate()?;
         self.encoder_adam.validate()?;
         if !(self.pixel_scale.is_finite() && self.pixel_scale > 0.0) {
-            return Err(Error::param("pixel scale", self.pixel_scale, "must be finite and > 0"));
+            return Err(Error::param(
+                "pixel scale",
+                self.pixel_scale,
+                "must be finite and > 0",
+            ));
         }
         for s in [self.decoder_schedule, self.encoder_schedule] {
             if let LrSchedule::StepHalving { every: 0 } = s {
-                return Err(Error::param("schedule period", 0, "must be at least 1 epoch"));
+                return Err(Error::param(
+                    "schedule period",
+                    0,
+                    "must be at least 1 epoch",
+                ));
             }
         }
         Ok(())
@@ -113,7 +121,12 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// # Errors
     /// [`Error::InvalidParameter`] for a bad configuration; [`Error::Shape`] if the encoder and
     /// decoder dimensions disagree or a weight-decay list does not match its group.
-    pub fn new(be: &B, encoder: Lista<F, B>, mut decoder: Decoder<F, B>, config: StepConfig) -> Result<Self> {
+    pub fn new(
+        be: &B,
+        encoder: Lista<F, B>,
+        mut decoder: Decoder<F, B>,
+        config: StepConfig,
+    ) -> Result<Self> {
         config.validate()?;
         if encoder.input_dim() != decoder.input_dim() || encoder.code_dim() != decoder.code_dim() {
             return Err(Error::shape(
@@ -130,13 +143,47 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         if config.decoder_adam.weight_decay.len() != decoder.params().len()
             || config.encoder_adam.weight_decay.len() != encoder.params().len()
         {
-            return Err(Error::shape("trainer", "one weight decay per parameter is needed in each Adam group"));
+            return Err(Error::shape(
+                "trainer",
+                "one weight decay per parameter is needed in each Adam group",
+            ));
         }
         if config.column_norm {
             decoder.normalize_columns(be)?;
         }
-        let decoder_opt = AdamState::new(decoder.zeros_like_params(be)?, decoder.zeros_like_params(be)?);
-        let encoder_opt = AdamState::new(encoder.zeros_like_params(be)?, encoder.zeros_like_params(be)?);
+        let decoder_opt = AdamState::new(
+            decoder.zeros_like_params(be)?,
+            decoder.zeros_like_params(be)?,
+        );
+        let encoder_opt = AdamState::new(
+            encoder.zeros_like_params(be)?,
+            encoder.zeros_like_params(be)?,
+        );
+        Ok(Trainer {
+            encoder,
+            decoder,
+            encoder_opt,
+            decoder_opt,
+            config,
+            ws: None,
+        })
+    }
+
+    /// A trainer from existing parts (e.g. a checkpoint): no column normalisation is applied.
+    ///
+    /// # Errors
+    /// As [`Trainer::new`].
+    pub fn from_parts(
+        encoder: Lista<F, B>,
+        decoder: Decoder<F, B>,
+        encoder_opt: AdamState<B::Mat>,
+        decoder_opt: AdamState<B::Mat>,
+        config: StepConfig,
+    ) -> Result<Self> {
+        config.validate()?;
+        if encoder_opt.m.len() != encoder.params().len() || decoder_opt.m.len() != decoder.params().len() {
+            return Err(Error::shape("trainer", "optimiser state does not match the parameters"));
+        }
         Ok(Trainer {
             encoder,
             decoder,
@@ -177,17 +224,46 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// [`Error::Shape`] if `y` does not fit; [`Error::Diverged`] if a loss or a weight becomes
     /// non-finite (the message names it); any FISTA error.
     pub fn step(&mut self, be: &B, y: &B::Mat, epoch: usize) -> Result<StepStats> {
+        self.step_scaled(be, y, epoch, None)
+    }
+
+    /// [`Trainer::step`] with a per-element pixel scale `(n, d)` for the PSNR statistic (natural
+    /// patches: the LCN's local std times the grey-level std) instead of the configuration's
+    /// constant one.
+    ///
+    /// # Errors
+    /// As [`Trainer::step`]; [`Error::Shape`] if the map's shape is not the batch's.
+    pub fn step_scaled(&mut self, be: &B, y: &B::Mat, epoch: usize, pixel_map: Option<&B::Mat>) -> Result<StepStats> {
         let (n, d) = be.shape(y);
+        if let Some(m) = pixel_map
+            && be.shape(m) != (n, d)
+        {
+            return Err(Error::shape("training step", format!("pixel-scale map is {:?}, batch is {:?}", be.shape(m), (n, d))));
+        }
         if d != self.decoder.input_dim() {
-            return Err(Error::shape("training step", format!("batch is {:?}, the model takes d = {}", (n, d), self.decoder.input_dim())));
+            return Err(Error::shape(
+                "training step",
+                format!(
+                    "batch is {:?}, the model takes d = {}",
+                    (n, d),
+                    self.decoder.input_dim()
+                ),
+            ));
         }
         let mut ws = self.workspace(be, n)?;
-        let out = self.step_with(be, y, epoch, &mut ws);
+        let out = self.step_with(be, y, epoch, pixel_map, &mut ws);
         self.ws = Some(ws);
         out
     }
 
-    fn step_with(&mut self, be: &B, y: &B::Mat, epoch: usize, ws: &mut StepWorkspace<F, B>) -> Result<StepStats> {
+    fn step_with(
+        &mut self,
+        be: &B,
+        y: &B::Mat,
+        epoch: usize,
+        pixel_map: Option<&B::Mat>,
+        ws: &mut StepWorkspace<F, B>,
+    ) -> Result<StepStats> {
         let (n, _) = be.shape(y);
         let cfg = &self.config;
         let l = self.decoder.code_dim();
@@ -201,14 +277,30 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let z = ws.fista.codes();
 
         // 3. decoder step
-        let decoder_loss = self.decoder.loss_grads(be, y, z, &mut ws.dec, &mut ws.dec_grads)?;
-        let psnr = be.psnr_sum(ws.dec.residual(), F::c(cfg.pixel_scale), F::c(PSNR_MSE_FLOOR))?.f() / n as f64;
+        let decoder_loss = self
+            .decoder
+            .loss_grads(be, y, z, &mut ws.dec, &mut ws.dec_grads)?;
+        let scale = match pixel_map {
+            Some(m) => {
+                be.mul_assign(m, ws.dec.residual_mut())?;
+                F::one()
+            }
+            None => F::c(cfg.pixel_scale),
+        };
+        let psnr = be.psnr_sum(ws.dec.residual(), scale, F::c(PSNR_MSE_FLOOR))?.f() / n as f64;
         let sparsity = be.count_zeros(z)? as f64 / (n * l) as f64;
         if !decoder_loss.is_finite() {
             return Err(diverged(epoch, "decoder loss"));
         }
         let lr_d = cfg.decoder_schedule.lr_at(cfg.decoder_adam.lr, epoch);
-        adam_step(be, &cfg.decoder_adam, lr_d, self.decoder.params_mut(), &ws.dec_grads, &mut self.decoder_opt)?;
+        adam_step(
+            be,
+            &cfg.decoder_adam,
+            lr_d,
+            self.decoder.params_mut(),
+            &ws.dec_grads,
+            &mut self.decoder_opt,
+        )?;
         if cfg.column_norm {
             self.decoder.normalize_columns(be)?;
         }
@@ -219,12 +311,21 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         }
 
         // 4. encoder step, towards the FISTA codes
-        let encoder_loss = self.encoder.loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
+        let encoder_loss = self
+            .encoder
+            .loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
         if !encoder_loss.is_finite() {
             return Err(diverged(epoch, "encoder loss"));
         }
         let lr_e = cfg.encoder_schedule.lr_at(cfg.encoder_adam.lr, epoch);
-        adam_step(be, &cfg.encoder_adam, lr_e, self.encoder.params_mut(), &ws.enc_grads, &mut self.encoder_opt)?;
+        adam_step(
+            be,
+            &cfg.encoder_adam,
+            lr_e,
+            self.encoder.params_mut(),
+            &ws.enc_grads,
+            &mut self.encoder_opt,
+        )?;
         for (p, name) in self.encoder.params().iter().zip(self.encoder.param_names()) {
             if !be.all_finite(p)? {
                 return Err(diverged(epoch, &format!("encoder weight {name}")));

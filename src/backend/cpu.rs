@@ -163,6 +163,12 @@ impl<F: Scalar> Backend<F> for Cpu {
         Ok(())
     }
 
+    fn mul_assign(&self, a: &Array2<F>, y: &mut Array2<F>) -> Result<()> {
+        same_shape("mul_assign", dim(a), dim(y))?;
+        Zip::from(y).and(a).for_each(|y, &a| *y = *y * a);
+        Ok(())
+    }
+
     fn scale(&self, alpha: F, y: &mut Array2<F>) -> Result<()> {
         y.mapv_inplace(|v| alpha * v);
         Ok(())
@@ -356,7 +362,11 @@ impl<F: Scalar> Backend<F> for Cpu {
                     Zip::from(&mut zr).and(&xr).and(&gr).for_each(|z, &x, &g| {
                         let u = x - eta * g;
                         let m = u.abs() - thr;
-                        *z = if m > F::zero() { m.copysign(u) } else { F::zero() };
+                        *z = if m > F::zero() {
+                            m.copysign(u)
+                        } else {
+                            F::zero()
+                        };
                     });
                 }
             } else if nonneg {
@@ -391,7 +401,12 @@ impl<F: Scalar> Backend<F> for Cpu {
         col_vec("converged_rows: flags", dim(flags), z_old.nrows())?;
         let mut converged = 0;
         let mut non_finite = false;
-        for ((zo, zn), f) in z_old.rows().into_iter().zip(z_new.rows()).zip(flags.iter_mut()) {
+        for ((zo, zn), f) in z_old
+            .rows()
+            .into_iter()
+            .zip(z_new.rows())
+            .zip(flags.iter_mut())
+        {
             let mut diff = 0.0f64;
             let mut old = 0.0f64;
             for (&a, &b) in zo.iter().zip(zn.iter()) {
@@ -516,11 +531,15 @@ mod tests {
         let b = array![[1.0f64, 0.0, 1.0], [0.0, 1.0, 1.0]]; // (2, 3)
         let mut c = Array2::from_elem((2, 2), 1.0);
         // c = 2 * a^T b^T + 1 * c
-        be.gemm(2.0, &a, Trans::T, &b, Trans::T, 1.0, &mut c).unwrap();
+        be.gemm(2.0, &a, Trans::T, &b, Trans::T, 1.0, &mut c)
+            .unwrap();
         let want = 2.0 * a.t().dot(&b.t()) + 1.0;
         assert_eq!(c, want);
         let mut bad = Array2::zeros((3, 3));
-        assert!(be.gemm(1.0, &a, Trans::N, &b, Trans::T, 0.0, &mut bad).is_err());
+        assert!(
+            be.gemm(1.0, &a, Trans::N, &b, Trans::T, 0.0, &mut bad)
+                .is_err()
+        );
     }
 
     #[test]
@@ -543,9 +562,11 @@ mod tests {
         let g = Array2::zeros((2, 3));
         let flags = array![[0.0], [1.0]];
         let mut z = Array2::zeros((2, 3));
-        be.shrink_step(&x, &g, &flags, 1.0, 0.1, true, &mut z).unwrap();
+        be.shrink_step(&x, &g, &flags, 1.0, 0.1, true, &mut z)
+            .unwrap();
         assert_eq!(z, array![[0.9, 0.0, 0.0], [1.0, 0.0, 0.05]]);
-        be.shrink_step(&x, &g, &flags, 1.0, 0.1, false, &mut z).unwrap();
+        be.shrink_step(&x, &g, &flags, 1.0, 0.1, false, &mut z)
+            .unwrap();
         assert_eq!(z, array![[0.9, -0.9, 0.0], [1.0, -1.0, 0.05]]);
     }
 

@@ -111,8 +111,15 @@ pub trait Backend<F: Scalar> {
     /// `y <- alpha * x + beta * y`.
     fn axpby(&self, alpha: F, x: &Self::Mat, beta: F, y: &mut Self::Mat) -> Result<()>;
     /// `y <- y + alpha * (a - b)` (a fused difference, e.g. the γ term's gradient).
-    fn add_scaled_diff(&self, alpha: F, a: &Self::Mat, b: &Self::Mat, y: &mut Self::Mat)
-    -> Result<()>;
+    fn add_scaled_diff(
+        &self,
+        alpha: F,
+        a: &Self::Mat,
+        b: &Self::Mat,
+        y: &mut Self::Mat,
+    ) -> Result<()>;
+    /// `y <- y * a`, element by element.
+    fn mul_assign(&self, a: &Self::Mat, y: &mut Self::Mat) -> Result<()>;
     /// `y <- alpha * y`.
     fn scale(&self, alpha: F, y: &mut Self::Mat) -> Result<()>;
     /// Every element set to `value`.
@@ -126,8 +133,7 @@ pub trait Backend<F: Scalar> {
     fn col_sums(&self, alpha: F, a: &Self::Mat, beta: F, out: &mut Self::Mat) -> Result<()>;
     /// Column means and unbiased standard deviations (divisor `rows - 1`) of `a`, into `(1, cols)`
     /// matrices. Requires at least two rows.
-    fn col_mean_std(&self, a: &Self::Mat, mean: &mut Self::Mat, std: &mut Self::Mat)
-    -> Result<()>;
+    fn col_mean_std(&self, a: &Self::Mat, mean: &mut Self::Mat, std: &mut Self::Mat) -> Result<()>;
     /// Scales every column of `a` to unit l2 norm; an all-zero column is left unchanged.
     fn normalize_columns(&self, a: &mut Self::Mat) -> Result<()>;
 

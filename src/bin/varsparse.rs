@@ -4,16 +4,29 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use std::io::{IsTerminal, Write};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use varsparse::backend::Cpu;
-use varsparse::decoder::Decoder;
+use varsparse::dataset::{DataSpec, LoadedData, parse_image_shape};
+use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::energy::EnergyParams;
 use varsparse::fista::{self, BatchReport, FistaParams, GradientPath, StepRule};
 use varsparse::io::{read_npy_f32, write_json, write_npy_f32};
-use varsparse::{Error, Result};
+use varsparse::model::{EpochSummary, EvalStats, FitOptions, Observer, RunInfo};
+use varsparse::optim::LrSchedule;
+use varsparse::train::StepStats;
+use varsparse::{Error, ModelParams, Preset, Result, SparseCoder, checkpoint};
 
 #[derive(Parser)]
-#[command(name = "varsparse", version, about = "Sparse coding with variance-regularised codes")]
+#[command(
+    name = "varsparse",
+    version,
+    about = "Sparse coding with variance-regularised codes"
+)]
 struct Cli {
     /// Threads for GEMM (default: the number of available cores).
     #[arg(long, global = true)]
@@ -31,6 +44,169 @@ enum Command {
     /// scaling: (1/d)||y - D(z)||^2 + lambda ||z||_1 + beta sum_j relu(T - std_j)^2
     /// + (gamma/l)||z - e||^2.
     Infer(InferArgs),
+    /// Train a model (a preset of the paper, every hyper-parameter overridable).
+    ///
+    /// Writes OUT/config.json, OUT/log.jsonl (one line per epoch), and the checkpoints
+    /// OUT/latest/ and OUT/best/ (lowest validation energy) after every epoch.
+    Train(Box<TrainArgs>),
+    /// Codes for samples: the encoder's, or FISTA's warm-started from them (--fista).
+    Encode(EncodeArgs),
+    /// PSNR, sparsity and energy of a split under a model's encoder codes.
+    Eval(EvalArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// mnist-sdl, mnist-vdl, mnist-sdl-nl, mnist-vdl-nl, patches-sdl, patches-vdl,
+    /// patches-sdl-nl or patches-vdl-nl (not needed with --resume).
+    #[arg(long)]
+    preset: Option<String>,
+    /// Epochs to run in all (default: the preset's, 200 MNIST / 100 patches).
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// The run directory (default: runs/PRESET).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Seed of the initialisation and the shuffles.
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Continue a run from its checkpoint (a run's latest/ directory); the result is
+    /// bit-identical to an uninterrupted run with the same seed and thread count.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Stop when the validation energy has not improved for N epochs (off by default).
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
+    #[command(flatten)]
+    hp: Overrides,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+/// Hyper-parameter overrides (authors' energy scaling).
+#[derive(Args, Default)]
+struct Overrides {
+    /// Sparsity weight lambda.
+    #[arg(long = "lambda", value_name = "F")]
+    lambda: Option<f64>,
+    /// Variance hinge weight beta.
+    #[arg(long, value_name = "F")]
+    beta: Option<f64>,
+    /// Variance hinge threshold T.
+    #[arg(long, value_name = "F")]
+    threshold: Option<f64>,
+    /// Proximity weight gamma.
+    #[arg(long, value_name = "F")]
+    gamma: Option<f64>,
+    /// FISTA's constant step eta.
+    #[arg(long, value_name = "F")]
+    eta: Option<f64>,
+    /// FISTA's iteration cap.
+    #[arg(long, value_name = "N")]
+    max_iter: Option<usize>,
+    /// FISTA's per-sample tolerance.
+    #[arg(long, value_name = "F")]
+    tol: Option<f64>,
+    /// The decoder's learning rate.
+    #[arg(long, value_name = "F")]
+    lr_decoder: Option<f64>,
+    /// The encoder's learning rate.
+    #[arg(long, value_name = "F")]
+    lr_encoder: Option<f64>,
+    /// Weight decay of the hidden layer's bias b1.
+    #[arg(long, value_name = "F")]
+    wd_hidden_bias: Option<f64>,
+    /// Weight decay of the encoder's bias.
+    #[arg(long, value_name = "F")]
+    wd_encoder_bias: Option<f64>,
+    /// Code dimension l.
+    #[arg(long, value_name = "N")]
+    code_dim: Option<usize>,
+    /// Hidden width m of a one-hidden-layer decoder.
+    #[arg(long, value_name = "N")]
+    hidden: Option<usize>,
+    /// LISTA iterations.
+    #[arg(long, value_name = "N")]
+    encoder_iters: Option<usize>,
+    /// Training batch size.
+    #[arg(long, value_name = "N")]
+    batch_size: Option<usize>,
+    /// SDL column normalisation of the decoder (true/false).
+    #[arg(long, value_name = "BOOL")]
+    column_norm: Option<bool>,
+    /// Halve the decoder's learning rate every N epochs (0: never).
+    #[arg(long, value_name = "N")]
+    halve_lr_every: Option<usize>,
+}
+
+#[derive(Args, Default)]
+struct DataArgs {
+    /// The bundled data directory (holding mnist/ and natural/; default ./data).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Train on your own samples (n, d) instead of the preset's data.
+    #[arg(long, value_name = "Y.npy")]
+    input: Option<PathBuf>,
+    /// Validation samples for --input (default: a seeded 10% hold-out).
+    #[arg(long, value_name = "V.npy", requires = "input")]
+    val: Option<PathBuf>,
+    /// The image shape of a sample of --input, HxW.
+    #[arg(long, value_name = "HxW", requires = "input")]
+    image_shape: Option<String>,
+    /// PSNR pixel scale of --input samples (default 1).
+    #[arg(long, value_name = "F", requires = "input")]
+    pixel_scale: Option<f64>,
+    /// MNIST: use only the first N training images (quick runs).
+    #[arg(long, value_name = "N", conflicts_with = "input")]
+    train_limit: Option<usize>,
+    /// Seed of the train/validation split.
+    #[arg(long, value_name = "S")]
+    split_seed: Option<u64>,
+    /// Patches: numbers of training, validation and test patches (default 200000,20000,20000).
+    #[arg(long, value_name = "N,N,N", value_delimiter = ',', conflicts_with = "input")]
+    patches: Option<Vec<usize>>,
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "split"])))]
+struct EncodeArgs {
+    /// The checkpoint directory (e.g. runs/mnist-vdl/best).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Samples (n, d) to encode.
+    #[arg(long, value_name = "Y.npy")]
+    input: Option<PathBuf>,
+    /// A split of the model's training data: train, val or test.
+    #[arg(long, value_name = "NAME")]
+    split: Option<String>,
+    /// Where to write the codes (n, l).
+    #[arg(long, value_name = "Z.npy")]
+    out: PathBuf,
+    /// FISTA codes warm-started from the encoder's, with the model's inference parameters.
+    #[arg(long)]
+    fista: bool,
+    /// FISTA's per-batch report (with --fista).
+    #[arg(long, value_name = "R.json", requires = "fista")]
+    report: Option<PathBuf>,
+    /// The bundled data directory (for --split; default: the one the model was trained with).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// train, val or test.
+    #[arg(long, value_name = "NAME", default_value = "test")]
+    split: String,
+    /// Also write the JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// The bundled data directory (default: the one the model was trained with).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -92,9 +268,11 @@ struct InferArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let threads = cli.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
     if threads == 0 {
         eprintln!("error: --threads must be at least 1");
         return ExitCode::FAILURE;
@@ -104,9 +282,16 @@ fn main() -> ExitCode {
     varsparse::backend::cpu::set_blas_threads(threads);
     let result = match cli.command {
         Command::Infer(args) => infer(args),
+        Command::Train(args) => train(*args),
+        Command::Encode(args) => encode(args),
+        Command::Eval(args) => eval(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Interrupted { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -119,10 +304,27 @@ fn infer(a: InferArgs) -> Result<()> {
     let decoder: Decoder<f32, Cpu> = match (&a.dictionary, &a.mlp) {
         (Some(w), None) => Decoder::linear(&be, &read_npy_f32(w)?)?,
         (None, Some(files)) => match &files[..] {
-            [w1, b1, w2] => Decoder::one_hidden(&be, &read_npy_f32(w1)?, &read_npy_f32(b1)?, &read_npy_f32(w2)?)?,
-            _ => return Err(Error::param("mlp", files.len(), "takes three files: W1.npy,b1.npy,W2.npy")),
+            [w1, b1, w2] => Decoder::one_hidden(
+                &be,
+                &read_npy_f32(w1)?,
+                &read_npy_f32(b1)?,
+                &read_npy_f32(w2)?,
+            )?,
+            _ => {
+                return Err(Error::param(
+                    "mlp",
+                    files.len(),
+                    "takes three files: W1.npy,b1.npy,W2.npy",
+                ));
+            }
         },
-        _ => return Err(Error::param("decoder", "both", "give exactly one of --dictionary and --mlp")),
+        _ => {
+            return Err(Error::param(
+                "decoder",
+                "both",
+                "give exactly one of --dictionary and --mlp",
+            ));
+        }
     };
     let y = read_npy_f32(&a.input)?;
     let warm = a.warm_start.as_deref().map(read_npy_f32).transpose()?;
@@ -153,14 +355,18 @@ fn infer(a: InferArgs) -> Result<()> {
         record_trace: false,
     };
     let t0 = Instant::now();
-    let (codes, batches) = fista::solve_batches(&be, &decoder, &y, warm.as_ref(), &params, a.batch_size)?;
+    let (codes, batches) =
+        fista::solve_batches(&be, &decoder, &y, warm.as_ref(), &params, a.batch_size)?;
     let secs = t0.elapsed().as_secs_f64();
     write_npy_f32(&a.out, &codes)?;
     let n = y.nrows();
     let zeros = codes.iter().filter(|&&v| v == 0.0).count();
     let sparsity = zeros as f64 / codes.len().max(1) as f64;
     let energy: f64 = batches.iter().map(|b| b.report.total_energy).sum();
-    let steps: f64 = batches.iter().map(|b| b.report.mean_steps * (b.end - b.start) as f64).sum();
+    let steps: f64 = batches
+        .iter()
+        .map(|b| b.report.mean_steps * (b.end - b.start) as f64)
+        .sum();
     if let Some(path) = &a.report {
         #[derive(serde::Serialize)]
         struct Report<'a> {
@@ -192,6 +398,381 @@ fn infer(a: InferArgs) -> Result<()> {
         energy / n.max(1) as f64,
         100.0 * sparsity,
         steps / n.max(1) as f64
+    );
+    Ok(())
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+fn apply(p: &mut ModelParams, o: &Overrides) {
+    let set = |dst: &mut f64, v: Option<f64>| {
+        if let Some(v) = v {
+            *dst = v;
+        }
+    };
+    set(&mut p.energy.lambda, o.lambda);
+    set(&mut p.energy.beta, o.beta);
+    set(&mut p.energy.threshold, o.threshold);
+    set(&mut p.energy.gamma, o.gamma);
+    set(&mut p.eta, o.eta);
+    set(&mut p.tol, o.tol);
+    set(&mut p.lr_decoder, o.lr_decoder);
+    set(&mut p.lr_encoder, o.lr_encoder);
+    set(&mut p.wd_hidden_bias, o.wd_hidden_bias);
+    set(&mut p.wd_encoder_bias, o.wd_encoder_bias);
+    if let Some(v) = o.max_iter {
+        p.max_iter = v;
+    }
+    if let Some(v) = o.code_dim {
+        p.code_dim = v;
+    }
+    if let Some(m) = o.hidden {
+        p.kind = DecoderKind::OneHidden { hidden: m };
+    }
+    if let Some(v) = o.encoder_iters {
+        p.encoder_iters = v;
+    }
+    if let Some(v) = o.batch_size {
+        p.batch_size = v;
+    }
+    if let Some(v) = o.column_norm {
+        p.column_norm = v;
+    }
+    if let Some(v) = o.halve_lr_every {
+        p.decoder_schedule = if v == 0 {
+            LrSchedule::Constant
+        } else {
+            LrSchedule::StepHalving { every: v }
+        };
+    }
+}
+
+/// The data spec the flags describe, or `None` when no data flag is given.
+fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
+    let dir = d.data_dir.clone().unwrap_or_else(DataSpec::default_dir);
+    if let Some(input) = &d.input {
+        return Ok(Some(DataSpec::Npy {
+            train: input.clone(),
+            val: d.val.clone(),
+            image_shape: d.image_shape.as_deref().map(parse_image_shape).transpose()?,
+            pixel_scale: d.pixel_scale.unwrap_or(1.0),
+            split_seed: d.split_seed.unwrap_or(0),
+        }));
+    }
+    let Some(preset) = preset else {
+        return Ok(None);
+    };
+    match preset.data() {
+        varsparse::model::DataKind::Mnist => {
+            if d.patches.is_some() {
+                return Err(Error::param("patches", "given", "--patches applies to the patches-* presets, not MNIST"));
+            }
+            Ok(Some(DataSpec::Mnist {
+                dir: dir.join("mnist"),
+                split_seed: d.split_seed.unwrap_or(varsparse::data::DEFAULT_SPLIT_SEED),
+                train_limit: d.train_limit,
+            }))
+        }
+        varsparse::model::DataKind::Patches => {
+            if d.train_limit.is_some() {
+                return Err(Error::param("train-limit", "given", "--train-limit applies to MNIST; use --patches N,N,N"));
+            }
+            let (n_train, n_val, n_test) = match d.patches.as_deref() {
+                None => (200_000, 20_000, 20_000),
+                Some([a, b, c]) => (*a, *b, *c),
+                Some(v) => return Err(Error::param("patches", format!("{v:?}"), "expected three counts: train,val,test")),
+            };
+            Ok(Some(DataSpec::Patches {
+                dir: dir.join("natural"),
+                n_train,
+                n_val,
+                n_test,
+                seed: d.split_seed.unwrap_or(varsparse::data::patches::DEFAULT_PATCH_SEED),
+            }))
+        }
+    }
+}
+
+fn recorded_spec(model_dir: &std::path::Path) -> Result<DataSpec> {
+    let m = checkpoint::read_manifest(model_dir)?;
+    let text = m.data.ok_or_else(|| {
+        Error::param("data", "unknown", "the checkpoint does not record its data; pass --input or the data flags")
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: model_dir.join("model.json"),
+        detail: format!("recorded data spec: {e}"),
+    })
+}
+
+fn with_data_dir(spec: DataSpec, dir: Option<PathBuf>) -> DataSpec {
+    match (spec, dir) {
+        (DataSpec::Mnist { split_seed, train_limit, .. }, Some(d)) => DataSpec::Mnist {
+            dir: d.join("mnist"),
+            split_seed,
+            train_limit,
+        },
+        (DataSpec::Patches { n_train, n_val, n_test, seed, .. }, Some(d)) => DataSpec::Patches {
+            dir: d.join("natural"),
+            n_train,
+            n_val,
+            n_test,
+            seed,
+        },
+        (spec, _) => spec,
+    }
+}
+
+fn train(a: TrainArgs) -> Result<()> {
+    let (mut params, spec, out) = match &a.resume {
+        Some(dir) => {
+            let m = checkpoint::read_manifest(dir)?;
+            if let Some(name) = &a.preset {
+                let p = Preset::from_name(name)?;
+                if m.params.preset != Some(p) {
+                    return Err(Error::Checkpoint {
+                        path: dir.clone(),
+                        detail: format!(
+                            "was trained with preset {:?}, not {name}: a run resumes with its own preset",
+                            m.params.preset.map(|p| p.name())
+                        ),
+                    });
+                }
+            }
+            let spec = match data_spec(&a.data, m.params.preset)? {
+                Some(s) if a.data.data_dir.is_some() || a.data.input.is_some() || a.data.train_limit.is_some() || a.data.patches.is_some() => s,
+                _ => recorded_spec(dir)?,
+            };
+            let out = a.out.clone().unwrap_or_else(|| dir.parent().map(PathBuf::from).unwrap_or_default());
+            (m.params, spec, out)
+        }
+        None => {
+            let name = a.preset.as_deref().ok_or_else(|| Error::param("preset", "missing", "give --preset NAME (or --resume DIR)"))?;
+            let preset = Preset::from_name(name)?;
+            let spec = data_spec(&a.data, Some(preset))?.ok_or_else(|| Error::param("data", "missing", "no data"))?;
+            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+            (ModelParams::preset(preset), spec, out)
+        }
+    };
+    apply(&mut params, &a.hp);
+    if let Some(e) = a.epochs {
+        params.epochs = e;
+    }
+    if let Some(s) = a.seed {
+        params.seed = s;
+    }
+    if a.patience.is_some() {
+        params.patience = a.patience;
+    }
+    let valid = params.validate()?;
+    let config = serde_json::json!({ "params": valid.params(), "data": spec, "out": out });
+    let config_text = serde_json::to_string_pretty(&config).unwrap_or_default();
+    eprintln!("configuration:\n{config_text}");
+    std::fs::create_dir_all(&out).map_err(|source| Error::Io {
+        action: "creating",
+        path: out.clone(),
+        source,
+    })?;
+    write_json(&out.join("config.json"), &config)?;
+
+    let t0 = Instant::now();
+    let data = spec.load()?;
+    eprintln!(
+        "data: {} training, {} validation samples of dimension {} ({:.1} s)",
+        data.train.x.nrows(),
+        data.val.x.nrows(),
+        data.train.x.ncols(),
+        t0.elapsed().as_secs_f64()
+    );
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)");
+    });
+    let log_path = out.join("log.jsonl");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| Error::Io {
+            action: "opening",
+            path: log_path.clone(),
+            source,
+        })?;
+    let mut obs = CliObserver {
+        bar: None,
+        log,
+        log_path,
+        n: 0,
+        sums: StepStats::default(),
+        error: None,
+    };
+    let opts = FitOptions {
+        out_dir: Some(out.clone()),
+        resume: a.resume.clone(),
+        stop: Some(&STOP),
+        data_description: serde_json::to_string(&spec).ok(),
+    };
+    let model = valid.fit_with(Cpu, &data.train_data(), &opts, &mut obs);
+    if let Some(bar) = &obs.bar {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = obs.error.take() {
+        return Err(e);
+    }
+    let model = model?;
+    if let Some(b) = model.best_epoch() {
+        eprintln!(
+            "done: {} epochs in {:.1} s; best validation energy {:.5} at epoch {} -> {}",
+            model.epochs_trained(),
+            t0.elapsed().as_secs_f64(),
+            b.val_energy,
+            b.epoch,
+            out.join("best").display()
+        );
+    }
+    Ok(())
+}
+
+struct CliObserver {
+    bar: Option<ProgressBar>,
+    log: std::fs::File,
+    log_path: PathBuf,
+    n: usize,
+    sums: StepStats,
+    error: Option<Error>,
+}
+
+impl Observer for CliObserver {
+    fn on_start(&mut self, info: &RunInfo) {
+        if std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new(info.batches_per_epoch as u64);
+            bar.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            self.bar = Some(bar);
+        }
+        if info.start_epoch > 0 {
+            eprintln!("resuming at epoch {} of {}", info.start_epoch + 1, info.epochs);
+        }
+    }
+
+    fn on_batch(&mut self, epoch: usize, batch: usize, s: &StepStats) -> ControlFlow<()> {
+        if batch == 0 {
+            self.n = 0;
+            self.sums = StepStats::default();
+        }
+        self.n += 1;
+        self.sums.psnr += s.psnr;
+        self.sums.sparsity += s.sparsity;
+        self.sums.inference_steps += s.inference_steps;
+        self.sums.decoder_loss += s.energy.total() / s.n.max(1) as f64;
+        if let Some(bar) = &self.bar {
+            let k = self.n as f64;
+            bar.set_prefix(format!("{}", epoch + 1));
+            bar.set_position(batch as u64 + 1);
+            bar.set_message(format!(
+                "energy {:.4} PSNR {:.2} dB sparsity {:.1}% steps {:.1}",
+                self.sums.decoder_loss / k,
+                self.sums.psnr / k,
+                100.0 * self.sums.sparsity / k,
+                self.sums.inference_steps / k
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn on_epoch(&mut self, s: &EpochSummary) -> ControlFlow<()> {
+        let line = format!(
+            "epoch {:>3}/{}: train energy {:.4} PSNR {:.2} dB steps {:.1} ({:.1} s) | val energy {:.4} PSNR {:.2} dB sparsity {:.1}%{}",
+            s.epoch,
+            s.epochs,
+            s.train.energy,
+            s.train.psnr,
+            s.train.inference_steps,
+            s.train_seconds,
+            s.val.energy,
+            s.val.psnr,
+            100.0 * s.val.sparsity,
+            if s.best { " *" } else { "" }
+        );
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+        let json = serde_json::to_string(s).unwrap_or_default();
+        if let Err(source) = writeln!(self.log, "{json}").and_then(|_| self.log.flush()) {
+            self.error = Some(Error::Io {
+                action: "writing",
+                path: self.log_path.clone(),
+                source,
+            });
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn load_split(model_dir: &std::path::Path, data_dir: Option<PathBuf>, split: &str) -> Result<(LoadedData, String)> {
+    let spec = with_data_dir(recorded_spec(model_dir)?, data_dir);
+    let data = spec.load()?;
+    data.split(split)?;
+    Ok((data, split.to_string()))
+}
+
+fn encode(a: EncodeArgs) -> Result<()> {
+    let model = SparseCoder::load(&a.model)?;
+    let loaded;
+    let y = match (&a.input, &a.split) {
+        (Some(path), None) => read_npy_f32(path)?,
+        (None, Some(split)) => {
+            loaded = load_split(&a.model, a.data_dir.clone(), split)?;
+            loaded.0.split(&loaded.1)?.x.clone()
+        }
+        _ => return Err(Error::param("input", "both", "give exactly one of --input and --split")),
+    };
+    let t0 = Instant::now();
+    let codes = if a.fista {
+        let (z, reports) = model.encode_fista(&y)?;
+        if let Some(path) = &a.report {
+            write_json(path, &reports)?;
+        }
+        z
+    } else {
+        model.encode(&y)?
+    };
+    write_npy_f32(&a.out, &codes)?;
+    let zeros = codes.iter().filter(|&&v| v == 0.0).count() as f64 / codes.len().max(1) as f64;
+    eprintln!(
+        "{} codes ({}) in {:.2} s, sparsity {:.1}% -> {}",
+        codes.nrows(),
+        if a.fista { "FISTA" } else { "encoder" },
+        t0.elapsed().as_secs_f64(),
+        100.0 * zeros,
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let model = SparseCoder::load(&a.model)?;
+    let (data, split) = load_split(&a.model, a.data_dir.clone(), &a.split)?;
+    let stats: EvalStats = model.evaluate(&data.split(&split)?.samples(data.pixel_scale))?;
+    let json = serde_json::json!({ "model": a.model, "split": split, "stats": stats });
+    if let Some(path) = &a.json {
+        write_json(path, &json)?;
+    }
+    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    eprintln!("| split | samples | PSNR (dB) | sparsity | energy |");
+    eprintln!("|---|---|---|---|---|");
+    eprintln!(
+        "| {split} | {} | {:.2} | {:.1}% | {:.4} |",
+        stats.n,
+        stats.psnr,
+        100.0 * stats.sparsity,
+        stats.energy
     );
     Ok(())
 }

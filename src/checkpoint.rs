@@ -1,0 +1,280 @@
+//! Checkpoints: a directory with one `.npy` per array and a `model.json` manifest.
+//!
+//! ```text
+//! model.json                    kind, dimensions, hyper-parameters, epoch, metrics, seeds, version
+//! encoder_U.npy  encoder_b.npy  encoder_S.npy
+//! decoder_W.npy                 (linear)   or decoder_W1.npy decoder_b1.npy decoder_W2.npy
+//! adam_m_encoder_U.npy ...      Adam's first moments, one per parameter
+//! adam_v_encoder_U.npy ...      Adam's second moments
+//! ```
+//!
+//! Arrays are float32, C order, shaped as in the library (`W` `(d, l)` with atoms as columns,
+//! biases `(1, m)`). From numpy, in three lines:
+//!
+//! ```python
+//! import json, numpy as np
+//! meta = json.load(open("run/best/model.json"))
+//! W = np.load("run/best/decoder_W.npy")      # (784, 128): atom i is W[:, i]
+//! ```
+//!
+//! A checkpoint is written into a temporary sibling directory, then renamed into place (the
+//! previous one is renamed aside first and removed after), so an interrupted write never leaves a
+//! half-written checkpoint under the final name. Should a crash fall between the two renames,
+//! [`load`] finds the previous checkpoint under its aside name.
+//!
+//! The random state needs no saving: the training order of epoch `k` is drawn from the ChaCha8
+//! stream `k` of the run's seed ([`crate::model::epoch_order`]).
+
+use std::path::{Path, PathBuf};
+
+use ndarray::Array2;
+
+use crate::backend::Backend;
+use crate::decoder::{Decoder, DecoderKind};
+use crate::encoder::Lista;
+use crate::error::{Error, Result};
+use crate::io::{read_npy_f32, write_json, write_npy_f32};
+use crate::model::{BestEpoch, EpochSummary, ModelParams, SparseCoder};
+use crate::optim::AdamState;
+use crate::train::Trainer;
+
+/// The manifest's format name.
+pub const FORMAT: &str = "varsparse-checkpoint";
+/// The manifest's format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The contents of `model.json`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// The crate version that wrote it.
+    pub crate_version: String,
+    /// The decoder's kind and hidden width.
+    pub kind: DecoderKind,
+    /// Input dimension `d`.
+    pub input_dim: usize,
+    /// Code dimension `l`.
+    pub code_dim: usize,
+    /// Image shape of a sample, when known.
+    pub image_shape: Option<(usize, usize)>,
+    /// Every hyper-parameter.
+    pub params: ModelParams,
+    /// The PSNR pixel scale of the training data.
+    pub pixel_scale: f64,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Adam steps taken by the encoder and decoder groups.
+    pub adam_steps: [u64; 2],
+    /// The best epoch so far.
+    pub best: Option<BestEpoch>,
+    /// The last epoch's summary (training and validation metrics).
+    pub metrics: Option<EpochSummary>,
+    /// How the random streams are derived (informational).
+    pub rng: String,
+    /// A description of the training data.
+    pub data: Option<String>,
+    /// The array files, in the order they are read.
+    pub files: Vec<String>,
+}
+
+fn array_names(kind: DecoderKind) -> Vec<String> {
+    let enc = ["U", "b", "S"].map(|n| format!("encoder_{n}"));
+    let dec: Vec<String> = match kind {
+        DecoderKind::Linear => vec!["decoder_W".into()],
+        DecoderKind::OneHidden { .. } => ["W1", "b1", "W2"].map(|n| format!("decoder_{n}")).to_vec(),
+    };
+    let params: Vec<String> = enc.iter().cloned().chain(dec).collect();
+    let mut all = params.clone();
+    for moment in ["m", "v"] {
+        all.extend(params.iter().map(|p| format!("adam_{moment}_{p}")));
+    }
+    all
+}
+
+fn ckpt_err(path: &Path, detail: impl Into<String>) -> Error {
+    Error::Checkpoint {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// Writes `model` to `dir` atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
+    let be = &model.be;
+    let t = &model.trainer;
+    let kind = t.decoder.kind();
+    let names = array_names(kind);
+    let mut arrays: Vec<Array2<f32>> = t.encoder.to_host(be)?;
+    arrays.extend(t.decoder.to_host(be)?);
+    for st in [&t.encoder_opt.m, &t.decoder_opt.m] {
+        for m in st.iter() {
+            arrays.push(be.download(m)?);
+        }
+    }
+    // interleave as named: m of encoder, m of decoder, then v of both
+    let mut v_arrays = Vec::new();
+    for st in [&t.encoder_opt.v, &t.decoder_opt.v] {
+        for v in st.iter() {
+            v_arrays.push(be.download(v)?);
+        }
+    }
+    arrays.extend(v_arrays);
+    debug_assert_eq!(arrays.len(), names.len());
+
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        crate_version: env!("CARGO_PKG_VERSION").into(),
+        kind,
+        input_dim: model.input_dim,
+        code_dim: t.decoder.code_dim(),
+        image_shape: model.image_shape,
+        params: model.params.clone(),
+        pixel_scale: model.pixel_scale,
+        epochs_done: model.epochs_done,
+        adam_steps: [t.encoder_opt.step, t.decoder_opt.step],
+        best: model.best,
+        metrics: model.last.clone(),
+        rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k".into(),
+        data: model.data_description.clone(),
+        files: names.iter().map(|n| format!("{n}.npy")).collect(),
+    };
+
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|source| Error::Io {
+        action: "creating",
+        path: parent.to_path_buf(),
+        source,
+    })?;
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    let aside = parent.join(format!("{name}.old"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|source| Error::Io {
+        action: "creating",
+        path: tmp.clone(),
+        source,
+    })?;
+    let written = (|| {
+        for (n, a) in names.iter().zip(&arrays) {
+            write_npy_f32(&tmp.join(format!("{n}.npy")), a)?;
+        }
+        write_json(&tmp.join("model.json"), &manifest)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let io = |action, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { action, path, source }
+    };
+    if dir.exists() {
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(dir, &aside).map_err(io("moving aside", dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io("renaming into place", dir))?;
+    let _ = std::fs::remove_dir_all(&aside);
+    Ok(())
+}
+
+/// Reads the manifest of a checkpoint directory.
+///
+/// # Errors
+/// [`Error::Checkpoint`] if it is missing, not JSON, or not a varsparse checkpoint.
+pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+    let path = dir.join("model.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ckpt_err(
+            dir,
+            format!("cannot read model.json ({e}); is this a varsparse checkpoint directory (e.g. RUN/best)?"),
+        )
+    })?;
+    let m: Manifest = serde_json::from_str(&text).map_err(|e| ckpt_err(&path, format!("corrupt manifest: {e}")))?;
+    if m.format != FORMAT || m.format_version != FORMAT_VERSION {
+        return Err(ckpt_err(
+            &path,
+            format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", m.format, m.format_version),
+        ));
+    }
+    Ok(m)
+}
+
+/// Loads a checkpoint onto backend `be`; falls back to the `NAME.old` sibling a crash between
+/// [`save`]'s two renames may leave.
+///
+/// # Errors
+/// [`Error::Checkpoint`] naming the file for a missing, corrupt or inconsistent checkpoint.
+pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
+    let dir: PathBuf = if !dir.exists() {
+        let aside = dir.with_file_name(format!(
+            "{}.old",
+            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        ));
+        if aside.join("model.json").exists() {
+            aside
+        } else {
+            return Err(ckpt_err(dir, "no such directory"));
+        }
+    } else {
+        dir.to_path_buf()
+    };
+    let m = read_manifest(&dir)?;
+    if m.kind != m.params.kind || m.code_dim != m.params.code_dim {
+        return Err(ckpt_err(&dir, "manifest's kind or code dimension contradicts its parameters"));
+    }
+    let names = array_names(m.kind);
+    let mut arrays = Vec::with_capacity(names.len());
+    for n in &names {
+        let path = dir.join(format!("{n}.npy"));
+        let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
+        arrays.push(a);
+    }
+    let n_dec = match m.kind {
+        DecoderKind::Linear => 1,
+        DecoderKind::OneHidden { .. } => 3,
+    };
+    let k = 3 + n_dec;
+    let (params, moments) = arrays.split_at(k);
+    let (m_all, v_all) = moments.split_at(k);
+    let wrap = |e: Error| ckpt_err(&dir, e.to_string());
+    let encoder = Lista::from_params(&be, &params[..3], m.params.encoder_iters).map_err(wrap)?;
+    let decoder = Decoder::from_params(&be, m.kind, &params[3..]).map_err(wrap)?;
+    if encoder.input_dim() != m.input_dim || decoder.input_dim() != m.input_dim || encoder.code_dim() != m.code_dim {
+        return Err(ckpt_err(&dir, "array shapes contradict the manifest's dimensions"));
+    }
+    let state = |ms: &[Array2<f32>], vs: &[Array2<f32>], ps: &[Array2<f32>], step: u64| -> Result<AdamState<B::Mat>> {
+        for ((mm, vv), p) in ms.iter().zip(vs).zip(ps) {
+            if mm.dim() != p.dim() || vv.dim() != p.dim() {
+                return Err(ckpt_err(&dir, "an Adam moment's shape differs from its parameter's"));
+            }
+        }
+        let up = |xs: &[Array2<f32>]| xs.iter().map(|x| be.upload(x.view())).collect::<Result<Vec<_>>>();
+        Ok(AdamState {
+            m: up(ms)?,
+            v: up(vs)?,
+            step,
+        })
+    };
+    let enc_opt = state(&m_all[..3], &v_all[..3], &params[..3], m.adam_steps[0])?;
+    let dec_opt = state(&m_all[3..], &v_all[3..], &params[3..], m.adam_steps[1])?;
+    let trainer = Trainer::from_parts(encoder, decoder, enc_opt, dec_opt, m.params.step_config(m.pixel_scale)).map_err(wrap)?;
+    Ok(SparseCoder {
+        be,
+        params: m.params,
+        trainer,
+        input_dim: m.input_dim,
+        pixel_scale: m.pixel_scale,
+        image_shape: m.image_shape,
+        epochs_done: m.epochs_done,
+        best: m.best,
+        last: m.metrics,
+        data_description: m.data,
+    })
+}
