@@ -1,0 +1,173 @@
+//! End-to-end training on a slice of the bundled MNIST; checkpoints and resumption.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use ndarray::{Array2, Axis};
+use varsparse::dataset::{DataSpec, LoadedData};
+use varsparse::decoder::DecoderKind;
+use varsparse::model::FitOptions;
+use varsparse::{Cpu, Error, ModelParams, Preset, SparseCoder};
+
+fn mnist() -> &'static LoadedData {
+    static DATA: OnceLock<LoadedData> = OnceLock::new();
+    DATA.get_or_init(|| {
+        let mut d = DataSpec::Mnist {
+            dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"),
+            split_seed: 0,
+            train_limit: Some(2000),
+        }
+        .load()
+        .expect("bundled MNIST");
+        // a smaller validation set keeps the tests quick
+        d.val = d.val.head(1000);
+        d
+    })
+}
+
+fn small(p: Preset) -> ModelParams {
+    ModelParams::preset(p).epochs(2).hidden(128).seed(3)
+}
+
+#[test]
+fn each_model_kind_learns_in_two_epochs() {
+    for p in [Preset::MnistSdl, Preset::MnistVdl, Preset::MnistSdlNl, Preset::MnistVdlNl] {
+        let mut summaries = vec![];
+        struct Keep<'a>(&'a mut Vec<varsparse::model::EpochSummary>);
+        impl varsparse::model::Observer for Keep<'_> {
+            fn on_epoch(&mut self, s: &varsparse::model::EpochSummary) -> std::ops::ControlFlow<()> {
+                self.0.push(s.clone());
+                std::ops::ControlFlow::Continue(())
+            }
+        }
+        let model = small(p).validate().unwrap().fit(&mnist().train_data(), &mut Keep(&mut summaries)).unwrap();
+        assert_eq!(summaries.len(), 2);
+        let (a, b) = (&summaries[0].val, &summaries[1].val);
+        assert!(b.energy < a.energy, "{p:?}: validation energy {} -> {}", a.energy, b.energy);
+        assert!(b.psnr > a.psnr, "{p:?}: validation PSNR {} -> {}", a.psnr, b.psnr);
+        assert!(b.psnr > 9.0, "{p:?}: PSNR {}", b.psnr);
+        let codes = model.encode(&mnist().val.x).unwrap();
+        assert!(codes.iter().all(|&v| v >= 0.0));
+        let (fista_codes, _) = model.encode_fista(&mnist().val.head(250).x).unwrap();
+        assert!(fista_codes.iter().all(|&v| v >= 0.0));
+        if model.params().column_norm {
+            let params = model.decoder().to_host(&Cpu).unwrap();
+            let weights: Vec<&Array2<f32>> = match model.params().kind {
+                DecoderKind::Linear => vec![&params[0]],
+                DecoderKind::OneHidden { .. } => vec![&params[0], &params[2]],
+            };
+            for w in weights {
+                for c in w.axis_iter(Axis(1)) {
+                    assert!((c.dot(&c).sqrt() - 1.0).abs() < 1e-5);
+                }
+            }
+        }
+    }
+}
+
+fn weights(m: &SparseCoder) -> Vec<Array2<f32>> {
+    let mut w = m.encoder().to_host(&Cpu).unwrap();
+    w.extend(m.decoder().to_host(&Cpu).unwrap());
+    w
+}
+
+#[test]
+fn resuming_gives_bit_identical_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist().train_data();
+    let params = ModelParams::preset(Preset::MnistVdlNl).hidden(64).seed(11);
+    let full = params.clone().epochs(3).validate().unwrap().fit(&data, &mut ()).unwrap();
+
+    let opts = FitOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        ..FitOptions::default()
+    };
+    params.clone().epochs(2).validate().unwrap().fit_with(Cpu, &data, &opts, &mut ()).unwrap();
+    let resume = FitOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        resume: Some(dir.path().join("latest")),
+        ..FitOptions::default()
+    };
+    let resumed = params.clone().epochs(3).validate().unwrap().fit_with(Cpu, &data, &resume, &mut ()).unwrap();
+    assert_eq!(resumed.epochs_trained(), 3);
+    assert_eq!(weights(&full), weights(&resumed));
+    // and the checkpoint on disk is the resumed model
+    assert_eq!(weights(&SparseCoder::load(&dir.path().join("latest")).unwrap()), weights(&full));
+
+    // other hyper-parameters cannot resume this run
+    let other = params.clone().epochs(4).lambda(0.5).validate().unwrap();
+    let err = other.fit_with(Cpu, &data, &resume, &mut ()).err().unwrap();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{err}");
+}
+
+#[test]
+fn checkpoint_round_trip_and_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist().train_data();
+    let model = ModelParams::preset(Preset::MnistSdlNl)
+        .hidden(32)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .unwrap();
+    let ck = dir.path().join("ck");
+    model.save(&ck).unwrap();
+    let back = SparseCoder::load(&ck).unwrap();
+    assert_eq!(weights(&model), weights(&back));
+    assert_eq!(back.params(), model.params());
+    assert_eq!(back.epochs_trained(), 1);
+    let y = mnist().val.head(50).x;
+    assert_eq!(model.encode(&y).unwrap(), back.encode(&y).unwrap());
+    assert_eq!(model.atoms().unwrap(), back.atoms().unwrap());
+    // saving again over it leaves no temporary or aside directory
+    model.save(&ck).unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["ck".to_string()]);
+
+    let corrupt = |what: &str, f: &dyn Fn(&Path)| {
+        let c = dir.path().join(what);
+        let _ = std::fs::remove_dir_all(&c);
+        model.save(&c).unwrap();
+        f(&c);
+        let err = SparseCoder::load(&c).err().expect(what);
+        assert!(matches!(err, Error::Checkpoint { .. }), "{what}: {err}");
+        err.to_string()
+    };
+    let msg = corrupt("truncated", &|c| {
+        let p = c.join("decoder_W2.npy");
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..b.len() / 2]).unwrap();
+    });
+    assert!(msg.contains("decoder_W2.npy"), "{msg}");
+    let msg = corrupt("no-manifest", &|c| std::fs::remove_file(c.join("model.json")).unwrap());
+    assert!(msg.contains("model.json"), "{msg}");
+    corrupt("bad-json", &|c| std::fs::write(c.join("model.json"), "{ not json").unwrap());
+    let msg = corrupt("wrong-shape", &|c| {
+        varsparse::io::write_npy_f32(&c.join("encoder_S.npy"), &Array2::zeros((3, 3))).unwrap()
+    });
+    assert!(msg.contains("(3, 3)"), "{msg}");
+    corrupt("missing-array", &|c| std::fs::remove_file(c.join("adam_v_encoder_b.npy")).unwrap());
+    assert!(SparseCoder::load(&dir.path().join("nowhere")).is_err());
+}
+
+#[test]
+fn bad_data_is_an_error() {
+    let d = mnist();
+    let mut data = d.train_data();
+    let tiny = d.train.head(10);
+    data.train = tiny.samples(d.pixel_scale);
+    let err = ModelParams::preset(Preset::MnistVdl).epochs(1).validate().unwrap().fit(&data, &mut ()).err().unwrap();
+    assert!(err.to_string().contains("no full batch"), "{err}");
+    let mut nan = d.val.head(300).x;
+    nan[(7, 3)] = f32::NAN;
+    let mut data = d.train_data();
+    data.val = varsparse::model::Samples::new(nan.view(), 1.0);
+    let err = ModelParams::preset(Preset::MnistVdl).epochs(1).validate().unwrap().fit(&data, &mut ()).err().unwrap();
+    assert!(matches!(err, Error::NonFiniteInput { index: (7, 3), .. }), "{err}");
+    assert!(ModelParams::preset(Preset::MnistVdl).epochs(0).validate().is_err());
+    assert!(ModelParams::preset(Preset::MnistVdl).batch_size(1).validate().is_err());
+}
