@@ -14,7 +14,8 @@ fn main() -> varsparse::Result<()> {
         let norm = col.dot(&col).sqrt();
         col /= norm;
     }
-    let codes: Array2<f32> = linear_uniform::<f32>(&mut rng(1), n, l, 1).mapv(|v| (v - 0.75).max(0.0) * 8.0);
+    let codes: Array2<f32> =
+        linear_uniform::<f32>(&mut rng(1), n, l, 1).mapv(|v| (v - 0.75).max(0.0) * 8.0);
     let y = codes.dot(&w.t());
 
     let be = Cpu;
@@ -35,6 +36,10 @@ fn main() -> varsparse::Result<()> {
             r.start, r.end, r.report.iterations, r.report.mean_steps, r.report.total_energy
         );
     }
-    println!("sparsity {:.1}% (generating codes: {:.1}%)", 100.0 * zeros, 100.0 * true_zeros);
+    println!(
+        "sparsity {:.1}% (generating codes: {:.1}%)",
+        100.0 * zeros,
+        100.0 * true_zeros
+    );
     Ok(())
 }

@@ -41,8 +41,15 @@ fn main() -> varsparse::Result<()> {
         train_limit: limit,
     }
     .load()?;
-    let model = ModelParams::preset(preset).epochs(epochs).validate()?.fit(&data.train_data(), &mut Print)?;
+    let model = ModelParams::preset(preset)
+        .epochs(epochs)
+        .validate()?
+        .fit(&data.train_data(), &mut Print)?;
     let test = model.evaluate(&data.split("test")?.samples(data.pixel_scale))?;
-    println!("test: PSNR {:.2} dB, sparsity {:.1}%", test.psnr, 100.0 * test.sparsity);
+    println!(
+        "test: PSNR {:.2} dB, sparsity {:.1}%",
+        test.psnr,
+        100.0 * test.sparsity
+    );
     Ok(())
 }

@@ -84,7 +84,9 @@ fn array_names(kind: DecoderKind) -> Vec<String> {
     let enc = ["U", "b", "S"].map(|n| format!("encoder_{n}"));
     let dec: Vec<String> = match kind {
         DecoderKind::Linear => vec!["decoder_W".into()],
-        DecoderKind::OneHidden { .. } => ["W1", "b1", "W2"].map(|n| format!("decoder_{n}")).to_vec(),
+        DecoderKind::OneHidden { .. } => {
+            ["W1", "b1", "W2"].map(|n| format!("decoder_{n}")).to_vec()
+        }
     };
     let params: Vec<String> = enc.iter().cloned().chain(dec).collect();
     let mut all = params.clone();
@@ -141,18 +143,25 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         adam_steps: [t.encoder_opt.step, t.decoder_opt.step],
         best: model.best,
         metrics: model.last.clone(),
-        rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k".into(),
+        rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k"
+            .into(),
         data: model.data_description.clone(),
         files: names.iter().map(|n| format!("{n}.npy")).collect(),
     };
 
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|source| Error::Io {
         action: "creating",
         path: parent.to_path_buf(),
         source,
     })?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let aside = parent.join(format!("{name}.old"));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -173,7 +182,11 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
     }
     let io = |action, path: &Path| {
         let path = path.to_path_buf();
-        move |source| Error::Io { action, path, source }
+        move |source| Error::Io {
+            action,
+            path,
+            source,
+        }
     };
     if dir.exists() {
         let _ = std::fs::remove_dir_all(&aside);
@@ -196,11 +209,15 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             format!("cannot read model.json ({e}); is this a varsparse checkpoint directory (e.g. RUN/best)?"),
         )
     })?;
-    let m: Manifest = serde_json::from_str(&text).map_err(|e| ckpt_err(&path, format!("corrupt manifest: {e}")))?;
+    let m: Manifest = serde_json::from_str(&text)
+        .map_err(|e| ckpt_err(&path, format!("corrupt manifest: {e}")))?;
     if m.format != FORMAT || m.format_version != FORMAT_VERSION {
         return Err(ckpt_err(
             &path,
-            format!("format {} v{} is not {FORMAT} v{FORMAT_VERSION}", m.format, m.format_version),
+            format!(
+                "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                m.format, m.format_version
+            ),
         ));
     }
     Ok(m)
@@ -215,7 +232,9 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
     let dir: PathBuf = if !dir.exists() {
         let aside = dir.with_file_name(format!(
             "{}.old",
-            dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+            dir.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
         ));
         if aside.join("model.json").exists() {
             aside
@@ -227,7 +246,10 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
     };
     let m = read_manifest(&dir)?;
     if m.kind != m.params.kind || m.code_dim != m.params.code_dim {
-        return Err(ckpt_err(&dir, "manifest's kind or code dimension contradicts its parameters"));
+        return Err(ckpt_err(
+            &dir,
+            "manifest's kind or code dimension contradicts its parameters",
+        ));
     }
     let names = array_names(m.kind);
     let mut arrays = Vec::with_capacity(names.len());
@@ -246,16 +268,33 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
     let wrap = |e: Error| ckpt_err(&dir, e.to_string());
     let encoder = Lista::from_params(&be, &params[..3], m.params.encoder_iters).map_err(wrap)?;
     let decoder = Decoder::from_params(&be, m.kind, &params[3..]).map_err(wrap)?;
-    if encoder.input_dim() != m.input_dim || decoder.input_dim() != m.input_dim || encoder.code_dim() != m.code_dim {
-        return Err(ckpt_err(&dir, "array shapes contradict the manifest's dimensions"));
+    if encoder.input_dim() != m.input_dim
+        || decoder.input_dim() != m.input_dim
+        || encoder.code_dim() != m.code_dim
+    {
+        return Err(ckpt_err(
+            &dir,
+            "array shapes contradict the manifest's dimensions",
+        ));
     }
-    let state = |ms: &[Array2<f32>], vs: &[Array2<f32>], ps: &[Array2<f32>], step: u64| -> Result<AdamState<B::Mat>> {
+    let state = |ms: &[Array2<f32>],
+                 vs: &[Array2<f32>],
+                 ps: &[Array2<f32>],
+                 step: u64|
+     -> Result<AdamState<B::Mat>> {
         for ((mm, vv), p) in ms.iter().zip(vs).zip(ps) {
             if mm.dim() != p.dim() || vv.dim() != p.dim() {
-                return Err(ckpt_err(&dir, "an Adam moment's shape differs from its parameter's"));
+                return Err(ckpt_err(
+                    &dir,
+                    "an Adam moment's shape differs from its parameter's",
+                ));
             }
         }
-        let up = |xs: &[Array2<f32>]| xs.iter().map(|x| be.upload(x.view())).collect::<Result<Vec<_>>>();
+        let up = |xs: &[Array2<f32>]| {
+            xs.iter()
+                .map(|x| be.upload(x.view()))
+                .collect::<Result<Vec<_>>>()
+        };
         Ok(AdamState {
             m: up(ms)?,
             v: up(vs)?,
@@ -264,7 +303,14 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
     };
     let enc_opt = state(&m_all[..3], &v_all[..3], &params[..3], m.adam_steps[0])?;
     let dec_opt = state(&m_all[3..], &v_all[3..], &params[3..], m.adam_steps[1])?;
-    let trainer = Trainer::from_parts(encoder, decoder, enc_opt, dec_opt, m.params.step_config(m.pixel_scale)).map_err(wrap)?;
+    let trainer = Trainer::from_parts(
+        encoder,
+        decoder,
+        enc_opt,
+        dec_opt,
+        m.params.step_config(m.pixel_scale),
+    )
+    .map_err(wrap)?;
     Ok(SparseCoder {
         be,
         params: m.params,

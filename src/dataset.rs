@@ -161,7 +161,11 @@ impl DataSpec {
                 {
                     return Err(Error::shape(
                         "--image-shape",
-                        format!("{h}x{w} = {} pixels, but the samples have {} columns", h * w, x.ncols()),
+                        format!(
+                            "{h}x{w} = {} pixels, but the samples have {} columns",
+                            h * w,
+                            x.ncols()
+                        ),
                     ));
                 }
                 let plain = |x| Split {
@@ -174,7 +178,8 @@ impl DataSpec {
                     None => {
                         let n = x.nrows();
                         let n_val = n / 10;
-                        let perm = crate::init::permutation(&mut crate::init::rng(*split_seed), n);
+                        let perm =
+                            data::sampling::permutation(n, &mut crate::init::rng(*split_seed));
                         let take = |idx: &[usize]| x.select(ndarray::Axis(0), idx);
                         (take(&perm[n_val..]), take(&perm[..n_val]))
                     }
@@ -208,7 +213,10 @@ impl Split {
         let n = n.min(self.x.nrows());
         Split {
             x: self.x.slice(s![..n, ..]).to_owned(),
-            scale_map: self.scale_map.as_ref().map(|m| m.slice(s![..n, ..]).to_owned()),
+            scale_map: self
+                .scale_map
+                .as_ref()
+                .map(|m| m.slice(s![..n, ..]).to_owned()),
             labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
         }
     }
@@ -246,7 +254,13 @@ impl LoadedData {
 /// # Errors
 /// [`Error::InvalidParameter`] for anything else.
 pub fn parse_image_shape(s: &str) -> Result<(usize, usize)> {
-    let bad = || Error::param("image shape", s, "expected HxW with positive integers, e.g. 28x28");
+    let bad = || {
+        Error::param(
+            "image shape",
+            s,
+            "expected HxW with positive integers, e.g. 28x28",
+        )
+    };
     let (h, w) = s.split_once(['x', 'X']).ok_or_else(bad)?;
     let h: usize = h.trim().parse().map_err(|_| bad())?;
     let w: usize = w.trim().parse().map_err(|_| bad())?;

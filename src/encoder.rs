@@ -60,9 +60,19 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] if a dimension is zero.
-    pub fn init(be: &B, input_dim: usize, code_dim: usize, n_iter: usize, rng: &mut ChaCha8Rng) -> Result<Self> {
+    pub fn init(
+        be: &B,
+        input_dim: usize,
+        code_dim: usize,
+        n_iter: usize,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Self> {
         if input_dim == 0 || code_dim == 0 {
-            return Err(Error::param("encoder dimensions", format!("({input_dim}, {code_dim})"), "must be at least 1"));
+            return Err(Error::param(
+                "encoder dimensions",
+                format!("({input_dim}, {code_dim})"),
+                "must be at least 1",
+            ));
         }
         let u = linear_uniform::<F>(rng, code_dim, input_dim, input_dim);
         let s = linear_uniform::<F>(rng, code_dim, code_dim, code_dim);
@@ -70,7 +80,11 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
             d: input_dim,
             l: code_dim,
             n_iter,
-            params: vec![be.upload(u.view())?, be.zeros(1, code_dim)?, be.upload(s.view())?],
+            params: vec![
+                be.upload(u.view())?,
+                be.zeros(1, code_dim)?,
+                be.upload(s.view())?,
+            ],
         })
     }
 
@@ -80,24 +94,43 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     /// [`Error::Shape`] naming inconsistent shapes; [`Error::NonFiniteInput`].
     pub fn from_params(be: &B, params: &[Array2<F>], n_iter: usize) -> Result<Self> {
         let [u, b, s] = params else {
-            return Err(Error::shape("LISTA encoder", format!("takes 3 parameters [U, b, S], got {}", params.len())));
+            return Err(Error::shape(
+                "LISTA encoder",
+                format!("takes 3 parameters [U, b, S], got {}", params.len()),
+            ));
         };
         for (name, p) in [("U", u), ("b", b), ("S", s)] {
             crate::decoder::check_finite(name, p)?;
         }
         let (l, d) = u.dim();
-        if l == 0 || d == 0 || s.dim() != (l, l) || b.len() != l || !(b.nrows() == 1 || b.ncols() == 1) {
+        if l == 0
+            || d == 0
+            || s.dim() != (l, l)
+            || b.len() != l
+            || !(b.nrows() == 1 || b.ncols() == 1)
+        {
             return Err(Error::shape(
                 "LISTA encoder",
-                format!("U {:?}, b {:?}, S {:?}: expected U (l, d), b of length l, S (l, l)", u.dim(), b.dim(), s.dim()),
+                format!(
+                    "U {:?}, b {:?}, S {:?}: expected U (l, d), b of length l, S (l, l)",
+                    u.dim(),
+                    b.dim(),
+                    s.dim()
+                ),
             ));
         }
-        let b = b.to_shape((1, l)).map_err(|e| Error::shape("b", e.to_string()))?;
+        let b = b
+            .to_shape((1, l))
+            .map_err(|e| Error::shape("b", e.to_string()))?;
         Ok(Lista {
             d,
             l,
             n_iter,
-            params: vec![be.upload(u.view())?, be.upload(b.view())?, be.upload(s.view())?],
+            params: vec![
+                be.upload(u.view())?,
+                be.upload(b.view())?,
+                be.upload(s.view())?,
+            ],
         })
     }
 
@@ -161,7 +194,9 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         let l = self.l;
         Ok(ListaTape {
             base: be.zeros(n, l)?,
-            z: (0..=self.n_iter).map(|_| be.zeros(n, l)).collect::<Result<_>>()?,
+            z: (0..=self.n_iter)
+                .map(|_| be.zeros(n, l))
+                .collect::<Result<_>>()?,
             d_z: be.zeros(n, l)?,
             d_p: be.zeros(n, l)?,
             d_b: be.zeros(n, l)?,
@@ -173,18 +208,36 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     ///
     /// # Errors
     /// [`Error::Shape`] if `y` or the tape do not fit.
-    pub fn forward<'t>(&self, be: &B, y: &B::Mat, tape: &'t mut ListaTape<B::Mat>) -> Result<&'t B::Mat> {
+    pub fn forward<'t>(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        tape: &'t mut ListaTape<B::Mat>,
+    ) -> Result<&'t B::Mat> {
         let (n, d) = be.shape(y);
         if d != self.d || n != tape.n || tape.z.len() != self.n_iter + 1 {
             return Err(Error::shape(
                 "LISTA forward",
-                format!("input is {:?}; the encoder takes d = {} and the tape is for {} samples", (n, d), self.d, tape.n),
+                format!(
+                    "input is {:?}; the encoder takes d = {} and the tape is for {} samples",
+                    (n, d),
+                    self.d,
+                    tape.n
+                ),
             ));
         }
         let [u, b, s] = &self.params[..] else {
             return Err(Error::shape("LISTA", "corrupt parameter list"));
         };
-        be.gemm(F::one(), y, Trans::N, u, Trans::T, F::zero(), &mut tape.base)?;
+        be.gemm(
+            F::one(),
+            y,
+            Trans::N,
+            u,
+            Trans::T,
+            F::zero(),
+            &mut tape.base,
+        )?;
         be.add_row_bias(b, &mut tape.base)?;
         be.copy(&tape.base, &mut tape.z[0])?;
         be.relu(&mut tape.z[0])?;
@@ -218,7 +271,14 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     ) -> Result<F> {
         let n = tape.n;
         if be.shape(target) != (n, self.l) {
-            return Err(Error::shape("encoder loss", format!("target is {:?}, expected ({n}, {})", be.shape(target), self.l)));
+            return Err(Error::shape(
+                "encoder loss",
+                format!(
+                    "target is {:?}, expected ({n}, {})",
+                    be.shape(target),
+                    self.l
+                ),
+            ));
         }
         let out = &tape.z[tape.z.len() - 1];
         let inv = F::one() / F::c((n * self.l) as f64);
@@ -230,9 +290,18 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     }
 
     /// Backpropagates `tape.d_z` (the gradient at the output) to `grads` = `[dU, db, dS]`.
-    fn backward(&self, be: &B, y: &B::Mat, tape: &mut ListaTape<B::Mat>, grads: &mut [B::Mat]) -> Result<()> {
+    fn backward(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        tape: &mut ListaTape<B::Mat>,
+        grads: &mut [B::Mat],
+    ) -> Result<()> {
         let [g_u, g_b, g_s] = grads else {
-            return Err(Error::shape("LISTA backward", format!("3 gradient buffers needed, got {}", grads.len())));
+            return Err(Error::shape(
+                "LISTA backward",
+                format!("3 gradient buffers needed, got {}", grads.len()),
+            ));
         };
         let s = &self.params[2];
         be.fill(F::zero(), g_s)?;
@@ -240,9 +309,25 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         for k in (1..=self.n_iter).rev() {
             be.copy(&tape.d_z, &mut tape.d_p)?;
             be.relu_mask(&tape.z[k], &mut tape.d_p)?;
-            be.gemm(F::one(), &tape.d_p, Trans::T, &tape.z[k - 1], Trans::N, F::one(), g_s)?;
+            be.gemm(
+                F::one(),
+                &tape.d_p,
+                Trans::T,
+                &tape.z[k - 1],
+                Trans::N,
+                F::one(),
+                g_s,
+            )?;
             be.axpby(F::one(), &tape.d_p, F::one(), &mut tape.d_b)?;
-            be.gemm(F::one(), &tape.d_p, Trans::N, s, Trans::N, F::zero(), &mut tape.d_z)?;
+            be.gemm(
+                F::one(),
+                &tape.d_p,
+                Trans::N,
+                s,
+                Trans::N,
+                F::zero(),
+                &mut tape.d_z,
+            )?;
         }
         be.relu_mask(&tape.z[0], &mut tape.d_z)?;
         be.axpby(F::one(), &tape.d_z, F::one(), &mut tape.d_b)?;

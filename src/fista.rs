@@ -142,7 +142,11 @@ impl FistaParams {
                     positive("initial step", s)?;
                 }
                 if !(factor.is_finite() && factor > 1.0) {
-                    return Err(Error::param("backtracking factor", factor, "must be finite and > 1"));
+                    return Err(Error::param(
+                        "backtracking factor",
+                        factor,
+                        "must be finite and > 1",
+                    ));
                 }
             }
             StepRule::Auto => {}
@@ -223,7 +227,10 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
     /// [`Error::Shape`] if `n = 0`; a backend allocation error.
     pub fn new(be: &B, decoder: &Decoder<F, B>, n: usize) -> Result<Self> {
         if n == 0 {
-            return Err(Error::shape("FISTA workspace", "batch size must be at least 1"));
+            return Err(Error::shape(
+                "FISTA workspace",
+                "batch size must be at least 1",
+            ));
         }
         let l = decoder.code_dim();
         let gram = match decoder.kind() {
@@ -300,9 +307,18 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
                     F::zero()
                 }
             }
-            _ => self.decoder.recon(be, self.y, point, dec, grad.as_deref_mut(), want_value)?,
+            _ => self
+                .decoder
+                .recon(be, self.y, point, dec, grad.as_deref_mut(), want_value)?,
         };
-        let prox = energy::proximity(be, point, self.target, self.gamma, grad.as_deref_mut(), want_value)?;
+        let prox = energy::proximity(
+            be,
+            point,
+            self.target,
+            self.gamma,
+            grad.as_deref_mut(),
+            want_value,
+        )?;
         let hinge = energy::hinge(be, point, self.beta, self.t, mean, std, grad, want_value)?;
         Ok(recon + prox + hinge)
     }
@@ -333,13 +349,20 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     if d != decoder.input_dim() {
         return Err(Error::shape(
             "FISTA: input Y",
-            format!("Y is {:?} but the decoder expects {} columns", (n, d), decoder.input_dim()),
+            format!(
+                "Y is {:?} but the decoder expects {} columns",
+                (n, d),
+                decoder.input_dim()
+            ),
         ));
     }
     if ws.n != n || ws.l != l {
         return Err(Error::shape(
             "FISTA: workspace",
-            format!("workspace is for ({}, {}) codes, the batch needs ({n}, {l})", ws.n, ws.l),
+            format!(
+                "workspace is for ({}, {}) codes, the batch needs ({n}, {l})",
+                ws.n, ws.l
+            ),
         ));
     }
     if let Some(e) = warm
@@ -466,7 +489,9 @@ pub fn solve<F: Scalar, B: Backend<F>>(
             if !backtrack {
                 break (None, None);
             }
-            let fp = smooth.eval(z, dec, gram.as_mut(), mean, std, None, true)?.f();
+            let fp = smooth
+                .eval(z, dec, gram.as_mut(), mean, std, None, true)?
+                .f();
             let (lin, sq) = be.step_model_terms(g, z, x)?;
             let q = fx.f() + lin.f() + 0.5 * lip * sq.f();
             if fp.is_finite() && fp <= q + slack_rel * (fx.f().abs() + fp.abs()) {
@@ -575,7 +600,11 @@ pub fn top_eigenvalue_wtw<F: Scalar, B: Backend<F>>(be: &B, w: &B::Mat) -> Resul
 
 /// [`Error::NonFiniteInput`] for the first non-finite element of a backend matrix (the host copy
 /// is made only when one exists).
-pub(crate) fn check_finite_mat<F: Scalar, B: Backend<F>>(be: &B, what: &str, a: &B::Mat) -> Result<()> {
+pub(crate) fn check_finite_mat<F: Scalar, B: Backend<F>>(
+    be: &B,
+    what: &str,
+    a: &B::Mat,
+) -> Result<()> {
     if be.all_finite(a)? {
         return Ok(());
     }
@@ -619,13 +648,20 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
     if d != decoder.input_dim() {
         return Err(Error::shape(
             "input Y",
-            format!("Y is {:?} but the decoder's atoms have {} entries (d)", y.dim(), decoder.input_dim()),
+            format!(
+                "Y is {:?} but the decoder's atoms have {} entries (d)",
+                y.dim(),
+                decoder.input_dim()
+            ),
         ));
     }
     if let Some(e) = warm
         && e.dim() != (n, l)
     {
-        return Err(Error::shape("warm start", format!("is {:?}, expected ({n}, {l})", e.dim())));
+        return Err(Error::shape(
+            "warm start",
+            format!("is {:?}, expected ({n}, {l})", e.dim()),
+        ));
     }
     crate::decoder::check_finite("Y", y)?;
     if let Some(e) = warm {
@@ -641,14 +677,20 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
         if ws.as_ref().map(|w| w.batch_size()) != Some(rows) {
             ws = Some(FistaWorkspace::new(be, decoder, rows)?);
         }
-        let ws = ws.as_mut().ok_or_else(|| Error::shape("FISTA", "no workspace"))?;
+        let ws = ws
+            .as_mut()
+            .ok_or_else(|| Error::shape("FISTA", "no workspace"))?;
         let yb = be.upload(y.slice(ndarray::s![start..end, ..]))?;
         let eb = match warm {
             Some(e) => Some(be.upload(e.slice(ndarray::s![start..end, ..]))?),
             None => None,
         };
         let report = solve(be, decoder, &yb, eb.as_ref(), params, ws).map_err(|e| match e {
-            Error::InvalidParameter { name: "batch size", value, reason } => Error::InvalidParameter {
+            Error::InvalidParameter {
+                name: "batch size",
+                value,
+                reason,
+            } => Error::InvalidParameter {
                 name: "batch size",
                 value,
                 reason: format!("{reason} (rows {start}..{end} form a batch of {rows})"),

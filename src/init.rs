@@ -28,19 +28,7 @@ pub fn linear_uniform<F: Scalar>(
     fan_in: usize,
 ) -> Array2<F> {
     let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Array2::from_shape_simple_fn((rows, cols), || {
-        F::c(bound * (2.0 * unit_f64(rng) - 1.0))
-    })
-}
-
-/// Fisher–Yates shuffle of `0..n` from the stream (stable across `rand` versions).
-pub fn permutation(rng: &mut ChaCha8Rng, n: usize) -> Vec<usize> {
-    let mut p: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        p.swap(i, j);
-    }
-    p
+    Array2::from_shape_simple_fn((rows, cols), || F::c(bound * (2.0 * unit_f64(rng) - 1.0)))
 }
 
 #[cfg(test)]
@@ -55,12 +43,5 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.iter().all(|&v| v.abs() <= 1.0 / 3.0));
-    }
-
-    #[test]
-    fn permutation_is_a_permutation() {
-        let mut p = permutation(&mut rng(1), 100);
-        p.sort_unstable();
-        assert_eq!(p, (0..100).collect::<Vec<_>>());
     }
 }

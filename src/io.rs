@@ -18,11 +18,13 @@ use crate::error::{Error, Result};
 /// [`Error::Io`] if the file cannot be opened; [`Error::Npy`] if it is not a 2-D float array.
 pub fn read_npy_f32(path: &Path) -> Result<Array2<f32>> {
     let open = || {
-        File::open(path).map(BufReader::new).map_err(|source| Error::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        })
+        File::open(path)
+            .map(BufReader::new)
+            .map_err(|source| Error::Io {
+                action: "reading",
+                path: path.to_path_buf(),
+                source,
+            })
     };
     match Array2::<f32>::read_npy(open()?) {
         Ok(a) => Ok(a),
@@ -54,7 +56,10 @@ fn npy_error(path: &Path, e: ReadNpyError) -> Error {
 ///
 /// # Errors
 /// [`Error::Io`] naming the file.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
+) -> Result<()> {
     let tmp = temp_path(path);
     let io = |source| Error::Io {
         action: "writing",
@@ -80,7 +85,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut BufWriter<File>) -> std
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 

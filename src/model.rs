@@ -97,16 +97,25 @@ impl Preset {
     /// # Errors
     /// [`Error::InvalidParameter`] listing the valid names.
     pub fn from_name(name: &str) -> Result<Preset> {
-        Preset::ALL.into_iter().find(|p| p.name() == name).ok_or_else(|| {
-            let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
-            Error::param("preset", name, format!("valid presets: {}", names.join(", ")))
-        })
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
+                Error::param(
+                    "preset",
+                    name,
+                    format!("valid presets: {}", names.join(", ")),
+                )
+            })
     }
 
     /// The data set the preset trains on.
     pub fn data(self) -> DataKind {
         match self {
-            Preset::MnistSdl | Preset::MnistVdl | Preset::MnistSdlNl | Preset::MnistVdlNl => DataKind::Mnist,
+            Preset::MnistSdl | Preset::MnistVdl | Preset::MnistSdlNl | Preset::MnistVdlNl => {
+                DataKind::Mnist
+            }
             _ => DataKind::Patches,
         }
     }
@@ -174,7 +183,11 @@ impl ModelParams {
     /// The hyper-parameters of a preset (REFERENCE §9).
     pub fn preset(p: Preset) -> ModelParams {
         let mnist = p.data() == DataKind::Mnist;
-        let (code_dim, hidden, epochs) = if mnist { (128, 1024, 200) } else { (256, 2048, 100) };
+        let (code_dim, hidden, epochs) = if mnist {
+            (128, 1024, 200)
+        } else {
+            (256, 2048, 100)
+        };
         let e = |lambda, gamma, beta| EnergyParams {
             lambda,
             beta,
@@ -190,7 +203,16 @@ impl ModelParams {
             Preset::MnistSdlNl => (nl, e(0.01, 1.0, 0.0), 1e-3, 1e-4, 1.0, true, 1e-3, 0.0),
             Preset::MnistVdlNl => (nl, e(0.01, 100.0, 10.0), 3e-4, 1e-4, 0.5, false, 1e-3, 0.0),
             Preset::PatchesSdl => (linear, e(0.005, 1.0, 0.0), 1e-3, 1e-4, 0.5, true, 0.0, 1e-2),
-            Preset::PatchesVdl => (linear, e(0.01, 5.0, 10.0), 3e-4, 1e-4, 0.5, false, 0.0, 1e-2),
+            Preset::PatchesVdl => (
+                linear,
+                e(0.01, 5.0, 10.0),
+                3e-4,
+                1e-4,
+                0.5,
+                false,
+                0.0,
+                1e-2,
+            ),
             Preset::PatchesSdlNl => (nl, e(0.01, 1.0, 0.0), 1e-3, 1e-4, 0.5, true, 1e-2, 1e-2),
             Preset::PatchesVdlNl => (nl, e(0.01, 40.0, 10.0), 5e-5, 1e-4, 0.5, false, 1e-1, 1e-2),
         };
@@ -362,7 +384,14 @@ impl<'a> Samples<'a> {
         if let PixelScale::PerElement(m) = self.scale
             && m.dim() != self.x.dim()
         {
-            return Err(Error::shape(what, format!("pixel-scale map is {:?}, samples are {:?}", m.dim(), self.x.dim())));
+            return Err(Error::shape(
+                what,
+                format!(
+                    "pixel-scale map is {:?}, samples are {:?}",
+                    m.dim(),
+                    self.x.dim()
+                ),
+            ));
         }
         Ok(())
     }
@@ -562,7 +591,10 @@ impl ValidParams {
         if data.val.x.ncols() != d {
             return Err(Error::shape(
                 "data",
-                format!("training samples have {d} columns, validation samples {}", data.val.x.ncols()),
+                format!(
+                    "training samples have {d} columns, validation samples {}",
+                    data.val.x.ncols()
+                ),
             ));
         }
         let n_batches = n_train / p.batch_size;
@@ -580,7 +612,10 @@ impl ValidParams {
             Some(dir) => {
                 let m = SparseCoder::load_on(be, dir)?;
                 m.check_resumable(p, d)?;
-                SparseCoder { params: p.clone(), ..m }
+                SparseCoder {
+                    params: p.clone(),
+                    ..m
+                }
             }
             None => SparseCoder::init(be, p, d, pixel_scale, data.image_shape)?,
         };
@@ -621,7 +656,9 @@ impl ValidParams {
                     }
                     _ => None,
                 };
-                let s = model.trainer.step_scaled(&model.be, &yb, epoch, map.as_ref())?;
+                let s = model
+                    .trainer
+                    .step_scaled(&model.be, &yb, epoch, map.as_ref())?;
                 stats.add(&s);
                 if observer.on_batch(epoch, b, &s).is_break() {
                     return Err(Error::Interrupted { epoch });
@@ -684,7 +721,7 @@ impl ValidParams {
 pub fn epoch_order(seed: u64, epoch: usize, n: usize) -> Vec<usize> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     rng.set_stream(epoch as u64);
-    init::permutation(&mut rng, n)
+    crate::data::sampling::permutation(n, &mut rng)
 }
 
 /// The epoch with the lowest validation energy so far.
@@ -723,7 +760,13 @@ impl<B: Backend<f32>> SparseCoder<B> {
         image_shape: Option<(usize, usize)>,
     ) -> Result<Self> {
         let mut r = init::rng(params.seed);
-        let enc = Lista::init(&be, input_dim, params.code_dim, params.encoder_iters, &mut r)?;
+        let enc = Lista::init(
+            &be,
+            input_dim,
+            params.code_dim,
+            params.encoder_iters,
+            &mut r,
+        )?;
         let dec = Decoder::init(&be, params.kind, input_dim, params.code_dim, &mut r)?;
         let trainer = Trainer::new(&be, enc, dec, params.step_config(pixel_scale))?;
         Ok(SparseCoder {
@@ -811,7 +854,10 @@ impl<B: Backend<f32>> SparseCoder<B> {
 
     fn check_input(&self, what: &str, y: &Array2<f32>, cols: usize) -> Result<()> {
         if y.ncols() != cols {
-            return Err(Error::shape(what, format!("is {:?}, the model takes {cols} columns", y.dim())));
+            return Err(Error::shape(
+                what,
+                format!("is {:?}, the model takes {cols} columns", y.dim()),
+            ));
         }
         crate::decoder::check_finite(what, y)
     }
@@ -829,13 +875,19 @@ impl<B: Backend<f32>> SparseCoder<B> {
         let mut tape = None;
         for start in (0..n).step_by(bs) {
             let end = (start + bs).min(n);
-            if tape.as_ref().is_none_or(|t: &crate::encoder::ListaTape<B::Mat>| t.batch_size() != end - start) {
+            if tape
+                .as_ref()
+                .is_none_or(|t: &crate::encoder::ListaTape<B::Mat>| t.batch_size() != end - start)
+            {
                 tape = Some(enc.tape(&self.be, end - start)?);
             }
-            let tape = tape.as_mut().ok_or_else(|| Error::shape("encode", "no tape"))?;
+            let tape = tape
+                .as_mut()
+                .ok_or_else(|| Error::shape("encode", "no tape"))?;
             let yb = self.be.upload(y.slice(s![start..end, ..]))?;
             let e = enc.forward(&self.be, &yb, tape)?;
-            out.slice_mut(s![start..end, ..]).assign(&self.be.download(e)?);
+            out.slice_mut(s![start..end, ..])
+                .assign(&self.be.download(e)?);
         }
         Ok(out)
     }
@@ -847,7 +899,14 @@ impl<B: Backend<f32>> SparseCoder<B> {
     /// As [`fista::solve_batches`].
     pub fn encode_fista(&self, y: &Array2<f32>) -> Result<(Array2<f32>, Vec<BatchReport>)> {
         let e = self.encode(y)?;
-        fista::solve_batches(&self.be, &self.trainer.decoder, y, Some(&e), &self.params.fista(), self.params.batch_size)
+        fista::solve_batches(
+            &self.be,
+            &self.trainer.decoder,
+            y,
+            Some(&e),
+            &self.params.fista(),
+            self.params.batch_size,
+        )
     }
 
     /// Reconstructions `D(z)` `(n, d)` of codes `z` `(n, l)`.
@@ -885,7 +944,14 @@ impl<B: Backend<f32>> SparseCoder<B> {
         let y = samples.x;
         let (n, d) = y.dim();
         if d != self.input_dim {
-            return Err(Error::shape("samples", format!("are {:?}, the model takes {} columns", y.dim(), self.input_dim)));
+            return Err(Error::shape(
+                "samples",
+                format!(
+                    "are {:?}, the model takes {} columns",
+                    y.dim(),
+                    self.input_dim
+                ),
+            ));
         }
         let be = &self.be;
         let enc = &self.trainer.encoder;
@@ -909,7 +975,17 @@ impl<B: Backend<f32>> SparseCoder<B> {
             if ep.beta > 0.0 && m >= 2 {
                 let mut mean = be.zeros(1, l)?;
                 let mut std = be.zeros(1, l)?;
-                terms.hinge += energy::hinge(be, e, ep.beta as f32, ep.threshold as f32, &mut mean, &mut std, None, true)?.f64();
+                terms.hinge += energy::hinge(
+                    be,
+                    e,
+                    ep.beta as f32,
+                    ep.threshold as f32,
+                    &mut mean,
+                    &mut std,
+                    None,
+                    true,
+                )?
+                .f64();
             }
             // the residual D(E(y)) - y is in the scratch
             let r = scratch.residual_mut();

@@ -49,7 +49,11 @@ impl AdamParams {
     /// [`Error::InvalidParameter`] naming the first bad value.
     pub fn validate(&self) -> Result<()> {
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(Error::param("learning rate", self.lr, "must be finite and > 0"));
+            return Err(Error::param(
+                "learning rate",
+                self.lr,
+                "must be finite and > 0",
+            ));
         }
         for (name, b) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             if !(0.0..1.0).contains(&b) {
@@ -59,7 +63,11 @@ impl AdamParams {
         if !(self.eps.is_finite() && self.eps > 0.0) {
             return Err(Error::param("eps", self.eps, "must be finite and > 0"));
         }
-        if let Some(&w) = self.weight_decay.iter().find(|w| !(w.is_finite() && **w >= 0.0)) {
+        if let Some(&w) = self
+            .weight_decay
+            .iter()
+            .find(|w| !(w.is_finite() && **w >= 0.0))
+        {
             return Err(Error::param("weight decay", w, "must be finite and >= 0"));
         }
         Ok(())
@@ -119,7 +127,13 @@ pub fn adam_step<F: Scalar, B: Backend<F>>(
             weight_decay: F::c(hp.weight_decay[i]),
             step: state.step,
         };
-        be.adam_update(&mut params[i], &grads[i], &mut state.m[i], &mut state.v[i], &up)?;
+        be.adam_update(
+            &mut params[i],
+            &grads[i],
+            &mut state.m[i],
+            &mut state.v[i],
+            &up,
+        )?;
     }
     Ok(())
 }

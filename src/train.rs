@@ -181,8 +181,13 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         config: StepConfig,
     ) -> Result<Self> {
         config.validate()?;
-        if encoder_opt.m.len() != encoder.params().len() || decoder_opt.m.len() != decoder.params().len() {
-            return Err(Error::shape("trainer", "optimiser state does not match the parameters"));
+        if encoder_opt.m.len() != encoder.params().len()
+            || decoder_opt.m.len() != decoder.params().len()
+        {
+            return Err(Error::shape(
+                "trainer",
+                "optimiser state does not match the parameters",
+            ));
         }
         Ok(Trainer {
             encoder,
@@ -233,12 +238,25 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     ///
     /// # Errors
     /// As [`Trainer::step`]; [`Error::Shape`] if the map's shape is not the batch's.
-    pub fn step_scaled(&mut self, be: &B, y: &B::Mat, epoch: usize, pixel_map: Option<&B::Mat>) -> Result<StepStats> {
+    pub fn step_scaled(
+        &mut self,
+        be: &B,
+        y: &B::Mat,
+        epoch: usize,
+        pixel_map: Option<&B::Mat>,
+    ) -> Result<StepStats> {
         let (n, d) = be.shape(y);
         if let Some(m) = pixel_map
             && be.shape(m) != (n, d)
         {
-            return Err(Error::shape("training step", format!("pixel-scale map is {:?}, batch is {:?}", be.shape(m), (n, d))));
+            return Err(Error::shape(
+                "training step",
+                format!(
+                    "pixel-scale map is {:?}, batch is {:?}",
+                    be.shape(m),
+                    (n, d)
+                ),
+            ));
         }
         if d != self.decoder.input_dim() {
             return Err(Error::shape(
@@ -287,7 +305,10 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             }
             None => F::c(cfg.pixel_scale),
         };
-        let psnr = be.psnr_sum(ws.dec.residual(), scale, F::c(PSNR_MSE_FLOOR))?.f() / n as f64;
+        let psnr = be
+            .psnr_sum(ws.dec.residual(), scale, F::c(PSNR_MSE_FLOOR))?
+            .f()
+            / n as f64;
         let sparsity = be.count_zeros(z)? as f64 / (n * l) as f64;
         if !decoder_loss.is_finite() {
             return Err(diverged(epoch, "decoder loss"));

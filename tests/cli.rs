@@ -1,9 +1,9 @@
 //! The command-line tool: `varsparse infer`.
 
 use assert_cmd::Command;
-use predicates::prelude::*;
 use ndarray::Array2;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
+use predicates::prelude::*;
 use varsparse::init::{linear_uniform, rng};
 
 fn write(path: &std::path::Path, a: &Array2<f32>) {
@@ -209,12 +209,35 @@ fn train_then_encode_eval_and_resume() {
     let run = dir.path().join("run");
     let p = |s: &str| run.join(s).display().to_string();
     varsparse()
-        .args(["--threads", "1", "train", "--preset", "mnist-vdl", "--train-limit", "500", "--epochs", "1"])
-        .args(["--data-dir", &data_dir(), "--out", &run.display().to_string()])
+        .args([
+            "--threads",
+            "1",
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--train-limit",
+            "500",
+            "--epochs",
+            "1",
+        ])
+        .args([
+            "--data-dir",
+            &data_dir(),
+            "--out",
+            &run.display().to_string(),
+        ])
         .assert()
         .success()
-        .stderr(predicates::str::contains("\"lambda\": 0.02").and(predicates::str::contains("epoch   1/1")));
-    for f in ["config.json", "log.jsonl", "best/model.json", "latest/decoder_W.npy"] {
+        .stderr(
+            predicates::str::contains("\"lambda\": 0.02")
+                .and(predicates::str::contains("epoch   1/1")),
+        );
+    for f in [
+        "config.json",
+        "log.jsonl",
+        "best/model.json",
+        "latest/decoder_W.npy",
+    ] {
         assert!(run.join(f).exists(), "{f}");
     }
     let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
@@ -228,7 +251,13 @@ fn train_then_encode_eval_and_resume() {
         .assert()
         .success()
         .stderr(predicates::str::contains("resuming at epoch 2"));
-    assert_eq!(std::fs::read_to_string(run.join("log.jsonl")).unwrap().lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(run.join("log.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
 
     varsparse()
         .args(["eval", "--model", &p("best"), "--split", "val"])
@@ -240,7 +269,15 @@ fn train_then_encode_eval_and_resume() {
     write(&run.join("y.npy"), &y);
     for fista in [false, true] {
         let mut c = varsparse();
-        c.args(["encode", "--model", &p("best"), "--input", &p("y.npy"), "--out", &p("z.npy")]);
+        c.args([
+            "encode",
+            "--model",
+            &p("best"),
+            "--input",
+            &p("y.npy"),
+            "--out",
+            &p("z.npy"),
+        ]);
         if fista {
             c.args(["--fista", "--report", &p("r.json")]);
         }
@@ -252,20 +289,46 @@ fn train_then_encode_eval_and_resume() {
     // errors: wrong width, another preset's resume, other hyper-parameters, contradictory flags
     write(&run.join("bad.npy"), &Array2::zeros((3, 5)));
     varsparse()
-        .args(["encode", "--model", &p("best"), "--input", &p("bad.npy"), "--out", &p("z2.npy")])
+        .args([
+            "encode",
+            "--model",
+            &p("best"),
+            "--input",
+            &p("bad.npy"),
+            "--out",
+            &p("z2.npy"),
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("(3, 5)"));
     varsparse()
-        .args(["train", "--resume", &p("latest"), "--preset", "mnist-sdl", "--epochs", "3"])
+        .args([
+            "train",
+            "--resume",
+            &p("latest"),
+            "--preset",
+            "mnist-sdl",
+            "--epochs",
+            "3",
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("preset"));
     varsparse()
-        .args(["train", "--resume", &p("latest"), "--epochs", "3", "--lambda", "0.5"])
+        .args([
+            "train",
+            "--resume",
+            &p("latest"),
+            "--epochs",
+            "3",
+            "--lambda",
+            "0.5",
+        ])
         .assert()
         .failure()
-        .stderr(predicates::str::contains("only epochs and patience may change"));
+        .stderr(predicates::str::contains(
+            "only epochs and patience may change",
+        ));
     varsparse()
         .args(["eval", "--model", &dir.path().display().to_string()])
         .assert()
@@ -279,11 +342,29 @@ fn train_flag_errors() {
     let out = dir.path().display().to_string();
     // contradictory data flags
     varsparse()
-        .args(["train", "--preset", "mnist-vdl", "--input", "x.npy", "--train-limit", "5", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--input",
+            "x.npy",
+            "--train-limit",
+            "5",
+            "--out",
+            &out,
+        ])
         .assert()
         .failure();
     varsparse()
-        .args(["train", "--preset", "mnist-vdl", "--patches", "1,2,3", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--patches",
+            "1,2,3",
+            "--out",
+            &out,
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("patches"));
@@ -292,16 +373,36 @@ fn train_flag_errors() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("mnist-vdl"));
-    varsparse().args(["train", "--out", &out]).assert().failure().stderr(predicates::str::contains("--preset"));
+    varsparse()
+        .args(["train", "--out", &out])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--preset"));
     // missing data directory
     varsparse()
-        .args(["train", "--preset", "mnist-vdl", "--data-dir", "/nonexistent", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--data-dir",
+            "/nonexistent",
+            "--out",
+            &out,
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("/nonexistent"));
     // bad hyper-parameter
     varsparse()
-        .args(["train", "--preset", "mnist-vdl", "--threshold", "0", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--threshold",
+            "0",
+            "--out",
+            &out,
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("threshold"));
@@ -309,7 +410,17 @@ fn train_flag_errors() {
     let y: Array2<f32> = linear_uniform(&mut rng(9), 600, 30, 1);
     write(&dir.path().join("y.npy"), &y);
     varsparse()
-        .args(["train", "--preset", "mnist-vdl", "--input", &format!("{out}/y.npy"), "--image-shape", "5x5", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--input",
+            &format!("{out}/y.npy"),
+            "--image-shape",
+            "5x5",
+            "--out",
+            &out,
+        ])
         .assert()
         .failure()
         .stderr(predicates::str::contains("5x5"));
@@ -323,12 +434,30 @@ fn train_on_own_npy_samples() {
     let z: Array2<f32> = linear_uniform::<f32>(&mut rng(2), 600, 8, 1).mapv(|v| v.max(0.0));
     write(&dir.path().join("y.npy"), &z.dot(&w.t()));
     varsparse()
-        .args(["train", "--preset", "mnist-sdl", "--code-dim", "16", "--batch-size", "50", "--epochs", "2"])
-        .args(["--input", &dir.path().join("y.npy").display().to_string(), "--image-shape", "6x6", "--out", &out])
+        .args([
+            "train",
+            "--preset",
+            "mnist-sdl",
+            "--code-dim",
+            "16",
+            "--batch-size",
+            "50",
+            "--epochs",
+            "2",
+        ])
+        .args([
+            "--input",
+            &dir.path().join("y.npy").display().to_string(),
+            "--image-shape",
+            "6x6",
+            "--out",
+            &out,
+        ])
         .assert()
         .success();
     let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(format!("{out}/latest/model.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(format!("{out}/latest/model.json")).unwrap())
+            .unwrap();
     assert_eq!(m["input_dim"], 36);
     assert_eq!(m["code_dim"], 16);
     assert_eq!(m["epochs_done"], 2);

@@ -43,7 +43,8 @@ fn reference_fista(
                 let s = (ss / (n - 1) as f64).sqrt();
                 if s > 0.0 && s < p.threshold {
                     for i in 0..n {
-                        g[(i, j)] += -(2.0 * p.beta / (n - 1) as f64) * (p.threshold - s) / s * (aux[(i, j)] - mean[j]);
+                        g[(i, j)] += -(2.0 * p.beta / (n - 1) as f64) * (p.threshold - s) / s
+                            * (aux[(i, j)] - mean[j]);
                     }
                 }
             }
@@ -101,7 +102,12 @@ fn matches_the_released_code_loop() {
     let mut early_stops = 0;
     // Steps small enough for the runs to settle: with a step past the hinge's curvature
     // (n = 12 makes it large) FISTA oscillates chaotically and any two float orders drift apart.
-    for (seed, beta, gamma, eta) in [(10, 0.0, 0.0, 0.5), (20, 10.0, 5.0, 0.05), (30, 2.0, 0.0, 0.2), (40, 0.0, 1.0, 0.5)] {
+    for (seed, beta, gamma, eta) in [
+        (10, 0.0, 0.0, 0.5),
+        (20, 10.0, 5.0, 0.05),
+        (30, 2.0, 0.0, 0.2),
+        (40, 0.0, 1.0, 0.5),
+    ] {
         let (w, y, e) = problem(seed);
         let energy = EnergyParams {
             lambda: 0.02,
@@ -120,7 +126,10 @@ fn matches_the_released_code_loop() {
             };
             let (z, report) = solve(&w, &y, Some(&e), &params).unwrap();
             let err = (&z - &z_ref).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
-            assert!(err < 1e-10, "seed {seed} {path:?}: max |z - z_ref| = {err:e}");
+            assert!(
+                err < 1e-10,
+                "seed {seed} {path:?}: max |z - z_ref| = {err:e}"
+            );
             assert_eq!(report.iterations, it_ref, "seed {seed} {path:?}");
             assert_eq!(report.converged, it_ref < 200);
             assert!((report.mean_steps - steps_ref).abs() < 1e-12);
@@ -153,12 +162,24 @@ fn reaches_kkt_conditions() {
     for (&zj, &gj) in z.iter().zip(grad.iter()) {
         if zj > 0.0 {
             active += 1;
-            assert!((gj + lambda).abs() < 1e-8, "active coordinate: grad + lambda = {}", gj + lambda);
+            assert!(
+                (gj + lambda).abs() < 1e-8,
+                "active coordinate: grad + lambda = {}",
+                gj + lambda
+            );
         } else {
-            assert!(gj + lambda >= -1e-8, "inactive coordinate: grad + lambda = {}", gj + lambda);
+            assert!(
+                gj + lambda >= -1e-8,
+                "inactive coordinate: grad + lambda = {}",
+                gj + lambda
+            );
         }
     }
-    assert!(active > 0 && active < z.len(), "a non-trivial support ({active} of {})", z.len());
+    assert!(
+        active > 0 && active < z.len(),
+        "a non-trivial support ({active} of {})",
+        z.len()
+    );
 }
 
 #[test]
@@ -185,7 +206,11 @@ fn backtracking_accepts_only_sufficient_decrease() {
         let mut last_step = f64::INFINITY;
         for rec in &report.trace {
             let (f, q) = (rec.f_trial.unwrap(), rec.model.unwrap());
-            assert!(f <= q + 1e-9 * q.abs().max(1.0), "iteration {}: F(p) = {f} > Q = {q}", rec.iteration);
+            assert!(
+                f <= q + 1e-9 * q.abs().max(1.0),
+                "iteration {}: F(p) = {f} > Q = {q}",
+                rec.iteration
+            );
             assert!(rec.step <= last_step, "L is carried and only grows");
             last_step = rec.step;
         }
@@ -253,12 +278,25 @@ fn gram_path_equals_direct_path_f32() {
     };
     let mut out = vec![];
     for path in [GradientPath::Direct, GradientPath::Gram] {
-        let r = fista::solve(&be, &dec, &y, Some(&e), &FistaParams { path, ..base }, &mut ws).unwrap();
+        let r = fista::solve(
+            &be,
+            &dec,
+            &y,
+            Some(&e),
+            &FistaParams { path, ..base },
+            &mut ws,
+        )
+        .unwrap();
         out.push((ws.codes().clone(), r));
     }
     let scale = out[0].0.iter().fold(0.0f32, |a, &b| a.max(b.abs()));
-    let err = (&out[0].0 - &out[1].0).iter().fold(0.0f32, |a, &b| a.max(b.abs()));
-    assert!(err <= 1e-4 * scale.max(1.0), "max |direct - gram| = {err:e} (scale {scale})");
+    let err = (&out[0].0 - &out[1].0)
+        .iter()
+        .fold(0.0f32, |a, &b| a.max(b.abs()));
+    assert!(
+        err <= 1e-4 * scale.max(1.0),
+        "max |direct - gram| = {err:e} (scale {scale})"
+    );
     assert_eq!(out[0].1.path, "direct");
     assert_eq!(out[1].1.path, "gram");
     let (e0, e1) = (out[0].1.total_energy, out[1].1.total_energy);
@@ -306,7 +344,16 @@ fn signed_codes_can_be_negative_and_nonneg_cannot() {
     };
     let (z_pos, _) = solve(&w, &y, None, &base).unwrap();
     assert!(z_pos.iter().all(|&v| v >= 0.0));
-    let (z_signed, _) = solve(&w, &y, None, &FistaParams { nonneg: false, ..base }).unwrap();
+    let (z_signed, _) = solve(
+        &w,
+        &y,
+        None,
+        &FistaParams {
+            nonneg: false,
+            ..base
+        },
+    )
+    .unwrap();
     assert!(z_signed.iter().any(|&v| v < 0.0));
 }
 
@@ -336,7 +383,9 @@ fn one_hidden_decoder_runs_with_backtracking_and_lowers_the_energy() {
             max_iter: 1,
             ..params
         };
-        fista::solve(&be, &dec, &y, None, &one, &mut ws).unwrap().total_energy
+        fista::solve(&be, &dec, &y, None, &one, &mut ws)
+            .unwrap()
+            .total_energy
     };
     let r = fista::solve(&be, &dec, &y, None, &params, &mut ws).unwrap();
     assert_eq!(r.path, "direct");
@@ -345,4 +394,3 @@ fn one_hidden_decoder_runs_with_backtracking_and_lowers_the_energy() {
         assert!(rec.f_trial.unwrap() <= rec.model.unwrap() + 1e-9);
     }
 }
-

@@ -35,9 +35,16 @@ fn numeric_grad(x: &Array2<f64>, mut f: impl FnMut(&Array2<f64>) -> f64) -> Arra
     g
 }
 
-fn assert_grad(what: &str, analytic: &Array2<f64>, numeric: &Array2<f64>) -> Result<(), TestCaseError> {
+fn assert_grad(
+    what: &str,
+    analytic: &Array2<f64>,
+    numeric: &Array2<f64>,
+) -> Result<(), TestCaseError> {
     for ((idx, &a), &n) in analytic.indexed_iter().zip(numeric.iter()) {
-        prop_assert!(close(a, n), "{what}{idx:?}: analytic {a:e} vs numeric {n:e}");
+        prop_assert!(
+            close(a, n),
+            "{what}{idx:?}: analytic {a:e} vs numeric {n:e}"
+        );
     }
     Ok(())
 }
@@ -51,8 +58,11 @@ fn mat(rows: usize, cols: usize, scale: f64) -> impl Strategy<Value = Array2<f64
 /// Codes with a clear margin from zero (ReLU kinks) in both signs.
 fn codes(rows: usize, cols: usize) -> impl Strategy<Value = Array2<f64>> {
     proptest::collection::vec((0.05f64..1.0, any::<bool>()), rows * cols).prop_map(move |v| {
-        Array2::from_shape_vec((rows, cols), v.into_iter().map(|(a, s)| if s { a } else { -a }).collect())
-            .expect("shape")
+        Array2::from_shape_vec(
+            (rows, cols),
+            v.into_iter().map(|(a, s)| if s { a } else { -a }).collect(),
+        )
+        .expect("shape")
     })
 }
 
@@ -210,7 +220,12 @@ fn hinge_gradient_zero_for_all_zero_codes() {
 #[test]
 fn one_hidden_kind() {
     let be = Cpu;
-    let dec = mlp(&be, &Array2::zeros((M, L)), &Array2::zeros((1, M)), &Array2::zeros((D, M)));
+    let dec = mlp(
+        &be,
+        &Array2::zeros((M, L)),
+        &Array2::zeros((1, M)),
+        &Array2::zeros((D, M)),
+    );
     assert_eq!(dec.kind(), DecoderKind::OneHidden { hidden: M });
     assert_eq!(dec.param_names(), ["W1", "b1", "W2"]);
 }

@@ -31,20 +31,42 @@ fn small(p: Preset) -> ModelParams {
 
 #[test]
 fn each_model_kind_learns_in_two_epochs() {
-    for p in [Preset::MnistSdl, Preset::MnistVdl, Preset::MnistSdlNl, Preset::MnistVdlNl] {
+    for p in [
+        Preset::MnistSdl,
+        Preset::MnistVdl,
+        Preset::MnistSdlNl,
+        Preset::MnistVdlNl,
+    ] {
         let mut summaries = vec![];
         struct Keep<'a>(&'a mut Vec<varsparse::model::EpochSummary>);
         impl varsparse::model::Observer for Keep<'_> {
-            fn on_epoch(&mut self, s: &varsparse::model::EpochSummary) -> std::ops::ControlFlow<()> {
+            fn on_epoch(
+                &mut self,
+                s: &varsparse::model::EpochSummary,
+            ) -> std::ops::ControlFlow<()> {
                 self.0.push(s.clone());
                 std::ops::ControlFlow::Continue(())
             }
         }
-        let model = small(p).validate().unwrap().fit(&mnist().train_data(), &mut Keep(&mut summaries)).unwrap();
+        let model = small(p)
+            .validate()
+            .unwrap()
+            .fit(&mnist().train_data(), &mut Keep(&mut summaries))
+            .unwrap();
         assert_eq!(summaries.len(), 2);
         let (a, b) = (&summaries[0].val, &summaries[1].val);
-        assert!(b.energy < a.energy, "{p:?}: validation energy {} -> {}", a.energy, b.energy);
-        assert!(b.psnr > a.psnr, "{p:?}: validation PSNR {} -> {}", a.psnr, b.psnr);
+        assert!(
+            b.energy < a.energy,
+            "{p:?}: validation energy {} -> {}",
+            a.energy,
+            b.energy
+        );
+        assert!(
+            b.psnr > a.psnr,
+            "{p:?}: validation PSNR {} -> {}",
+            a.psnr,
+            b.psnr
+        );
         assert!(b.psnr > 9.0, "{p:?}: PSNR {}", b.psnr);
         let codes = model.encode(&mnist().val.x).unwrap();
         assert!(codes.iter().all(|&v| v >= 0.0));
@@ -76,23 +98,44 @@ fn resuming_gives_bit_identical_weights() {
     let dir = tempfile::tempdir().unwrap();
     let data = mnist().train_data();
     let params = ModelParams::preset(Preset::MnistVdlNl).hidden(64).seed(11);
-    let full = params.clone().epochs(3).validate().unwrap().fit(&data, &mut ()).unwrap();
+    let full = params
+        .clone()
+        .epochs(3)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .unwrap();
 
     let opts = FitOptions {
         out_dir: Some(dir.path().to_path_buf()),
         ..FitOptions::default()
     };
-    params.clone().epochs(2).validate().unwrap().fit_with(Cpu, &data, &opts, &mut ()).unwrap();
+    params
+        .clone()
+        .epochs(2)
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &data, &opts, &mut ())
+        .unwrap();
     let resume = FitOptions {
         out_dir: Some(dir.path().to_path_buf()),
         resume: Some(dir.path().join("latest")),
         ..FitOptions::default()
     };
-    let resumed = params.clone().epochs(3).validate().unwrap().fit_with(Cpu, &data, &resume, &mut ()).unwrap();
+    let resumed = params
+        .clone()
+        .epochs(3)
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &data, &resume, &mut ())
+        .unwrap();
     assert_eq!(resumed.epochs_trained(), 3);
     assert_eq!(weights(&full), weights(&resumed));
     // and the checkpoint on disk is the resumed model
-    assert_eq!(weights(&SparseCoder::load(&dir.path().join("latest")).unwrap()), weights(&full));
+    assert_eq!(
+        weights(&SparseCoder::load(&dir.path().join("latest")).unwrap()),
+        weights(&full)
+    );
 
     // other hyper-parameters cannot resume this run
     let other = params.clone().epochs(4).lambda(0.5).validate().unwrap();
@@ -143,14 +186,20 @@ fn checkpoint_round_trip_and_corruption() {
         std::fs::write(&p, &b[..b.len() / 2]).unwrap();
     });
     assert!(msg.contains("decoder_W2.npy"), "{msg}");
-    let msg = corrupt("no-manifest", &|c| std::fs::remove_file(c.join("model.json")).unwrap());
+    let msg = corrupt("no-manifest", &|c| {
+        std::fs::remove_file(c.join("model.json")).unwrap()
+    });
     assert!(msg.contains("model.json"), "{msg}");
-    corrupt("bad-json", &|c| std::fs::write(c.join("model.json"), "{ not json").unwrap());
+    corrupt("bad-json", &|c| {
+        std::fs::write(c.join("model.json"), "{ not json").unwrap()
+    });
     let msg = corrupt("wrong-shape", &|c| {
         varsparse::io::write_npy_f32(&c.join("encoder_S.npy"), &Array2::zeros((3, 3))).unwrap()
     });
     assert!(msg.contains("(3, 3)"), "{msg}");
-    corrupt("missing-array", &|c| std::fs::remove_file(c.join("adam_v_encoder_b.npy")).unwrap());
+    corrupt("missing-array", &|c| {
+        std::fs::remove_file(c.join("adam_v_encoder_b.npy")).unwrap()
+    });
     assert!(SparseCoder::load(&dir.path().join("nowhere")).is_err());
 }
 
@@ -160,14 +209,39 @@ fn bad_data_is_an_error() {
     let mut data = d.train_data();
     let tiny = d.train.head(10);
     data.train = tiny.samples(d.pixel_scale);
-    let err = ModelParams::preset(Preset::MnistVdl).epochs(1).validate().unwrap().fit(&data, &mut ()).err().unwrap();
+    let err = ModelParams::preset(Preset::MnistVdl)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("no full batch"), "{err}");
     let mut nan = d.val.head(300).x;
     nan[(7, 3)] = f32::NAN;
     let mut data = d.train_data();
     data.val = varsparse::model::Samples::new(nan.view(), 1.0);
-    let err = ModelParams::preset(Preset::MnistVdl).epochs(1).validate().unwrap().fit(&data, &mut ()).err().unwrap();
-    assert!(matches!(err, Error::NonFiniteInput { index: (7, 3), .. }), "{err}");
-    assert!(ModelParams::preset(Preset::MnistVdl).epochs(0).validate().is_err());
-    assert!(ModelParams::preset(Preset::MnistVdl).batch_size(1).validate().is_err());
+    let err = ModelParams::preset(Preset::MnistVdl)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::NonFiniteInput { index: (7, 3), .. }),
+        "{err}"
+    );
+    assert!(
+        ModelParams::preset(Preset::MnistVdl)
+            .epochs(0)
+            .validate()
+            .is_err()
+    );
+    assert!(
+        ModelParams::preset(Preset::MnistVdl)
+            .batch_size(1)
+            .validate()
+            .is_err()
+    );
 }

@@ -106,7 +106,10 @@ fn training_is_bit_identical_for_a_seed() {
         for b in 0..3 {
             t.step(&Cpu, &batch(200 + b), 0).unwrap();
         }
-        (t.decoder.to_host(&Cpu).unwrap(), t.encoder.to_host(&Cpu).unwrap())
+        (
+            t.decoder.to_host(&Cpu).unwrap(),
+            t.encoder.to_host(&Cpu).unwrap(),
+        )
     };
     assert_eq!(run(5), run(5));
     assert_ne!(run(5).0, run(6).0);
@@ -123,8 +126,20 @@ fn adam_matches_a_hand_computed_two_step_example() {
     // p0 = -2, lr 0.01, weight decay 0.5, g = 0.3 then 0.7 (decay adds 0.5 p to g):
     //   -> -1.990000000142857, then -1.9809347105541943
     let cases = [
-        (1.0, 0.1, 0.0, [0.5, -0.25], [0.900000002, 0.8733662987078463]),
-        (-2.0, 0.01, 0.5, [0.3, 0.7], [-1.990000000142857, -1.9809347105541943]),
+        (
+            1.0,
+            0.1,
+            0.0,
+            [0.5, -0.25],
+            [0.900000002, 0.8733662987078463],
+        ),
+        (
+            -2.0,
+            0.01,
+            0.5,
+            [0.3, 0.7],
+            [-1.990000000142857, -1.9809347105541943],
+        ),
     ];
     for (p0, lr, wd, gs, want) in cases {
         let mut hp = AdamParams::new(lr, 1);
@@ -132,7 +147,15 @@ fn adam_matches_a_hand_computed_two_step_example() {
         let mut p: Vec<Array2<f64>> = vec![Array2::from_elem((1, 1), p0)];
         let mut st = AdamState::new(vec![Array2::zeros((1, 1))], vec![Array2::zeros((1, 1))]);
         for (g, w) in gs.iter().zip(want) {
-            adam_step(&be, &hp, lr, &mut p, &[Array2::from_elem((1, 1), *g)], &mut st).unwrap();
+            adam_step(
+                &be,
+                &hp,
+                lr,
+                &mut p,
+                &[Array2::from_elem((1, 1), *g)],
+                &mut st,
+            )
+            .unwrap();
             assert!((p[0][(0, 0)] - w).abs() < 1e-15, "{} vs {w}", p[0][(0, 0)]);
         }
         assert_eq!(st.step, 2);
@@ -156,12 +179,17 @@ fn atoms_of_both_decoders() {
     let lin: Decoder<f32, Cpu> = Decoder::init(&be, DecoderKind::Linear, D, L, &mut r).unwrap();
     let atoms = lin.atoms(&be, 1.0).unwrap();
     assert_eq!(atoms, be.download(&lin.params()[0]).unwrap().t().to_owned());
-    let mlp: Decoder<f64, Cpu> = Decoder::init(&be, DecoderKind::OneHidden { hidden: 9 }, D, L, &mut r).unwrap();
+    let mlp: Decoder<f64, Cpu> =
+        Decoder::init(&be, DecoderKind::OneHidden { hidden: 9 }, D, L, &mut r).unwrap();
     let atoms = mlp.atoms(&be, 2.0).unwrap();
     assert_eq!(atoms.dim(), (L, D));
     // D(2 e_3) - D(0) by hand
     let p = mlp.to_host(&be).unwrap();
-    let h = |z: &Array2<f64>| (z.dot(&p[0].t()) + &p[1]).mapv(|v| v.max(0.0)).dot(&p[2].t());
+    let h = |z: &Array2<f64>| {
+        (z.dot(&p[0].t()) + &p[1])
+            .mapv(|v| v.max(0.0))
+            .dot(&p[2].t())
+    };
     let mut e3 = Array2::zeros((1, L));
     e3[(0, 3)] = 2.0;
     let want = h(&e3) - h(&Array2::zeros((1, L)));

@@ -163,7 +163,12 @@ struct DataArgs {
     #[arg(long, value_name = "S")]
     split_seed: Option<u64>,
     /// Patches: numbers of training, validation and test patches (default 200000,20000,20000).
-    #[arg(long, value_name = "N,N,N", value_delimiter = ',', conflicts_with = "input")]
+    #[arg(
+        long,
+        value_name = "N,N,N",
+        value_delimiter = ',',
+        conflicts_with = "input"
+    )]
     patches: Option<Vec<usize>>,
 }
 
@@ -454,7 +459,11 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
         return Ok(Some(DataSpec::Npy {
             train: input.clone(),
             val: d.val.clone(),
-            image_shape: d.image_shape.as_deref().map(parse_image_shape).transpose()?,
+            image_shape: d
+                .image_shape
+                .as_deref()
+                .map(parse_image_shape)
+                .transpose()?,
             pixel_scale: d.pixel_scale.unwrap_or(1.0),
             split_seed: d.split_seed.unwrap_or(0),
         }));
@@ -465,7 +474,11 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
     match preset.data() {
         varsparse::model::DataKind::Mnist => {
             if d.patches.is_some() {
-                return Err(Error::param("patches", "given", "--patches applies to the patches-* presets, not MNIST"));
+                return Err(Error::param(
+                    "patches",
+                    "given",
+                    "--patches applies to the patches-* presets, not MNIST",
+                ));
             }
             Ok(Some(DataSpec::Mnist {
                 dir: dir.join("mnist"),
@@ -475,19 +488,31 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
         }
         varsparse::model::DataKind::Patches => {
             if d.train_limit.is_some() {
-                return Err(Error::param("train-limit", "given", "--train-limit applies to MNIST; use --patches N,N,N"));
+                return Err(Error::param(
+                    "train-limit",
+                    "given",
+                    "--train-limit applies to MNIST; use --patches N,N,N",
+                ));
             }
             let (n_train, n_val, n_test) = match d.patches.as_deref() {
                 None => (200_000, 20_000, 20_000),
                 Some([a, b, c]) => (*a, *b, *c),
-                Some(v) => return Err(Error::param("patches", format!("{v:?}"), "expected three counts: train,val,test")),
+                Some(v) => {
+                    return Err(Error::param(
+                        "patches",
+                        format!("{v:?}"),
+                        "expected three counts: train,val,test",
+                    ));
+                }
             };
             Ok(Some(DataSpec::Patches {
                 dir: dir.join("natural"),
                 n_train,
                 n_val,
                 n_test,
-                seed: d.split_seed.unwrap_or(varsparse::data::patches::DEFAULT_PATCH_SEED),
+                seed: d
+                    .split_seed
+                    .unwrap_or(varsparse::data::patches::DEFAULT_PATCH_SEED),
             }))
         }
     }
@@ -496,7 +521,11 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
 fn recorded_spec(model_dir: &std::path::Path) -> Result<DataSpec> {
     let m = checkpoint::read_manifest(model_dir)?;
     let text = m.data.ok_or_else(|| {
-        Error::param("data", "unknown", "the checkpoint does not record its data; pass --input or the data flags")
+        Error::param(
+            "data",
+            "unknown",
+            "the checkpoint does not record its data; pass --input or the data flags",
+        )
     })?;
     serde_json::from_str(&text).map_err(|e| Error::Json {
         path: model_dir.join("model.json"),
@@ -506,12 +535,28 @@ fn recorded_spec(model_dir: &std::path::Path) -> Result<DataSpec> {
 
 fn with_data_dir(spec: DataSpec, dir: Option<PathBuf>) -> DataSpec {
     match (spec, dir) {
-        (DataSpec::Mnist { split_seed, train_limit, .. }, Some(d)) => DataSpec::Mnist {
+        (
+            DataSpec::Mnist {
+                split_seed,
+                train_limit,
+                ..
+            },
+            Some(d),
+        ) => DataSpec::Mnist {
             dir: d.join("mnist"),
             split_seed,
             train_limit,
         },
-        (DataSpec::Patches { n_train, n_val, n_test, seed, .. }, Some(d)) => DataSpec::Patches {
+        (
+            DataSpec::Patches {
+                n_train,
+                n_val,
+                n_test,
+                seed,
+                ..
+            },
+            Some(d),
+        ) => DataSpec::Patches {
             dir: d.join("natural"),
             n_train,
             n_val,
@@ -539,17 +584,33 @@ fn train(a: TrainArgs) -> Result<()> {
                 }
             }
             let spec = match data_spec(&a.data, m.params.preset)? {
-                Some(s) if a.data.data_dir.is_some() || a.data.input.is_some() || a.data.train_limit.is_some() || a.data.patches.is_some() => s,
+                Some(s)
+                    if a.data.data_dir.is_some()
+                        || a.data.input.is_some()
+                        || a.data.train_limit.is_some()
+                        || a.data.patches.is_some() =>
+                {
+                    s
+                }
                 _ => recorded_spec(dir)?,
             };
-            let out = a.out.clone().unwrap_or_else(|| dir.parent().map(PathBuf::from).unwrap_or_default());
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| dir.parent().map(PathBuf::from).unwrap_or_default());
             (m.params, spec, out)
         }
         None => {
-            let name = a.preset.as_deref().ok_or_else(|| Error::param("preset", "missing", "give --preset NAME (or --resume DIR)"))?;
+            let name = a.preset.as_deref().ok_or_else(|| {
+                Error::param("preset", "missing", "give --preset NAME (or --resume DIR)")
+            })?;
             let preset = Preset::from_name(name)?;
-            let spec = data_spec(&a.data, Some(preset))?.ok_or_else(|| Error::param("data", "missing", "no data"))?;
-            let out = a.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(name));
+            let spec = data_spec(&a.data, Some(preset))?
+                .ok_or_else(|| Error::param("data", "missing", "no data"))?;
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs").join(name));
             (ModelParams::preset(preset), spec, out)
         }
     };
@@ -648,14 +709,20 @@ impl Observer for CliObserver {
         if std::io::stderr().is_terminal() {
             let bar = ProgressBar::new(info.batches_per_epoch as u64);
             bar.set_style(
-                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {elapsed}<{eta} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             self.bar = Some(bar);
         }
         if info.start_epoch > 0 {
-            eprintln!("resuming at epoch {} of {}", info.start_epoch + 1, info.epochs);
+            eprintln!(
+                "resuming at epoch {} of {}",
+                info.start_epoch + 1,
+                info.epochs
+            );
         }
     }
 
@@ -715,7 +782,11 @@ impl Observer for CliObserver {
     }
 }
 
-fn load_split(model_dir: &std::path::Path, data_dir: Option<PathBuf>, split: &str) -> Result<(LoadedData, String)> {
+fn load_split(
+    model_dir: &std::path::Path,
+    data_dir: Option<PathBuf>,
+    split: &str,
+) -> Result<(LoadedData, String)> {
     let spec = with_data_dir(recorded_spec(model_dir)?, data_dir);
     let data = spec.load()?;
     data.split(split)?;
@@ -731,7 +802,13 @@ fn encode(a: EncodeArgs) -> Result<()> {
             loaded = load_split(&a.model, a.data_dir.clone(), split)?;
             loaded.0.split(&loaded.1)?.x.clone()
         }
-        _ => return Err(Error::param("input", "both", "give exactly one of --input and --split")),
+        _ => {
+            return Err(Error::param(
+                "input",
+                "both",
+                "give exactly one of --input and --split",
+            ));
+        }
     };
     let t0 = Instant::now();
     let codes = if a.fista {
@@ -764,7 +841,10 @@ fn eval(a: EvalArgs) -> Result<()> {
     if let Some(path) = &a.json {
         write_json(path, &json)?;
     }
-    println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json).unwrap_or_default()
+    );
     eprintln!("| split | samples | PSNR (dB) | sparsity | energy |");
     eprintln!("|---|---|---|---|---|");
     eprintln!(

@@ -279,10 +279,11 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
     let d = rows.checked_mul(cols).ok_or_else(overflow)?;
     let expected = n.checked_mul(d).ok_or_else(overflow)?;
     check_length(path, expected, data.len())?;
-    let pixels = Array2::from_shape_vec((n, d), data.to_vec()).map_err(|e| DataError::BadHeader {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let pixels =
+        Array2::from_shape_vec((n, d), data.to_vec()).map_err(|e| DataError::BadHeader {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
     Ok(IdxImages { pixels, rows, cols })
 }
 
@@ -318,18 +319,20 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
         path: path.to_path_buf(),
         source,
     };
+    if !path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+    {
+        return std::fs::read(path).map_err(io_err);
+    }
     let file = File::open(path).map_err(io_err)?;
     let mut bytes = Vec::new();
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz")) {
-        GzDecoder::new(BufReader::new(file))
-            .read_to_end(&mut bytes)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                source,
-            })?;
-    } else {
-        BufReader::new(file).read_to_end(&mut bytes).map_err(io_err)?;
-    }
+    GzDecoder::new(BufReader::new(file))
+        .read_to_end(&mut bytes)
+        .map_err(|source| DataError::Gzip {
+            path: path.to_path_buf(),
+            source,
+        })?;
     Ok(bytes)
 }
 
@@ -346,7 +349,10 @@ fn parse_idx<'a>(
     };
     let found = word(0).ok_or_else(|| DataError::BadHeader {
         path: path.to_path_buf(),
-        detail: format!("the file is {} bytes, too short for a magic number", bytes.len()),
+        detail: format!(
+            "the file is {} bytes, too short for a magic number",
+            bytes.len()
+        ),
     })?;
     if found != magic {
         return Err(DataError::BadMagic {

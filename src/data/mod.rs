@@ -21,7 +21,10 @@ pub use mnist::{
     DEFAULT_SPLIT_SEED, MNIST_MEAN, MNIST_STD, MNIST_VAL_SIZE, Mnist, Split, load_mnist,
     load_mnist_subset,
 };
-pub use patches::{PatchParams, PatchSet, Patches, generate_patches, lcn};
+pub use patches::{
+    DEFAULT_PATCH_SEED, NaturalImage, PatchParams, PatchSet, Patches, generate_patches,
+    generate_patches_from_images, lcn, load_natural_images,
+};
 
 /// Errors from the data readers.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@
 //! 2. **Candidates.** A candidate is a 52×52 crop: an image drawn uniformly (not weighted by
 //!    area), then its top row and left column drawn uniformly among the positions where the crop
 //!    fits, in that order, from `ChaCha8Rng::seed_from_u64(seed)` through
-//!    [`uniform_below`](super::sampling::uniform_below).
+//!    [`uniform_below`].
 //! 3. **Local contrast normalisation** ([`lcn`]), on a batch of candidates at a time
 //!    ([`PatchParams::lcn_batch`], 250 as in the released code's data loader). With `G` the
 //!    13×13 Gaussian of σ = 5 normalised to sum 1 ([`gaussian_kernel`]) and `*` a 'valid'
@@ -30,6 +30,8 @@
 //!
 //! The Gaussian is applied as two separable 13-tap passes in `f32`.
 
+use std::borrow::Cow;
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use image::imageops::FilterType;
@@ -74,8 +76,8 @@ pub const DEFAULT_STD_THRESHOLD: f32 = 0.5;
 pub const DEFAULT_PATCH_SEED: u64 = 0;
 
 /// Candidates drawn per requested patch before generation gives up
-/// ([`DataError::TooFewPatches`]); on the shipped images about two candidates are drawn per
-/// kept patch.
+/// ([`DataError::TooFewPatches`]); on the shipped images 1.3 candidates are drawn per kept
+/// patch (76% pass the filter).
 pub const MAX_CANDIDATES_PER_PATCH: usize = 100;
 
 /// Largest image, in pixels after resizing, that [`load_natural_image`] accepts (an aspect ratio
@@ -100,6 +102,7 @@ const PATCH_LEN: usize = PATCH_SIZE * PATCH_SIZE;
 /// | `seed` | [`DEFAULT_PATCH_SEED`] | any |
 /// | `std_threshold` | 0.5 | finite, ≥ 0 |
 /// | `lcn_batch` | 250 | ≥ 1 |
+/// | `threads` | 0 (all available) | any |
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchParams {
     /// Training patches.
@@ -114,6 +117,9 @@ pub struct PatchParams {
     pub std_threshold: f32,
     /// Candidates normalised together: the "batch" over which the mean of σ is taken.
     pub lcn_batch: usize,
+    /// Worker threads for LCN, 0 for [`std::thread::available_parallelism`]. The patches do
+    /// not depend on it.
+    pub threads: usize,
 }
 
 impl Default for PatchParams {
@@ -125,6 +131,7 @@ impl Default for PatchParams {
             seed: DEFAULT_PATCH_SEED,
             std_threshold: DEFAULT_STD_THRESHOLD,
             lcn_batch: DEFAULT_LCN_BATCH,
+            threads: 0,
         }
     }
 }
@@ -144,6 +151,14 @@ impl PatchParams {
                 value: format!("{} + {} + {}", self.n_train, self.n_val, self.n_test),
                 reason: "the sum overflows".into(),
             })
+    }
+
+    /// The number of worker threads `threads` asks for.
+    fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            t => t,
+        }
     }
 
     /// Checks every field against the table above.
@@ -186,15 +201,6 @@ pub struct PatchSet {
 }
 
 impl PatchSet {
-    /// An empty set (no patches).
-    fn with_len(n: usize) -> Self {
-        Self {
-            patches: Array2::zeros((n, PATCH_LEN)),
-            local_mean: Array2::zeros((n, PATCH_LEN)),
-            local_std: Array2::zeros((n, PATCH_LEN)),
-        }
-    }
-
     /// Number of patches.
     pub fn len(&self) -> usize {
         self.patches.nrows()
@@ -321,9 +327,10 @@ pub fn lcn(crops: ArrayView2<'_, f32>) -> Result<PatchSet, DataError> {
 /// [`DataError::Image`] if it cannot be decoded, [`DataError::BadImageSize`] if it is empty or
 /// its aspect ratio is more extreme than 4096:1.
 pub fn load_natural_image(path: &Path) -> Result<NaturalImage, DataError> {
-    let name = path
-        .file_name()
-        .map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let img = image::open(path).map_err(|source| DataError::Image {
         path: path.to_path_buf(),
         source,
@@ -362,12 +369,11 @@ pub fn load_natural_image(path: &Path) -> Result<NaturalImage, DataError> {
         .into_iter()
         .map(|v| (v - GRAY_MEAN) / GRAY_STD)
         .collect();
-    let pixels = Array2::from_shape_vec((nh as usize, nw as usize), data).map_err(|e| {
-        DataError::Shape {
+    let pixels =
+        Array2::from_shape_vec((nh as usize, nw as usize), data).map_err(|e| DataError::Shape {
             context: "load_natural_image: resized image",
             detail: e.to_string(),
-        }
-    })?;
+        })?;
     Ok(NaturalImage { name, pixels })
 }
 
@@ -437,131 +443,248 @@ pub fn generate_patches_from_images(
             dir: "(in-memory images)".into(),
         });
     }
+    let mut sources = Vec::with_capacity(images.len());
     for (i, img) in images.iter().enumerate() {
-        let (h, w) = img.dim();
-        if h < CROP_SIZE || w < CROP_SIZE {
+        let (height, width) = img.dim();
+        if height < CROP_SIZE || width < CROP_SIZE {
             return Err(DataError::BadImageSize {
                 name: format!("image {i}"),
-                width: w,
-                height: h,
+                width,
+                height,
                 reason: format!("too small for {CROP_SIZE}x{CROP_SIZE} crops"),
             });
         }
+        let data = img
+            .as_slice()
+            .map_or_else(|| Cow::Owned(img.iter().copied().collect()), Cow::Borrowed);
+        sources.push(Source {
+            data,
+            height,
+            width,
+        });
     }
 
-    let mut splits = [
-        PatchSet::with_len(params.n_train),
-        PatchSet::with_len(params.n_val),
-        PatchSet::with_len(params.n_test),
-    ];
     let batch = params.lcn_batch;
-    let budget = total.saturating_mul(MAX_CANDIDATES_PER_PATCH).max(batch);
+    let max_batches = total
+        .saturating_mul(MAX_CANDIDATES_PER_PATCH)
+        .div_ceil(batch)
+        .max(1);
+    let threads = params.worker_threads();
     let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
-    let mut ws = LcnWorkspace::new(batch);
-    let (mut kept, mut candidates) = (0usize, 0usize);
+    let mut out = [
+        SplitBuffer::new(params.n_train),
+        SplitBuffer::new(params.n_val),
+        SplitBuffer::new(params.n_test),
+    ];
+
+    // Rounds of `threads` batches, drawn in stream order and normalised in parallel. While one
+    // round is normalised, the previous one's kept patches are copied out in order (copying,
+    // with its first-touch page faults, costs about as much as the normalisation). Batches
+    // drawn beyond the last one needed are discarded, so neither the patches nor `candidates`
+    // depend on the number of threads.
+    let mut current: Vec<LcnWorkspace> = (0..threads).map(|_| LcnWorkspace::new(batch)).collect();
+    let mut next: Vec<LcnWorkspace> = (0..threads).map(|_| LcnWorkspace::new(batch)).collect();
+    let mut drawn = 0usize;
+    let mut draw_round = |round: &mut [LcnWorkspace], drawn: &mut usize| {
+        let n = round.len().min(max_batches - *drawn);
+        for ws in &mut round[..n] {
+            ws.draw_crops(&sources, &mut rng);
+        }
+        *drawn += n;
+        n
+    };
+    let mut current_len = draw_round(&mut current, &mut drawn);
+    run_parallel(&mut current[..current_len], params.std_threshold);
+    let (mut kept, mut batches) = (0usize, 0usize);
     while kept < total {
-        if candidates >= budget {
+        if current_len == 0 {
             return Err(DataError::TooFewPatches {
                 requested: total,
                 kept,
-                candidates,
+                candidates: batches * batch,
                 std_threshold: params.std_threshold,
             });
         }
-        for dst in ws.crops.chunks_exact_mut(CROP_LEN) {
-            // Image counts and sizes are usize values, so the draws below them convert back.
-            let img = &images[uniform_below(&mut rng, images.len() as u64) as usize];
-            let (h, w) = img.dim();
-            let top = uniform_below(&mut rng, (h - CROP_SIZE + 1) as u64) as usize;
-            let left = uniform_below(&mut rng, (w - CROP_SIZE + 1) as u64) as usize;
-            for (r, dst_row) in dst.chunks_exact_mut(CROP_SIZE).enumerate() {
-                let src = img.row(top + r);
-                for (d, &s) in dst_row.iter_mut().zip(src.iter().skip(left)) {
-                    *d = s;
+        let next_len = draw_round(&mut next, &mut drawn);
+        let (to_run, to_copy) = (&mut next[..next_len], &current[..current_len]);
+        std::thread::scope(|scope| {
+            for ws in to_run {
+                scope.spawn(move || ws.run_and_filter(params.std_threshold));
+            }
+            for ws in to_copy {
+                if kept == total {
+                    break;
                 }
+                batches += 1;
+                kept += ws.append_kept(&mut out);
             }
-        }
-        candidates += batch;
-        ws.run(batch);
-
-        for p in 0..batch {
-            if kept == total {
-                break;
-            }
-            let range = p * PATCH_LEN..(p + 1) * PATCH_LEN;
-            if unbiased_std(&ws.out[range.clone()]) < params.std_threshold {
-                continue;
-            }
-            let (split, row) = if kept < params.n_train {
-                (0, kept)
-            } else if kept < params.n_train + params.n_val {
-                (1, kept - params.n_train)
-            } else {
-                (2, kept - params.n_train - params.n_val)
-            };
-            let set = &mut splits[split];
-            let copy = |dst: &mut Array2<f32>, src: &[f32]| {
-                for (d, &s) in dst.row_mut(row).iter_mut().zip(src) {
-                    *d = s;
-                }
-            };
-            copy(&mut set.patches, &ws.out[range.clone()]);
-            copy(&mut set.local_mean, &ws.mean[range.clone()]);
-            copy(&mut set.local_std, &ws.sigma[range]);
-            kept += 1;
-        }
+        });
+        std::mem::swap(&mut current, &mut next);
+        current_len = next_len;
     }
-    let [train, val, test] = splits;
+    let [train, val, test] = out;
     Ok(Patches {
-        train,
-        val,
-        test,
-        candidates,
+        train: train.finish()?,
+        val: val.finish()?,
+        test: test.finish()?,
+        candidates: batches * batch,
     })
 }
 
-/// The unbiased (divisor `n - 1`) standard deviation, accumulated in `f64`; 0 for fewer than
-/// two values.
+/// A standardised grey image, row-major and contiguous.
+struct Source<'a> {
+    data: Cow<'a, [f32]>,
+    height: usize,
+    width: usize,
+}
+
+/// The kept patches of one split, as flat row-major buffers filled in order.
+struct SplitBuffer {
+    capacity: usize,
+    patches: Vec<f32>,
+    mean: Vec<f32>,
+    sigma: Vec<f32>,
+}
+
+impl SplitBuffer {
+    fn new(capacity: usize) -> Self {
+        let len = capacity * PATCH_LEN;
+        Self {
+            capacity,
+            patches: Vec::with_capacity(len),
+            mean: Vec::with_capacity(len),
+            sigma: Vec::with_capacity(len),
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.patches.len() == self.capacity * PATCH_LEN
+    }
+
+    fn push(&mut self, out: &[f32], mean: &[f32], sigma: &[f32]) {
+        self.patches.extend_from_slice(out);
+        self.mean.extend_from_slice(mean);
+        self.sigma.extend_from_slice(sigma);
+    }
+
+    fn finish(self) -> Result<PatchSet, DataError> {
+        let array = |v: Vec<f32>| {
+            Array2::from_shape_vec((v.len() / PATCH_LEN, PATCH_LEN), v).map_err(|e| {
+                DataError::Shape {
+                    context: "generate_patches: output",
+                    detail: e.to_string(),
+                }
+            })
+        };
+        Ok(PatchSet {
+            patches: array(self.patches)?,
+            local_mean: array(self.mean)?,
+            local_std: array(self.sigma)?,
+        })
+    }
+}
+
+/// Runs [`LcnWorkspace::run_and_filter`] on every workspace, one thread each.
+fn run_parallel(workers: &mut [LcnWorkspace], std_threshold: f32) {
+    std::thread::scope(|scope| {
+        for ws in workers {
+            scope.spawn(move || ws.run_and_filter(std_threshold));
+        }
+    });
+}
+
+/// The unbiased (divisor `n - 1`) standard deviation; 0 for fewer than two values.
 fn unbiased_std(x: &[f32]) -> f32 {
     if x.len() < 2 {
         return 0.0;
     }
     let n = x.len() as f64;
-    let mean = x.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let ss: f64 = x.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum();
+    let mean = (sum(x.iter().copied()) / n) as f32;
+    let ss = sum(x.iter().map(|&v| (v - mean) * (v - mean)));
     (ss / (n - 1.0)).sqrt() as f32
 }
 
-/// Buffers for LCN of up to `capacity` crops, allocated once and reused across batches.
+/// The sum of `values`, accumulated in eight `f32` lanes (so that it vectorises) that are
+/// added in `f64` at the end; for the few hundred values of a patch the lanes lose nothing
+/// that matters.
+fn sum(values: impl Iterator<Item = f32>) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    for (i, v) in values.enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().map(|&l| f64::from(l)).sum()
+}
+
+/// Buffers for LCN of a batch of `batch` crops, allocated once and reused across batches.
 struct LcnWorkspace {
     g: [f32; KERNEL_SIZE],
-    /// Input crops, `capacity × 52 × 52`.
+    /// Input crops, `batch × 52 × 52`.
     crops: Vec<f32>,
-    /// Centred crops `C`, `capacity × 40 × 40`.
+    /// Centred crops `C`, `batch × 40 × 40`.
     centred: Vec<f32>,
-    /// Outputs `C / σ`, `capacity × 28 × 28`.
+    /// Outputs `C / σ`, `batch × 28 × 28`.
     out: Vec<f32>,
-    /// Local means `M` (centre crop), `capacity × 28 × 28`.
+    /// Local means `M` (centre crop), `batch × 28 × 28`.
     mean: Vec<f32>,
-    /// σ, `capacity × 28 × 28`.
+    /// σ, `batch × 28 × 28`.
     sigma: Vec<f32>,
-    /// Horizontal pass of the separable filter (at most 52 × 40).
-    tmp: Vec<f32>,
-    /// `M` or `C²` of one crop, 40 × 40.
+    /// Whether each output passes the std filter.
+    keep: Vec<bool>,
+    /// `M`, then `C²`, of one crop, 40 × 40.
     mid: Vec<f32>,
 }
 
 impl LcnWorkspace {
-    fn new(capacity: usize) -> Self {
+    fn new(batch: usize) -> Self {
         Self {
             g: gaussian_kernel_1d(),
-            crops: vec![0.0; capacity * CROP_LEN],
-            centred: vec![0.0; capacity * MID_LEN],
-            out: vec![0.0; capacity * PATCH_LEN],
-            mean: vec![0.0; capacity * PATCH_LEN],
-            sigma: vec![0.0; capacity * PATCH_LEN],
-            tmp: vec![0.0; CROP_SIZE * MID_SIZE],
+            crops: vec![0.0; batch * CROP_LEN],
+            centred: vec![0.0; batch * MID_LEN],
+            out: vec![0.0; batch * PATCH_LEN],
+            mean: vec![0.0; batch * PATCH_LEN],
+            sigma: vec![0.0; batch * PATCH_LEN],
+            keep: vec![false; batch],
             mid: vec![0.0; MID_LEN],
+        }
+    }
+
+    /// Fills `crops` with random crops: per crop, an image, its top row, its left column.
+    fn draw_crops(&mut self, sources: &[Source<'_>], rng: &mut ChaCha8Rng) {
+        for dst in self.crops.chunks_exact_mut(CROP_LEN) {
+            // Counts and sizes are usize values, so draws below them convert back losslessly.
+            let src = &sources[uniform_below(rng, sources.len() as u64) as usize];
+            let top = uniform_below(rng, (src.height - CROP_SIZE + 1) as u64) as usize;
+            let left = uniform_below(rng, (src.width - CROP_SIZE + 1) as u64) as usize;
+            for (r, dst_row) in dst.chunks_exact_mut(CROP_SIZE).enumerate() {
+                let start = (top + r) * src.width + left;
+                dst_row.copy_from_slice(&src.data[start..start + CROP_SIZE]);
+            }
+        }
+    }
+
+    /// Appends the kept patches, in order, to the first of `splits` with room; returns how
+    /// many it appended (fewer than were kept once every split is full).
+    fn append_kept(&self, splits: &mut [SplitBuffer]) -> usize {
+        let mut appended = 0;
+        for p in (0..self.keep.len()).filter(|&p| self.keep[p]) {
+            let Some(split) = splits.iter_mut().find(|s| !s.is_full()) else {
+                break;
+            };
+            let range = p * PATCH_LEN..(p + 1) * PATCH_LEN;
+            split.push(
+                &self.out[range.clone()],
+                &self.mean[range.clone()],
+                &self.sigma[range],
+            );
+            appended += 1;
+        }
+        appended
+    }
+
+    fn run_and_filter(&mut self, std_threshold: f32) {
+        self.run(self.keep.len());
+        for (keep, out) in self.keep.iter_mut().zip(self.out.chunks_exact(PATCH_LEN)) {
+            *keep = unbiased_std(out) >= std_threshold;
         }
     }
 
@@ -572,12 +695,12 @@ impl LcnWorkspace {
         }
         // Pass 1: per crop, M, C and the raw σ.
         for p in 0..n {
-            let x = &self.crops[p * CROP_LEN..(p + 1) * CROP_LEN];
-            let c = &mut self.centred[p * MID_LEN..(p + 1) * MID_LEN];
-            let mean = &mut self.mean[p * PATCH_LEN..(p + 1) * PATCH_LEN];
-            let sigma = &mut self.sigma[p * PATCH_LEN..(p + 1) * PATCH_LEN];
+            let x = &self.crops[p * CROP_LEN..][..CROP_LEN];
+            let c = &mut self.centred[p * MID_LEN..][..MID_LEN];
+            let mean = &mut self.mean[p * PATCH_LEN..][..PATCH_LEN];
+            let sigma = &mut self.sigma[p * PATCH_LEN..][..PATCH_LEN];
 
-            filter_valid(x, CROP_SIZE, &self.g, &mut self.tmp, &mut self.mid);
+            filter_valid::<CROP_SIZE, MID_SIZE>(x, &self.g, &mut self.mid);
             for i in 0..MID_SIZE {
                 let xr = &x[(i + HALF) * CROP_SIZE + HALF..][..MID_SIZE];
                 let mr = &self.mid[i * MID_SIZE..][..MID_SIZE];
@@ -592,26 +715,33 @@ impl LcnWorkspace {
             for (sq, &cv) in self.mid.iter_mut().zip(c.iter()) {
                 *sq = cv * cv;
             }
-            filter_valid(&self.mid, MID_SIZE, &self.g, &mut self.tmp, sigma);
+            filter_valid::<MID_SIZE, PATCH_SIZE>(&self.mid, &self.g, sigma);
             for s in sigma.iter_mut() {
                 *s = s.max(0.0).sqrt();
             }
         }
         // Pass 2: raise σ to the batch mean, floor it, divide.
         let sigma = &mut self.sigma[..n * PATCH_LEN];
-        let batch_mean =
-            (sigma.iter().map(|&s| f64::from(s)).sum::<f64>() / sigma.len() as f64) as f32;
+        let batch_mean = (sigma
+            .chunks_exact(PATCH_LEN)
+            .map(|s| sum(s.iter().copied()))
+            .sum::<f64>()
+            / sigma.len() as f64) as f32;
         for s in sigma.iter_mut() {
             *s = s.max(batch_mean).max(SIGMA_FLOOR);
         }
         for p in 0..n {
-            let c = &self.centred[p * MID_LEN..(p + 1) * MID_LEN];
-            let range = p * PATCH_LEN..(p + 1) * PATCH_LEN;
-            let (out, s) = (&mut self.out[range.clone()], &sigma[range]);
+            let c = &self.centred[p * MID_LEN..][..MID_LEN];
+            let out = &mut self.out[p * PATCH_LEN..][..PATCH_LEN];
+            let s = &sigma[p * PATCH_LEN..][..PATCH_LEN];
             for i in 0..PATCH_SIZE {
                 let cr = &c[(i + HALF) * MID_SIZE + HALF..][..PATCH_SIZE];
-                let o = &mut out[i * PATCH_SIZE..][..PATCH_SIZE];
-                for ((o, &cv), &sv) in o.iter_mut().zip(cr).zip(&s[i * PATCH_SIZE..]) {
+                let sr = &s[i * PATCH_SIZE..][..PATCH_SIZE];
+                for ((o, &cv), &sv) in out[i * PATCH_SIZE..][..PATCH_SIZE]
+                    .iter_mut()
+                    .zip(cr)
+                    .zip(sr)
+                {
                     *o = cv / sv;
                 }
             }
@@ -619,26 +749,37 @@ impl LcnWorkspace {
     }
 }
 
-/// 'Valid' correlation of the `side × side` image `src` with the separable window `g ⊗ g`,
-/// into `dst` (`(side - 12)²`): a horizontal 13-tap pass into `tmp`, then a vertical one.
-fn filter_valid(src: &[f32], side: usize, g: &[f32; KERNEL_SIZE], tmp: &mut [f32], dst: &mut [f32]) {
-    let out = side - KERNEL_SIZE + 1;
-    let tmp = &mut tmp[..side * out];
-    for (src_row, tmp_row) in src.chunks_exact(side).zip(tmp.chunks_exact_mut(out)) {
-        tmp_row.fill(0.0);
+/// 'Valid' correlation of the `SIDE × SIDE` image `src` with the separable window `g ⊗ g`, into
+/// the first `OUT × OUT` values of `dst` (`OUT = SIDE - 12`): a horizontal 13-tap pass, then a
+/// vertical one. The sizes are constants so that each output row is accumulated in registers.
+///
+/// Not inlined: inlined into [`LcnWorkspace::run`], LLVM 22 unrolls these loops into scalar code
+/// and the whole generation runs four times slower (measured: 13.6 s against 3.5 s of CPU for
+/// the 240,000 default patches).
+#[inline(never)]
+fn filter_valid<const SIDE: usize, const OUT: usize>(
+    src: &[f32],
+    g: &[f32; KERNEL_SIZE],
+    dst: &mut [f32],
+) {
+    const { assert!(OUT + KERNEL_SIZE == SIDE + 1) };
+    let mut tmp = [[0.0f32; OUT]; SIDE];
+    for (r, acc) in tmp.iter_mut().enumerate() {
+        let row = &src[r * SIDE..][..SIDE];
         for (k, &gk) in g.iter().enumerate() {
-            for (t, &s) in tmp_row.iter_mut().zip(&src_row[k..]) {
-                *t += gk * s;
+            for (a, &s) in acc.iter_mut().zip(&row[k..k + OUT]) {
+                *a += gk * s;
             }
         }
     }
-    for (i, dst_row) in dst[..out * out].chunks_exact_mut(out).enumerate() {
-        dst_row.fill(0.0);
+    for (i, dst_row) in dst[..OUT * OUT].chunks_exact_mut(OUT).enumerate() {
+        let mut acc = [0.0f32; OUT];
         for (k, &gk) in g.iter().enumerate() {
-            for (d, &t) in dst_row.iter_mut().zip(&tmp[(i + k) * out..][..out]) {
-                *d += gk * t;
+            for (a, &t) in acc.iter_mut().zip(&tmp[i + k]) {
+                *a += gk * t;
             }
         }
+        dst_row.copy_from_slice(&acc);
     }
 }
 
@@ -659,16 +800,15 @@ mod tests {
 
     #[test]
     fn separable_filter_matches_direct_2d_correlation() {
-        let side = 20;
+        const SIDE: usize = 20;
+        let (side, out) = (SIDE, SIDE - KERNEL_SIZE + 1);
         let src: Vec<f32> = (0..side * side)
             .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
             .collect();
         let g = gaussian_kernel_1d();
         let g2 = gaussian_kernel();
-        let out = side - KERNEL_SIZE + 1;
-        let mut tmp = vec![0.0; side * out];
         let mut dst = vec![0.0; out * out];
-        filter_valid(&src, side, &g, &mut tmp, &mut dst);
+        filter_valid::<SIDE, 8>(&src, &g, &mut dst);
         for i in 0..out {
             for j in 0..out {
                 let mut direct = 0.0f64;
@@ -683,12 +823,33 @@ mod tests {
     }
 
     #[test]
+    fn luma_uses_rec709_weights_on_the_stored_values() {
+        // The module documentation relies on this behaviour of `image`.
+        for (rgb, expected) in [
+            ([255, 0, 0], 0.2126),
+            ([128, 0, 0], 0.2126 * 128.0 / 255.0),
+            ([0, 0, 255], 0.0722),
+        ] {
+            let img =
+                image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(1, 1, image::Rgb(rgb)));
+            let l = img.to_luma32f().get_pixel(0, 0).0[0];
+            assert!((l - expected).abs() < 1e-4, "{rgb:?}: {l} vs {expected}");
+        }
+    }
+
+    #[test]
     fn params_are_validated() {
         let bad = PatchParams {
             lcn_batch: 0,
             ..PatchParams::default()
         };
-        assert!(matches!(bad.validate(), Err(DataError::InvalidParameter { name: "lcn_batch", .. })));
+        assert!(matches!(
+            bad.validate(),
+            Err(DataError::InvalidParameter {
+                name: "lcn_batch",
+                ..
+            })
+        ));
         let bad = PatchParams {
             std_threshold: f32::NAN,
             ..PatchParams::default()
