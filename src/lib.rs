@@ -5,6 +5,7 @@
 extern crate blas_src;
 
 pub mod backend;
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod dataset;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod fista;
 pub mod init;
 pub mod io;
+pub mod lasso;
 pub mod model;
 pub mod optim;
 pub mod scalar;

@@ -7,8 +7,8 @@
 //!
 //! # Threads
 //!
-//! GEMM threading is process-global: matrixmultiply reads `MATRIXMULTIPLY_THREADS` once, at its
-//! first multiplication; OpenBLAS reads `OPENBLAS_NUM_THREADS` when it loads (see
+//! GEMM threading is process-global: matrixmultiply reads `MATMUL_NUM_THREADS` once, at its
+//! first multiplication (unset: the number of physical cores; it uses at most 4); OpenBLAS reads `OPENBLAS_NUM_THREADS` when it loads (see
 //! [`set_blas_threads`]). The element-wise kernels run on the calling thread.
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
@@ -24,7 +24,7 @@ pub struct Cpu;
 /// Sets OpenBLAS's thread count (a no-op without the `openblas` feature).
 ///
 /// matrixmultiply, the default GEMM, takes its thread count from the environment variable
-/// `MATRIXMULTIPLY_THREADS`, read once at its first use; the command-line tool sets it at start-up
+/// `MATMUL_NUM_THREADS`, read once at its first use; the command-line tool sets it at start-up
 /// from `--threads`.
 pub fn set_blas_threads(n: usize) {
     #[cfg(feature = "openblas")]

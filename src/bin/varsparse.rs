@@ -53,6 +53,28 @@ enum Command {
     Encode(EncodeArgs),
     /// PSNR, sparsity and energy of a split under a model's encoder codes.
     Eval(EvalArgs),
+    /// Batch-encoding benchmark: the non-negative lasso on the 10,000 MNIST test images against
+    /// 128 unit-norm atoms, every solver path, with the GEMM throughput at the same shapes.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Timed repetitions of each path (the table gives medians).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    repeats: usize,
+    /// Seed of the atoms' draw from the training images.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// Target fraction of zero codes (sets lambda).
+    #[arg(long, value_name = "F", default_value_t = 0.89)]
+    sparsity: f64,
+    /// Write W.npy, Y.npy and problem.json here (for benches/compare/compare.py).
+    #[arg(long, value_name = "DIR")]
+    export: Option<PathBuf>,
+    /// The bundled data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -283,13 +305,14 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     // SAFETY: set before any other thread exists; matrixmultiply reads it at its first GEMM.
-    unsafe { std::env::set_var("MATRIXMULTIPLY_THREADS", threads.to_string()) };
+    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
     varsparse::backend::cpu::set_blas_threads(threads);
     let result = match cli.command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(*args),
         Command::Encode(args) => encode(args),
         Command::Eval(args) => eval(args),
+        Command::Bench(args) => bench(args, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -854,5 +877,66 @@ fn eval(a: EvalArgs) -> Result<()> {
         100.0 * stats.sparsity,
         stats.energy
     );
+    Ok(())
+}
+
+fn bench(a: BenchArgs, threads: usize) -> Result<()> {
+    let dir = a
+        .data_dir
+        .unwrap_or_else(DataSpec::default_dir)
+        .join("mnist");
+    let t0 = Instant::now();
+    let p = varsparse::bench::Problem::mnist(&dir, a.seed, a.sparsity)?;
+    eprintln!(
+        "problem: Y {:?}, W {:?}, lambda {:.6e} ({:.1} s to set up)",
+        p.y.dim(),
+        p.w.dim(),
+        p.lambda,
+        t0.elapsed().as_secs_f64()
+    );
+    let (rows, refs) = varsparse::bench::run(&p, threads, a.repeats)?;
+    println!(
+        "threads {threads}, build: {}",
+        if cfg!(feature = "openblas") {
+            "openblas"
+        } else {
+            "matrixmultiply (default)"
+        }
+    );
+    println!(
+        "| path | median s | samples/s | GFLOP/s | mean objective | rel. gap to optimum | sparsity |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.4} | {:.0} | {:.1} | {:.6} | {:.1e} | {:.1}% |",
+            r.path,
+            r.seconds,
+            r.samples_per_s,
+            r.gflops,
+            r.mean_objective,
+            r.rel_gap,
+            100.0 * r.sparsity
+        );
+    }
+    for (label, g) in &refs {
+        println!("| {label} | | | {g:.1} | | | |");
+    }
+    if let Some(out) = &a.export {
+        std::fs::create_dir_all(out).map_err(|source| Error::Io {
+            action: "creating",
+            path: out.clone(),
+            source,
+        })?;
+        write_npy_f32(&out.join("W.npy"), &p.w)?;
+        write_npy_f32(&out.join("Y.npy"), &p.y)?;
+        let json = serde_json::json!({
+            "lambda": p.lambda,
+            "objective": "mean over samples of (1/d)||y - W z||^2 + lambda ||z||_1, z >= 0",
+            "d": p.w.nrows(),
+            "rows": rows,
+        });
+        write_json(&out.join("problem.json"), &json)?;
+    }
     Ok(())
 }

@@ -1,0 +1,345 @@
+//! Exact batch encoding for the non-negative lasso (`beta = gamma = 0`): an active-set solver.
+//!
+//! With a fixed dictionary `W` `(d, l)` and no variance or proximity term, every sample's codes
+//! solve an independent problem, in the authors' scaling
+//!
+//! ```text
+//! min_{z >= 0}  (1/d) ||y - W z||^2 + lambda sum_j z_j
+//! ```
+//!
+//! Multiplying by `d/2` gives the quadratic program `min_{z >= 0} 1/2 z^T G z - b^T z` with
+//! `G = W^T W` and `b = W^T y - (d lambda / 2) 1`. [`nonneg_lasso`] solves it exactly with the
+//! Lawson–Hanson active-set method: grow the support one coordinate at a time (the one whose
+//! gradient most violates the optimality conditions), solve the small positive system on the
+//! support by Cholesky (in f64), and step back along the segment when a coordinate would turn
+//! negative. Codes are ~89% zero on MNIST, so each sample costs a few solves of size ~15 and
+//! matrix–vector products with `G`'s support columns — far fewer operations than FISTA's
+//! iterations, and the answer is the optimum to rounding rather than to a tolerance.
+//!
+//! Samples are independent: they are split over `threads` scoped threads, and the result does
+//! not depend on the thread count.
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1, Axis};
+
+use crate::backend::{Backend, Cpu, Trans};
+use crate::error::{Error, Result};
+
+/// What [`nonneg_lasso`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LassoReport {
+    /// Samples solved.
+    pub n: usize,
+    /// Mean objective `(1/d) ||y - W z||^2 + lambda ||z||_1` per sample, from the quadratic form
+    /// (`(y^T y - 2 c^T z + z^T G z)/d`, in f64; [`objective`] recomputes it from the residual).
+    pub mean_objective: f64,
+    /// Mean support size.
+    pub mean_support: f64,
+    /// Fraction of exact zeros in the codes.
+    pub sparsity: f64,
+    /// Total active-set iterations (support changes).
+    pub iterations: usize,
+    /// Largest violation of the optimality conditions left, `max_j (b - G z)_j` over `z_j = 0`
+    /// and `|(b - G z)_j|` over `z_j > 0`, relative to `max |b|`.
+    pub max_kkt_violation: f64,
+}
+
+/// Solves the non-negative lasso for every row of `y` `(n, d)` against `w` `(d, l)`.
+///
+/// # Errors
+/// [`Error::Shape`] if the shapes disagree; [`Error::NonFiniteInput`]; [`Error::InvalidParameter`]
+/// for `lambda < 0` or `threads = 0`.
+pub fn nonneg_lasso(
+    w: &Array2<f32>,
+    y: &Array2<f32>,
+    lambda: f64,
+    threads: usize,
+) -> Result<(Array2<f32>, LassoReport)> {
+    let (d, l) = w.dim();
+    if y.ncols() != d {
+        return Err(Error::shape(
+            "lasso: input Y",
+            format!("Y is {:?}, W is {:?}", y.dim(), w.dim()),
+        ));
+    }
+    if !(lambda.is_finite() && lambda >= 0.0) {
+        return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
+    }
+    if threads == 0 {
+        return Err(Error::param("threads", 0, "must be at least 1"));
+    }
+    crate::decoder::check_finite("dictionary W", w)?;
+    crate::decoder::check_finite("Y", y)?;
+    let n = y.nrows();
+    // G in f64 (l x l, cheap); C = Y W in f32 through the backend's GEMM (the dominant cost).
+    let w64 = w.mapv(|v| v as f64);
+    let g = w64.t().dot(&w64);
+    let mut c = Array2::<f32>::zeros((n, l));
+    Cpu.gemm(1.0, y, Trans::N, w, Trans::N, 0.0, &mut c)?;
+    let shift = d as f64 * lambda / 2.0;
+    let mut z = Array2::<f32>::zeros((n, l));
+    let chunk = n.div_ceil(threads).max(1);
+    let results: Vec<(usize, f64, f64)> = std::thread::scope(|s| {
+        let handles: Vec<_> = z
+            .axis_chunks_iter_mut(Axis(0), chunk)
+            .zip(c.axis_chunks_iter(Axis(0), chunk))
+            .zip(y.axis_chunks_iter(Axis(0), chunk))
+            .map(|((mut zc, cc), yc)| {
+                let g = &g;
+                s.spawn(move || {
+                    let mut ws = Solver::new(l);
+                    let mut iters = 0;
+                    let mut viol = 0.0f64;
+                    let mut obj = 0.0f64;
+                    for ((zr, cr), yr) in zc
+                        .axis_iter_mut(Axis(0))
+                        .zip(cc.axis_iter(Axis(0)))
+                        .zip(yc.axis_iter(Axis(0)))
+                    {
+                        let (it, v) = ws.solve(g, cr, shift, zr);
+                        iters += it;
+                        viol = viol.max(v);
+                        // (y^T y - 2 c^T z + z^T G z)/d + lambda sum z, with G z = b - grad
+                        let yy: f64 = yr.iter().map(|&v| v as f64 * v as f64).sum();
+                        let (mut cz, mut zgz, mut sz) = (0.0f64, 0.0f64, 0.0f64);
+                        for &j in &ws.active {
+                            let zj = ws.z[j];
+                            cz += cr[j] as f64 * zj;
+                            zgz += zj * (ws.b[j] - ws.grad[j]);
+                            sz += zj;
+                        }
+                        obj += (yy - 2.0 * cz + zgz) / d as f64 + lambda * sz;
+                    }
+                    (iters, viol, obj)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or((0, f64::INFINITY, f64::NAN)))
+            .collect()
+    });
+    let iterations = results.iter().map(|r| r.0).sum();
+    let max_kkt_violation = results.iter().map(|r| r.1).fold(0.0, f64::max);
+    let r: f64 = results.iter().map(|r| r.2).sum();
+    let zeros = z.iter().filter(|&&v| v == 0.0).count();
+    Ok((
+        z,
+        LassoReport {
+            n,
+            mean_objective: r / n.max(1) as f64,
+            mean_support: (n * l - zeros) as f64 / n.max(1) as f64,
+            sparsity: zeros as f64 / (n * l).max(1) as f64,
+            iterations,
+            max_kkt_violation,
+        },
+    ))
+}
+
+/// The summed objective `sum_i (1/d) ||y_i - W z_i||^2 + lambda ||z_i||_1`, accumulated in f64.
+pub fn objective(w: &Array2<f32>, y: &Array2<f32>, z: &Array2<f32>, lambda: f64) -> f64 {
+    let d = w.nrows() as f64;
+    let yhat = z.dot(&w.t());
+    let mut total = 0.0f64;
+    for ((yr, hr), zr) in y.rows().into_iter().zip(yhat.rows()).zip(z.rows()) {
+        let rec: f64 = yr
+            .iter()
+            .zip(hr.iter())
+            .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+            .sum();
+        let l1: f64 = zr.iter().map(|&v| (v as f64).abs()).sum();
+        total += rec / d + lambda * l1;
+    }
+    total
+}
+
+/// Per-thread buffers of the active-set method.
+struct Solver {
+    l: usize,
+    active: Vec<usize>,
+    in_active: Vec<bool>,
+    /// Rows of the Cholesky factor of `G_AA` that are valid for the current `active` order.
+    factored: usize,
+    b: Vec<f64>,
+    z: Array1<f64>,
+    grad: Array1<f64>,
+    chol: Vec<f64>,
+    rhs: Vec<f64>,
+    sol: Vec<f64>,
+}
+
+impl Solver {
+    fn new(l: usize) -> Self {
+        Solver {
+            l,
+            active: Vec::with_capacity(l),
+            in_active: vec![false; l],
+            factored: 0,
+            b: vec![0.0; l],
+            z: Array1::zeros(l),
+            grad: Array1::zeros(l),
+            chol: vec![0.0; l * l],
+            rhs: vec![0.0; l],
+            sol: vec![0.0; l],
+        }
+    }
+
+    /// `s = G_AA^{-1} b_A` by Cholesky, extending the factor from the rows still valid (a
+    /// support that only grew costs O(k^2)); `false` if `G_AA` is not numerically positive
+    /// definite.
+    fn solve_support(&mut self, g: &Array2<f64>) -> bool {
+        let k = self.active.len();
+        let l = self.l;
+        let a = &mut self.chol;
+        for i in self.factored..k {
+            let gi = g.row(self.active[i]);
+            for j in 0..=i {
+                let mut sum = gi[self.active[j]];
+                let (ri, rj) = (&a[i * l..i * l + j], &a[j * l..j * l + j]);
+                sum -= ri.iter().zip(rj).map(|(x, y)| x * y).sum::<f64>();
+                if i == j {
+                    if sum <= 1e-12 * gi[self.active[i]].max(1e-300) {
+                        self.factored = i;
+                        return false;
+                    }
+                    a[i * l + i] = sum.sqrt();
+                } else {
+                    a[i * l + j] = sum / a[j * l + j];
+                }
+            }
+        }
+        self.factored = k;
+        for i in 0..k {
+            let mut sum = self.b[self.active[i]];
+            for p in 0..i {
+                sum -= a[i * l + p] * self.rhs[p];
+            }
+            self.rhs[i] = sum / a[i * l + i];
+        }
+        for i in (0..k).rev() {
+            let mut sum = self.rhs[i];
+            for p in i + 1..k {
+                sum -= a[p * l + i] * self.sol[p];
+            }
+            self.sol[i] = sum / a[i * l + i];
+        }
+        true
+    }
+
+    /// `grad = b - G z` over the support (rows of `G`: it is symmetric, and rows are contiguous).
+    fn update_grad(&mut self, g: &Array2<f64>) {
+        let grad = self.grad.as_slice_mut().unwrap_or(&mut []);
+        grad.copy_from_slice(&self.b);
+        for &j in &self.active {
+            let zj = self.z[j];
+            if zj != 0.0 {
+                let row = g.row(j);
+                let row = row.as_slice().unwrap_or(&[]);
+                for (o, &v) in grad.iter_mut().zip(row) {
+                    *o -= zj * v;
+                }
+            }
+        }
+    }
+
+    /// Solves one sample; returns (iterations, relative KKT violation).
+    fn solve(
+        &mut self,
+        g: &Array2<f64>,
+        c: ArrayView1<'_, f32>,
+        shift: f64,
+        mut out: ArrayViewMut1<'_, f32>,
+    ) -> (usize, f64) {
+        let l = self.l;
+        for (o, &v) in self.b.iter_mut().zip(c.iter()) {
+            *o = v as f64 - shift;
+        }
+        let scale = self.b.iter().fold(1e-300f64, |m, v| m.max(v.abs()));
+        let tol = 1e-10 * scale;
+        for &j in &self.active {
+            self.in_active[j] = false;
+        }
+        self.active.clear();
+        self.factored = 0;
+        self.z.fill(0.0);
+        self.update_grad(g);
+        let mut iterations = 0;
+        let mut blocked = usize::MAX;
+        for _ in 0..3 * l {
+            // the most violating coordinate off the support
+            let mut best = (usize::MAX, tol);
+            for j in 0..l {
+                if !self.in_active[j] && j != blocked && self.grad[j] > best.1 {
+                    best = (j, self.grad[j]);
+                }
+            }
+            if best.0 == usize::MAX {
+                break;
+            }
+            self.active.push(best.0);
+            self.in_active[best.0] = true;
+            iterations += 1;
+            for _ in 0..=l {
+                if !self.solve_support(g) {
+                    // G_AA singular (e.g. duplicate atoms): drop the newcomer and move on
+                    if let Some(j) = self.active.pop() {
+                        self.in_active[j] = false;
+                        self.z[j] = 0.0;
+                    }
+                    self.factored = self.factored.min(self.active.len());
+                    blocked = best.0;
+                    break;
+                }
+                let k = self.active.len();
+                if self.sol[..k].iter().all(|&s| s > 0.0) {
+                    for (i, &j) in self.active.iter().enumerate() {
+                        self.z[j] = self.sol[i];
+                    }
+                    blocked = usize::MAX;
+                    break;
+                }
+                // step from z towards s until the first coordinate reaches zero
+                let mut alpha = 1.0f64;
+                for (i, &j) in self.active.iter().enumerate() {
+                    let (zi, si) = (self.z[j], self.sol[i]);
+                    if si <= 0.0 {
+                        let a = if zi - si > 0.0 { zi / (zi - si) } else { 0.0 };
+                        alpha = alpha.min(a);
+                    }
+                }
+                for (i, &j) in self.active.iter().enumerate() {
+                    self.z[j] += alpha * (self.sol[i] - self.z[j]);
+                }
+                let (z, member) = (&mut self.z, &mut self.in_active);
+                self.active.retain(|&j| {
+                    if z[j] <= 0.0 {
+                        z[j] = 0.0;
+                        member[j] = false;
+                        false
+                    } else {
+                        true
+                    }
+                });
+                // a removal reorders the support: refactor from scratch
+                self.factored = 0;
+                if self.active.is_empty() {
+                    blocked = best.0;
+                    break;
+                }
+            }
+            self.update_grad(g);
+        }
+        let mut viol = 0.0f64;
+        for j in 0..l {
+            let v = if self.z[j] > 0.0 {
+                self.grad[j].abs()
+            } else {
+                self.grad[j].max(0.0)
+            };
+            viol = viol.max(v);
+        }
+        for (o, &v) in out.iter_mut().zip(self.z.iter()) {
+            *o = v as f32;
+        }
+        (iterations, viol / scale)
+    }
+}

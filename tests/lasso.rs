@@ -1,0 +1,76 @@
+//! The active-set non-negative lasso gives FISTA's optimum (to rounding) and satisfies KKT.
+
+use ndarray::Array2;
+use varsparse::backend::Cpu;
+use varsparse::decoder::Decoder;
+use varsparse::energy::EnergyParams;
+use varsparse::fista::{self, FistaParams, StepRule};
+use varsparse::init::{linear_uniform, rng};
+use varsparse::lasso::{nonneg_lasso, objective};
+
+fn problem(n: usize, d: usize, l: usize, seed: u64) -> (Array2<f32>, Array2<f32>) {
+    let mut w: Array2<f32> = linear_uniform(&mut rng(seed), d, l, 1);
+    for mut c in w.columns_mut() {
+        let norm = c.dot(&c).sqrt();
+        c.mapv_inplace(|v| v / norm);
+    }
+    let z = linear_uniform::<f32>(&mut rng(seed + 1), n, l, 1).mapv(|v| (v - 0.6).max(0.0) * 3.0);
+    let y = z.dot(&w.t()) + linear_uniform::<f32>(&mut rng(seed + 2), n, d, 1) * 0.05;
+    (w, y)
+}
+
+#[test]
+fn active_set_matches_a_converged_fista() {
+    let (w, y) = problem(200, 60, 24, 1);
+    let lambda = 0.002;
+    let (z, report) = nonneg_lasso(&w, &y, lambda, 2).unwrap();
+    assert!(z.iter().all(|&v| v >= 0.0));
+    assert!(report.max_kkt_violation < 1e-6, "{report:?}");
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda,
+            ..EnergyParams::default()
+        },
+        step: StepRule::Auto,
+        max_iter: 20_000,
+        tol: 0.0,
+        ..FistaParams::default()
+    };
+    let dec = Decoder::linear(&Cpu, &w).unwrap();
+    let (zf, _) = fista::solve_batches(&Cpu, &dec, &y, None, &params, 200).unwrap();
+    let (a, b) = (
+        objective(&w, &y, &z, lambda),
+        objective(&w, &y, &zf, lambda),
+    );
+    assert!(a <= b * (1.0 + 1e-6), "active set {a} vs FISTA {b}");
+    assert!((a - b).abs() <= 1e-5 * b, "active set {a} vs FISTA {b}");
+    assert!(
+        (report.mean_objective - a / 200.0).abs() < 1e-6 * a / 200.0,
+        "{report:?} vs {a}"
+    );
+}
+
+#[test]
+fn thread_count_does_not_change_the_codes() {
+    let (w, y) = problem(101, 40, 16, 5);
+    let (a, _) = nonneg_lasso(&w, &y, 0.003, 1).unwrap();
+    let (b, _) = nonneg_lasso(&w, &y, 0.003, 3).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn degenerate_dictionaries_and_bad_input() {
+    // duplicate atoms make G singular: still an optimum, no hang, no panic
+    let (mut w, y) = problem(30, 20, 8, 9);
+    let c0 = w.column(0).to_owned();
+    w.column_mut(1).assign(&c0);
+    let (z, r) = nonneg_lasso(&w, &y, 0.001, 1).unwrap();
+    assert!(z.iter().all(|v| v.is_finite() && *v >= 0.0));
+    assert!(r.max_kkt_violation < 1e-5, "{r:?}");
+    // a huge lambda gives all zeros
+    let (z, _) = nonneg_lasso(&w, &y, 1e6, 1).unwrap();
+    assert!(z.iter().all(|&v| v == 0.0));
+    assert!(nonneg_lasso(&w, &Array2::zeros((3, 7)), 0.1, 1).is_err());
+    assert!(nonneg_lasso(&w, &y, -1.0, 1).is_err());
+    assert!(nonneg_lasso(&w, &y, 0.1, 0).is_err());
+}
