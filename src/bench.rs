@@ -132,7 +132,12 @@ pub type GemmRefs = Vec<(String, f64)>;
 ///
 /// # Errors
 /// Solver errors.
-pub fn run(p: &Problem, threads: usize, repeats: usize) -> Result<(Vec<Row>, GemmRefs)> {
+pub fn run(
+    p: &Problem,
+    threads: usize,
+    repeats: usize,
+    with_fista: bool,
+) -> Result<(Vec<Row>, GemmRefs)> {
     let (n, d) = p.y.dim();
     let l = p.w.ncols();
     let mut rows = vec![];
@@ -150,21 +155,26 @@ pub fn run(p: &Problem, threads: usize, repeats: usize) -> Result<(Vec<Row>, Gem
         sparsity: r.sparsity,
     });
     let dec = Decoder::linear(&Cpu, &p.w)?;
-    for (label, path, max_iter, tol) in [
-        (
-            "FISTA Gram, tol 1e-3 (authors' stop)",
-            GradientPath::Gram,
-            200,
-            1e-3,
-        ),
-        ("FISTA Gram, 200 iterations", GradientPath::Gram, 200, 0.0),
-        (
-            "FISTA direct, 200 iterations",
-            GradientPath::Direct,
-            200,
-            0.0,
-        ),
-    ] {
+    let fista_paths = if with_fista {
+        vec![
+            (
+                "FISTA Gram, tol 1e-3 (authors' stop)",
+                GradientPath::Gram,
+                200,
+                1e-3,
+            ),
+            ("FISTA Gram, 200 iterations", GradientPath::Gram, 200, 0.0),
+            (
+                "FISTA direct, 200 iterations",
+                GradientPath::Direct,
+                200,
+                0.0,
+            ),
+        ]
+    } else {
+        vec![]
+    };
+    for (label, path, max_iter, tol) in fista_paths {
         let params = FistaParams {
             energy: EnergyParams {
                 lambda: p.lambda,

@@ -50,6 +50,10 @@ pub struct DecoderScratch<M> {
     pub(crate) h: Option<M>,
     /// Gradient at the hidden layer, `(n, m)` (one-hidden-layer only).
     pub(crate) dh: Option<M>,
+    /// Compacted active codes, `(n, l)` (leading rows used).
+    pub(crate) xc: M,
+    /// Compacted gradient, `(n, l)` (leading rows used).
+    pub(crate) gc: M,
     n: usize,
 }
 
@@ -274,6 +278,8 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             r: be.zeros(n, self.d)?,
             h,
             dh,
+            xc: be.zeros(n, self.l)?,
+            gc: be.zeros(n, self.l)?,
             n,
         })
     }
@@ -454,6 +460,81 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             }
         }
         Ok(value)
+    }
+
+    /// The reconstruction gradient `(2/d) J^T (D(z) - y)` of the **active** rows only (those with
+    /// `flags[i, 0] = 0`), written into `grad`, whose other rows are set to zero. The active rows
+    /// are compacted first, so the cost scales with their number: FISTA's flagged samples take
+    /// no gradient step, and in a batch most of the loop's iterations run with few samples left.
+    /// Returns the number of active rows.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes.
+    pub fn recon_grad_active(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        z: &B::Mat,
+        flags: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        grad: &mut B::Mat,
+    ) -> Result<usize> {
+        let n = self.check_batch(be, "reconstruction", y, z, s)?;
+        let k = be.gather_active_rows(flags, z, &mut s.xc)?;
+        if k == n {
+            self.recon(be, y, z, s, Some(grad), false)?;
+            return Ok(n);
+        }
+        if k == 0 {
+            be.fill(F::zero(), grad)?;
+            return Ok(0);
+        }
+        // r[..k] = D(xc[..k]) - y[active]
+        be.gather_active_rows(flags, y, &mut s.r)?;
+        let two_d = F::c(2.0) / F::c(self.d as f64);
+        match self.kind {
+            DecoderKind::Linear => {
+                let w = &self.params[0];
+                be.gemm_rows(k, F::one(), &s.xc, w, Trans::T, -F::one(), &mut s.r)?;
+                be.gemm_rows(k, two_d, &s.r, w, Trans::N, F::zero(), &mut s.gc)?;
+            }
+            DecoderKind::OneHidden { .. } => {
+                let (h, dh) = match (s.h.as_mut(), s.dh.as_mut()) {
+                    (Some(h), Some(dh)) => (h, dh),
+                    _ => {
+                        return Err(Error::shape(
+                            "reconstruction",
+                            "scratch lacks the hidden layer",
+                        ));
+                    }
+                };
+                be.gemm_rows(k, F::one(), &s.xc, &self.params[0], Trans::T, F::zero(), h)?;
+                be.add_row_bias(&self.params[1], h)?;
+                be.relu(h)?;
+                be.gemm_rows(
+                    k,
+                    F::one(),
+                    h,
+                    &self.params[2],
+                    Trans::T,
+                    -F::one(),
+                    &mut s.r,
+                )?;
+                be.gemm_rows(k, two_d, &s.r, &self.params[2], Trans::N, F::zero(), dh)?;
+                be.relu_mask(h, dh)?;
+                be.gemm_rows(
+                    k,
+                    F::one(),
+                    dh,
+                    &self.params[0],
+                    Trans::N,
+                    F::zero(),
+                    &mut s.gc,
+                )?;
+            }
+        }
+        be.scatter_active_rows(flags, &s.gc, grad)?;
+        Ok(k)
     }
 
     /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with

@@ -324,6 +324,41 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
     }
 }
 
+impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
+    /// `grad f(point)` on the active rows (`flags = 0`) only, zero on the others: what a
+    /// constant-step iteration uses (flagged samples take no gradient step).
+    #[allow(clippy::too_many_arguments)]
+    fn grad_active(
+        &self,
+        point: &B::Mat,
+        flags: &B::Mat,
+        dec: &mut DecoderScratch<B::Mat>,
+        gram: Option<&mut (B::Mat, B::Mat, B::Mat)>,
+        mean: &mut B::Mat,
+        std: &mut B::Mat,
+        grad: &mut B::Mat,
+    ) -> Result<()> {
+        let be = self.be;
+        match (self.use_gram, gram) {
+            (true, Some((g_mat, c, _))) => {
+                // grad[active] = (2/d)(X[active] G - C[active])
+                let k = be.gather_active_rows(flags, point, &mut dec.xc)?;
+                be.gather_active_rows(flags, c, &mut dec.gc)?;
+                let two_d = F::c(2.0) / F::c(self.decoder.input_dim() as f64);
+                be.gemm_rows(k, two_d, &dec.xc, g_mat, Trans::N, -two_d, &mut dec.gc)?;
+                be.scatter_active_rows(flags, &dec.gc, grad)?;
+            }
+            _ => {
+                self.decoder
+                    .recon_grad_active(be, self.y, point, flags, dec, grad)?;
+            }
+        }
+        energy::proximity(be, point, self.target, self.gamma, Some(&mut *grad), false)?;
+        energy::hinge(be, point, self.beta, self.t, mean, std, Some(grad), false)?;
+        Ok(())
+    }
+}
+
 const MAX_BACKTRACKS: usize = 64;
 
 /// Runs FISTA on the batch `y` `(n, d)`, starting from `warm` `(n, l)` (zeros when `None`), which
@@ -473,45 +508,63 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     let slack_rel = 64.0 * F::EPS;
 
     for it in 0..params.max_iter {
-        let fx = smooth.eval(x, dec, gram.as_mut(), mean, std, Some(g), backtrack)?;
-        if backtrack && !fx.is_finite() {
-            return Err(Error::Diverged {
-                algorithm: "FISTA",
-                iteration: it,
-                term: "smooth energy at the extrapolated point".into(),
-            });
-        }
-        be.copy(z, z_old)?;
-        let mut attempts = 0usize;
-        let (f_trial, model) = loop {
+        let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
+        let coef = F::c((t - 1.0) / t_next);
+        let (rc, f_trial, model) = if !backtrack {
+            // constant step: gradient of the active rows only, then one fused update pass
+            smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
             let eta = 1.0 / lip;
-            be.shrink_step(x, g, flags, F::c(eta), F::c(lambda * eta), params.nonneg, z)?;
-            if !backtrack {
-                break (None, None);
-            }
-            let fp = smooth
-                .eval(z, dec, gram.as_mut(), mean, std, None, true)?
-                .f();
-            let (lin, sq) = be.step_model_terms(g, z, x)?;
-            let q = fx.f() + lin.f() + 0.5 * lip * sq.f();
-            if fp.is_finite() && fp <= q + slack_rel * (fx.f().abs() + fp.abs()) {
-                break (Some(fp), Some(q));
-            }
-            attempts += 1;
-            backtracks += 1;
-            if attempts > MAX_BACKTRACKS {
-                return Err(Error::Backtracking {
+            let rc = be.fista_update(
+                g,
+                F::c(eta),
+                F::c(lambda * eta),
+                params.nonneg,
+                coef,
+                tol,
+                x,
+                z,
+                z_old,
+                flags,
+            )?;
+            (rc, None, None)
+        } else {
+            let fx = smooth.eval(x, dec, gram.as_mut(), mean, std, Some(g), true)?;
+            if !fx.is_finite() {
+                return Err(Error::Diverged {
+                    algorithm: "FISTA",
                     iteration: it,
-                    attempts,
-                    last_l: lip,
+                    term: "smooth energy at the extrapolated point".into(),
                 });
             }
-            lip *= factor;
+            be.copy(z, z_old)?;
+            let mut attempts = 0usize;
+            let (f_trial, model) = loop {
+                let eta = 1.0 / lip;
+                be.shrink_step(x, g, flags, F::c(eta), F::c(lambda * eta), params.nonneg, z)?;
+                let fp = smooth
+                    .eval(z, dec, gram.as_mut(), mean, std, None, true)?
+                    .f();
+                let (lin, sq) = be.step_model_terms(g, z, x)?;
+                let q = fx.f() + lin.f() + 0.5 * lip * sq.f();
+                if fp.is_finite() && fp <= q + slack_rel * (fx.f().abs() + fp.abs()) {
+                    break (Some(fp), Some(q));
+                }
+                attempts += 1;
+                backtracks += 1;
+                if attempts > MAX_BACKTRACKS {
+                    return Err(Error::Backtracking {
+                        iteration: it,
+                        attempts,
+                        last_l: lip,
+                    });
+                }
+                lip *= factor;
+            };
+            be.momentum(z, z_old, coef, x)?;
+            let rc = be.converged_rows(z_old, z, tol, flags)?;
+            (rc, f_trial, model)
         };
-        let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
-        be.momentum(z, z_old, F::c((t - 1.0) / t_next), x)?;
         t = t_next;
-        let rc = be.converged_rows(z_old, z, tol, flags)?;
         if rc.non_finite {
             return Err(Error::Diverged {
                 algorithm: "FISTA",

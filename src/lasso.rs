@@ -267,9 +267,9 @@ impl Solver {
         for _ in 0..3 * l {
             // the most violating coordinate off the support
             let mut best = (usize::MAX, tol);
-            for j in 0..l {
-                if !self.in_active[j] && j != blocked && self.grad[j] > best.1 {
-                    best = (j, self.grad[j]);
+            for (j, (&gj, &member)) in self.grad.iter().zip(&self.in_active).enumerate() {
+                if gj > best.1 && !member && j != blocked {
+                    best = (j, gj);
                 }
             }
             if best.0 == usize::MAX {

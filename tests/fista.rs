@@ -394,3 +394,55 @@ fn one_hidden_decoder_runs_with_backtracking_and_lowers_the_energy() {
         assert!(rec.f_trial.unwrap() <= rec.model.unwrap() + 1e-9);
     }
 }
+
+/// The compacted gradient of the active rows equals the full gradient there, and is zero on
+/// flagged rows, for both decoders.
+#[test]
+fn active_row_gradient_equals_the_full_gradient() {
+    let be = Cpu;
+    let (n, d, l, m) = (9, 12, 5, 7);
+    let y = random(n, d, 1);
+    let x = random(n, l, 2).mapv(|v| v.max(0.0));
+    let mut flags = Array2::<f64>::zeros((n, 1));
+    for i in [0, 3, 4, 8] {
+        flags[(i, 0)] = 1.0;
+    }
+    let decs = [
+        Decoder::linear(&be, &random(d, l, 3)).unwrap(),
+        Decoder::one_hidden(
+            &be,
+            &random(m, l, 4),
+            &(random(1, m, 5) * 0.1),
+            &random(d, m, 6),
+        )
+        .unwrap(),
+    ];
+    for dec in &decs {
+        let mut s = dec.scratch(&be, n).unwrap();
+        let mut full = Array2::zeros((n, l));
+        dec.recon(&be, &y, &x, &mut s, Some(&mut full), false)
+            .unwrap();
+        for all_flagged in [false, true] {
+            let f = if all_flagged {
+                Array2::ones((n, 1))
+            } else {
+                flags.clone()
+            };
+            let mut part = Array2::from_elem((n, l), f64::NAN);
+            let k = dec
+                .recon_grad_active(&be, &y, &x, &f, &mut s, &mut part)
+                .unwrap();
+            assert_eq!(k, if all_flagged { 0 } else { 5 });
+            for i in 0..n {
+                for j in 0..l {
+                    let want = if f[(i, 0)] == 1.0 { 0.0 } else { full[(i, j)] };
+                    assert!(
+                        (part[(i, j)] - want).abs() < 1e-12,
+                        "{:?} row {i}",
+                        dec.kind()
+                    );
+                }
+            }
+        }
+    }
+}

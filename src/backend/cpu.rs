@@ -17,6 +17,11 @@ use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
+thread_local! {
+    /// Per-thread scratch of the hinge's per-latent coefficients (no allocation per call).
+    static COEF: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// The CPU backend. Stateless; cheap to copy.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu;
@@ -129,6 +134,168 @@ impl<F: Scalar> Backend<F> for Cpu {
         Ok(())
     }
 
+    fn gemm_rows(
+        &self,
+        rows: usize,
+        alpha: F,
+        a: &Array2<F>,
+        b: &Array2<F>,
+        tb: Trans,
+        beta: F,
+        c: &mut Array2<F>,
+    ) -> Result<()> {
+        let (k2, n) = op_dim(b, tb);
+        if rows > a.nrows() || rows > c.nrows() || a.ncols() != k2 || c.ncols() != n {
+            return Err(Error::shape(
+                "gemm_rows",
+                format!(
+                    "{rows} rows of a {:?} times op(b) ({k2}, {n}) into c {:?}",
+                    a.dim(),
+                    c.dim()
+                ),
+            ));
+        }
+        if rows == 0 {
+            return Ok(());
+        }
+        let mut cv = c.slice_mut(ndarray::s![..rows, ..]);
+        ndarray::linalg::general_mat_mul(
+            alpha,
+            &a.slice(ndarray::s![..rows, ..]),
+            &view(b, tb),
+            beta,
+            &mut cv,
+        );
+        Ok(())
+    }
+
+    fn gather_active_rows(
+        &self,
+        flags: &Array2<F>,
+        src: &Array2<F>,
+        dst: &mut Array2<F>,
+    ) -> Result<usize> {
+        same_shape("gather_active_rows", dim(src), dim(dst))?;
+        col_vec("gather_active_rows: flags", dim(flags), src.nrows())?;
+        let mut k = 0;
+        for (i, &f) in flags.iter().enumerate() {
+            if f == F::zero() {
+                dst.row_mut(k).assign(&src.row(i));
+                k += 1;
+            }
+        }
+        Ok(k)
+    }
+
+    fn scatter_active_rows(
+        &self,
+        flags: &Array2<F>,
+        src: &Array2<F>,
+        dst: &mut Array2<F>,
+    ) -> Result<()> {
+        same_shape("scatter_active_rows", dim(src), dim(dst))?;
+        col_vec("scatter_active_rows: flags", dim(flags), src.nrows())?;
+        let mut k = 0;
+        for (i, &f) in flags.iter().enumerate() {
+            if f == F::zero() {
+                dst.row_mut(i).assign(&src.row(k));
+                k += 1;
+            } else {
+                dst.row_mut(i).fill(F::zero());
+            }
+        }
+        Ok(())
+    }
+
+    fn fista_update(
+        &self,
+        g: &Array2<F>,
+        eta: F,
+        thr: F,
+        nonneg: bool,
+        coef: F,
+        tol: F,
+        x: &mut Array2<F>,
+        z: &mut Array2<F>,
+        z_old: &mut Array2<F>,
+        flags: &mut Array2<F>,
+    ) -> Result<RowConvergence> {
+        same_shape("fista_update", dim(g), dim(x))?;
+        same_shape("fista_update", dim(g), dim(z))?;
+        same_shape("fista_update", dim(g), dim(z_old))?;
+        col_vec("fista_update: flags", dim(flags), g.nrows())?;
+        let zero = F::zero();
+        let mut converged = 0;
+        let mut non_finite = false;
+        let l = g.ncols();
+        let (Some(gs), Some(xs), Some(zs), Some(zos), Some(fs)) = (
+            g.as_slice(),
+            x.as_slice_mut(),
+            z.as_slice_mut(),
+            z_old.as_slice_mut(),
+            flags.as_slice_mut(),
+        ) else {
+            // not in standard layout: the kernels it fuses
+            let mut zo = z.clone();
+            zo.assign(z);
+            let x_in = x.clone();
+            self.shrink_step(&x_in, g, flags, eta, thr, nonneg, z)?;
+            self.momentum(z, &zo, coef, x)?;
+            let rc = self.converged_rows(&zo, z, tol, flags)?;
+            z_old.assign(&zo);
+            return Ok(rc);
+        };
+        let rows = gs
+            .chunks_exact(l)
+            .zip(xs.chunks_exact_mut(l))
+            .zip(zs.chunks_exact_mut(l))
+            .zip(zos.chunks_exact_mut(l))
+            .zip(fs.iter_mut());
+        for ((((gr, xr), zr), zor), f) in rows {
+            zor.copy_from_slice(zr);
+            // the new codes, by the previous flag (branch-free inner loops)
+            match (*f == zero, nonneg) {
+                (true, true) => {
+                    for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
+                        let u = xv - eta * gv - thr;
+                        *zv = if u > zero { u } else { zero };
+                    }
+                }
+                (true, false) => {
+                    for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
+                        let u = xv - eta * gv;
+                        let m = u.abs() - thr;
+                        *zv = if m > zero { m.copysign(u) } else { zero };
+                    }
+                }
+                (false, true) => {
+                    for (zv, &xv) in zr.iter_mut().zip(xr.iter()) {
+                        *zv = if xv > zero { xv } else { zero };
+                    }
+                }
+                (false, false) => zr.copy_from_slice(xr),
+            }
+            let (mut diff, mut old) = (zero, zero);
+            for ((xv, &zn), &zo) in xr.iter_mut().zip(zr.iter()).zip(zor.iter()) {
+                *xv = zn + coef * (zn - zo);
+                let dd = zo - zn;
+                diff = diff + dd * dd;
+                old = old + zo * zo;
+            }
+            if !diff.is_finite() {
+                non_finite = true;
+            }
+            // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
+            let ok = old > zero && diff.sqrt() / old.sqrt() < tol;
+            *f = if ok { F::one() } else { zero };
+            converged += ok as usize;
+        }
+        Ok(RowConvergence {
+            converged,
+            non_finite,
+        })
+    }
+
     fn copy(&self, src: &Array2<F>, dst: &mut Array2<F>) -> Result<()> {
         same_shape("copy", dim(src), dim(dst))?;
         dst.assign(src);
@@ -216,27 +383,41 @@ impl<F: Scalar> Backend<F> for Cpu {
                 format!("an unbiased std needs at least 2 rows, got {n}"),
             ));
         }
-        // Two passes in f64: the mean, then the centred sum of squares (as torch.norm(x - mean)).
-        let mut mu = vec![0.0f64; l];
-        for row in a.rows() {
-            for (s, &v) in mu.iter_mut().zip(row.iter()) {
-                *s += v.f();
+        // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)).
+        // Accumulated in F over contiguous rows so that the loops vectorise; this runs once or
+        // twice per FISTA iteration when beta > 0.
+        let (Some(xs), Some(m), Some(sd)) = (a.as_slice(), mean.as_slice_mut(), std.as_slice_mut())
+        else {
+            let owned = a.as_standard_layout().into_owned();
+            let mut m2 = Array2::zeros((1, l));
+            let mut s2 = Array2::zeros((1, l));
+            self.col_mean_std(&owned, &mut m2, &mut s2)?;
+            mean.assign(&m2);
+            std.assign(&s2);
+            return Ok(());
+        };
+        // Shifted by the first row: a constant column then has a mean equal to its value and
+        // a std of exactly 0 (the hinge's gradient must vanish there), and rounding is smaller.
+        let first = &xs[..l];
+        m.fill(F::zero());
+        sd.fill(F::zero());
+        for row in xs.chunks_exact(l).skip(1) {
+            for ((acc, &v), &v0) in m.iter_mut().zip(row).zip(first) {
+                *acc = *acc + (v - v0);
             }
         }
-        for s in mu.iter_mut() {
-            *s /= n as f64;
-        }
-        let mut ss = vec![0.0f64; l];
-        for row in a.rows() {
-            for ((s, &v), &m) in ss.iter_mut().zip(row.iter()).zip(mu.iter()) {
-                let d = v.f() - m;
-                *s += d * d;
+        let inv_n = F::one() / F::c(n as f64);
+        m.iter_mut()
+            .zip(first)
+            .for_each(|(v, &v0)| *v = v0 + *v * inv_n);
+        for row in xs.chunks_exact(l) {
+            for ((acc, &v), &mu) in sd.iter_mut().zip(row).zip(m.iter()) {
+                let d = v - mu;
+                *acc = *acc + d * d;
             }
         }
-        for j in 0..l {
-            mean[(0, j)] = F::c(mu[j]);
-            std[(0, j)] = F::c((ss[j] / (n - 1) as f64).sqrt());
-        }
+        let inv = F::one() / F::c((n - 1) as f64);
+        sd.iter_mut().for_each(|v| *v = (*v * inv).sqrt());
         Ok(())
     }
 
@@ -309,22 +490,40 @@ impl<F: Scalar> Backend<F> for Cpu {
             ));
         }
         let scale = -(F::c(2.0) * beta) / F::c((n - 1) as f64);
-        // Coefficient per latent; exactly zero where the hinge is inactive or the std is zero.
-        let coef: Vec<F> = std
-            .iter()
-            .map(|&s| {
-                if s > F::zero() && s < t {
-                    scale * (t - s) / s
-                } else {
-                    F::zero()
+        // Coefficient per latent; exactly zero where the hinge is inactive or the std is zero
+        // (adding 0 * (x - mu) then leaves the gradient unchanged).
+        let coef = |s: F| {
+            if s > F::zero() && s < t {
+                scale * (t - s) / s
+            } else {
+                F::zero()
+            }
+        };
+        match (
+            x.as_slice(),
+            grad.as_slice_mut(),
+            mean.as_slice(),
+            std.as_slice(),
+        ) {
+            (Some(xs), Some(gs), Some(mu), Some(sd)) => COEF.with(|c| {
+                let mut c = c.borrow_mut();
+                c.clear();
+                c.extend(sd.iter().map(|&s| coef(s).f()));
+                // f64 scratch holds F values exactly for f32 and f64
+                for (grow, xrow) in gs.chunks_exact_mut(l).zip(xs.chunks_exact(l)) {
+                    for (((gv, &xv), &m), &cj) in grow.iter_mut().zip(xrow).zip(mu).zip(c.iter()) {
+                        *gv = *gv + F::c(cj) * (xv - m);
+                    }
                 }
-            })
-            .collect();
-        let mu = mean.row(0);
-        for (mut grow, xrow) in grad.rows_mut().into_iter().zip(x.rows()) {
-            for j in 0..l {
-                if coef[j] != F::zero() {
-                    grow[j] = grow[j] + coef[j] * (xrow[j] - mu[j]);
+            }),
+            _ => {
+                for (mut grow, xrow) in grad.rows_mut().into_iter().zip(x.rows()) {
+                    for j in 0..l {
+                        let c = coef(std[(0, j)]);
+                        if c != F::zero() {
+                            grow[j] = grow[j] + c * (xrow[j] - mean[(0, j)]);
+                        }
+                    }
                 }
             }
         }
@@ -580,5 +779,54 @@ mod tests {
         assert_eq!(r.converged, 1);
         assert!(!r.non_finite);
         assert_eq!(flags, array![[0.0], [1.0], [0.0]]);
+    }
+
+    #[test]
+    fn fused_update_equals_its_parts() {
+        let be = Cpu;
+        let x0 = array![[0.5f64, -0.2, 1.0], [0.0, 0.0, 0.0], [2.0, 1.0, -1.0]];
+        let g = array![[0.1f64, -0.3, 0.2], [0.5, -0.5, 0.0], [0.0, 0.1, 0.2]];
+        let z0 = array![[0.4f64, 0.0, 1.1], [0.0, 0.0, 0.0], [2.0, 1.0, 0.0]];
+        let f0 = array![[0.0f64], [0.0], [1.0]];
+        for nonneg in [true, false] {
+            let (mut x, mut z, mut zo, mut f) =
+                (x0.clone(), z0.clone(), Array2::zeros((3, 3)), f0.clone());
+            let r1 = be
+                .fista_update(
+                    &g, 0.5, 0.05, nonneg, 0.3, 1e-3, &mut x, &mut z, &mut zo, &mut f,
+                )
+                .unwrap();
+            let (mut x2, mut z2, mut zo2, mut f2) =
+                (x0.clone(), z0.clone(), z0.clone(), f0.clone());
+            be.shrink_step(&x0, &g, &f0, 0.5, 0.05, nonneg, &mut z2)
+                .unwrap();
+            be.momentum(&z2, &zo2, 0.3, &mut x2).unwrap();
+            let r2 = be.converged_rows(&zo2, &z2, 1e-3, &mut f2).unwrap();
+            zo2.assign(&z0);
+            assert_eq!((x, z, zo, f, r1), (x2, z2, zo2, f2, r2));
+        }
+    }
+
+    #[test]
+    fn gather_scatter_and_leading_row_gemm() {
+        let be = Cpu;
+        let src = array![[1.0f64, 2.0], [3.0, 4.0], [5.0, 6.0]];
+        let flags = array![[1.0f64], [0.0], [0.0]];
+        let mut dst = Array2::from_elem((3, 2), 9.0);
+        assert_eq!(be.gather_active_rows(&flags, &src, &mut dst).unwrap(), 2);
+        assert_eq!(dst.row(0), src.row(1));
+        assert_eq!(dst.row(1), src.row(2));
+        let b = array![[1.0f64, 0.0], [0.0, 2.0]];
+        let mut c = Array2::from_elem((3, 2), 7.0);
+        be.gemm_rows(2, 1.0, &dst, &b, Trans::N, 0.0, &mut c)
+            .unwrap();
+        assert_eq!(c, array![[3.0, 8.0], [5.0, 12.0], [7.0, 7.0]]);
+        let mut back = Array2::from_elem((3, 2), 9.0);
+        be.scatter_active_rows(&flags, &c, &mut back).unwrap();
+        assert_eq!(back, array![[0.0, 0.0], [3.0, 8.0], [5.0, 12.0]]);
+        assert!(
+            be.gemm_rows(4, 1.0, &dst, &b, Trans::N, 0.0, &mut c)
+                .is_err()
+        );
     }
 }

@@ -106,6 +106,36 @@ pub trait Backend<F: Scalar> {
         beta: F,
         c: &mut Self::Mat,
     ) -> Result<()>;
+    /// [`Backend::gemm`] on the leading `rows` rows of `a` (used as stored) and `c`:
+    /// `c[..rows] <- alpha * a[..rows] op(b) + beta * c[..rows]`; the other rows of `c` are left
+    /// as they are. (The compacted active samples of FISTA live in leading rows.)
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_rows(
+        &self,
+        rows: usize,
+        alpha: F,
+        a: &Self::Mat,
+        b: &Self::Mat,
+        tb: Trans,
+        beta: F,
+        c: &mut Self::Mat,
+    ) -> Result<()>;
+    /// Copies the rows `i` of `src` with `flags[i, 0] = 0` (the active samples), in order, to the
+    /// leading rows of `dst`; returns their number.
+    fn gather_active_rows(
+        &self,
+        flags: &Self::Mat,
+        src: &Self::Mat,
+        dst: &mut Self::Mat,
+    ) -> Result<usize>;
+    /// The inverse of [`Backend::gather_active_rows`]: the leading rows of `src` go, in order, to
+    /// the rows `i` of `dst` with `flags[i, 0] = 0`; the other rows of `dst` are set to zero.
+    fn scatter_active_rows(
+        &self,
+        flags: &Self::Mat,
+        src: &Self::Mat,
+        dst: &mut Self::Mat,
+    ) -> Result<()>;
     /// `dst <- src`.
     fn copy(&self, src: &Self::Mat, dst: &mut Self::Mat) -> Result<()>;
     /// `y <- alpha * x + beta * y`.
@@ -180,6 +210,24 @@ pub trait Backend<F: Scalar> {
         nonneg: bool,
         z: &mut Self::Mat,
     ) -> Result<()>;
+    /// One whole FISTA update in a single pass over the rows (constant step): for each row,
+    /// `z_old <- z`, then [`Backend::shrink_step`] into `z` with the previous `flags`, then the
+    /// extrapolation `x <- z + coef (z - z_old)`, then [`Backend::converged_rows`]'s test into
+    /// `flags`. Equal to calling those kernels in that order.
+    #[allow(clippy::too_many_arguments)]
+    fn fista_update(
+        &self,
+        g: &Self::Mat,
+        eta: F,
+        thr: F,
+        nonneg: bool,
+        coef: F,
+        tol: F,
+        x: &mut Self::Mat,
+        z: &mut Self::Mat,
+        z_old: &mut Self::Mat,
+        flags: &mut Self::Mat,
+    ) -> Result<RowConvergence>;
     /// FISTA's extrapolation `x <- z + coef (z - z_old)`.
     fn momentum(&self, z: &Self::Mat, z_old: &Self::Mat, coef: F, x: &mut Self::Mat) -> Result<()>;
     /// The per-sample convergence test of the authors' code: row `i` is flagged (`flags[i,0] = 1`)

@@ -69,6 +69,9 @@ struct BenchArgs {
     /// Target fraction of zero codes (sets lambda).
     #[arg(long, value_name = "F", default_value_t = 0.89)]
     sparsity: f64,
+    /// Time only the active-set solver (no FISTA paths).
+    #[arg(long)]
+    no_fista: bool,
     /// Write W.npy, Y.npy and problem.json here (for benches/compare/compare.py).
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
@@ -894,7 +897,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         p.lambda,
         t0.elapsed().as_secs_f64()
     );
-    let (rows, refs) = varsparse::bench::run(&p, threads, a.repeats)?;
+    let (rows, refs) = varsparse::bench::run(&p, threads, a.repeats, !a.no_fista)?;
     println!(
         "threads {threads}, build: {}",
         if cfg!(feature = "openblas") {
