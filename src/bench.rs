@@ -79,7 +79,8 @@ pub struct Row {
     pub seconds: f64,
     /// Samples per second at the median.
     pub samples_per_s: f64,
-    /// Achieved GFLOP/s (the path's multiply-adds × 2 / time).
+    /// Achieved GFLOP/s (the path's multiply-adds × 2 / time); NaN where converged samples are
+    /// skipped and the work is not known.
     pub gflops: f64,
     /// Mean objective per sample.
     pub mean_objective: f64,
@@ -217,7 +218,12 @@ pub fn run(
             path: label.into(),
             seconds: t,
             samples_per_s: n as f64 / t,
-            gflops: (setup + per_iter * iters as f64) / t / 1e9,
+            // with a tolerance, converged samples are skipped: the count would overstate the work
+            gflops: if tol > 0.0 {
+                f64::NAN
+            } else {
+                (setup + per_iter * iters as f64) / t / 1e9
+            },
             mean_objective: obj,
             rel_gap: (obj - opt) / opt,
             sparsity: z.iter().filter(|&&v| v == 0.0).count() as f64 / z.len() as f64,
