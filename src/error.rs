@@ -108,6 +108,9 @@ pub enum Error {
         /// The epoch (0-based) that was running.
         epoch: usize,
     },
+    /// The CUDA backend cannot start: a library is missing or there is no such device.
+    #[error("CUDA unavailable: {0}")]
+    CudaUnavailable(String),
     /// A compute backend failed (e.g. a device error).
     #[error("backend {backend}: {detail}")]
     Backend {

@@ -17,8 +17,12 @@
 //! [`Error::Shape`]: crate::Error::Shape
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 pub use cpu::Cpu;
+#[cfg(feature = "cuda")]
+pub use cuda::Cuda;
 
 use ndarray::{Array2, ArrayView2};
 

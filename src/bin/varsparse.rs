@@ -102,6 +102,10 @@ struct TrainArgs {
     /// Stop when the validation energy has not improved for N epochs (off by default).
     #[arg(long, value_name = "N")]
     patience: Option<usize>,
+    /// Where to compute: cpu, or cuda (needs the `cuda` feature and a GPU); checkpoints are the
+    /// same either way.
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    device: String,
     #[command(flatten)]
     hp: Overrides,
     #[command(flatten)]
@@ -700,18 +704,33 @@ fn train(a: TrainArgs) -> Result<()> {
         stop: Some(&STOP),
         data_description: serde_json::to_string(&spec).ok(),
     };
-    let model = valid.fit_with(Cpu, &data.train_data(), &opts, &mut obs);
+    let summary = match a.device.as_str() {
+        "cpu" => valid
+            .fit_with(Cpu, &data.train_data(), &opts, &mut obs)
+            .map(|m| (m.epochs_trained(), m.best_epoch())),
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let gpu = varsparse::backend::Cuda::new(0)?;
+            valid
+                .fit_with(gpu, &data.train_data(), &opts, &mut obs)
+                .map(|m| (m.epochs_trained(), m.best_epoch()))
+        }
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => Err(Error::CudaUnavailable(
+            "this build has no CUDA backend: rebuild with --features cuda".into(),
+        )),
+        other => Err(Error::param("device", other, "expected cpu or cuda")),
+    };
     if let Some(bar) = &obs.bar {
         bar.finish_and_clear();
     }
     if let Some(e) = obs.error.take() {
         return Err(e);
     }
-    let model = model?;
-    if let Some(b) = model.best_epoch() {
+    let (epochs, best) = summary?;
+    if let Some(b) = best {
         eprintln!(
-            "done: {} epochs in {:.1} s; best validation energy {:.5} at epoch {} -> {}",
-            model.epochs_trained(),
+            "done: {epochs} epochs in {:.1} s; best validation energy {:.5} at epoch {} -> {}",
             t0.elapsed().as_secs_f64(),
             b.val_energy,
             b.epoch,
