@@ -1,6 +1,6 @@
 //! The CUDA backend (feature `cuda`): the kernel trait on an NVIDIA GPU, data resident on the
 //! device. GEMMs go to cuBLAS (row-major through the operand swap); the element-wise and
-//! reduction kernels are CUDA C (`cuda_kernels.cu`) compiled once per [`Cuda`] with NVRTC.
+//! reduction kernels are CUDA C (`cuda_kernels.cu`) compiled with NVRTC once per process.
 //! Per call, only scalars come back to the host (a reduction's value, a count of flags).
 //!
 //! The libraries are loaded at run time (cudarc's `dynamic-loading`), so the crate builds and its
@@ -9,7 +9,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig, sys::cublasOperation_t};
 use cudarc::driver::{
@@ -104,19 +104,8 @@ impl Cuda {
             .map_err(|e| Error::CudaUnavailable(format!("device {ordinal}: {e:?}")))?;
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(err)?;
-        // Compiled for the device's own architecture (double-precision atomics need sm_60+);
-        // no fused multiply-add contraction, so the kernels round like the CPU backend's loops.
         let (major, minor) = ctx.compute_capability().map_err(err)?;
-        let opts = cudarc::nvrtc::CompileOptions {
-            fmad: Some(false),
-            options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
-            ..Default::default()
-        };
-        let ptx =
-            cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Backend {
-                backend: "cuda",
-                detail: format!("NVRTC: {e:?}"),
-            })?;
+        let ptx = kernels_ptx(major, minor)?;
         let module = ctx.load_module(ptx).map_err(err)?;
         let mut funcs = HashMap::new();
         for name in NAMES {
@@ -145,6 +134,29 @@ impl Cuda {
             .get(name)
             .ok_or_else(|| err(format!("kernel {name} not loaded")))
     }
+}
+
+/// The kernels' PTX for compute capability `major.minor`, compiled by NVRTC once per process and
+/// architecture, then cached. Compiled for the device's own architecture (double-precision
+/// atomics need sm_60+), without fused multiply-add contraction so that the kernels round like
+/// the CPU backend's loops.
+fn kernels_ptx(major: i32, minor: i32) -> Result<cudarc::nvrtc::Ptx> {
+    static CACHE: Mutex<Vec<((i32, i32), cudarc::nvrtc::Ptx)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().map_err(|_| err("PTX cache poisoned"))?;
+    if let Some((_, ptx)) = cache.iter().find(|(cc, _)| *cc == (major, minor)) {
+        return Ok(ptx.clone());
+    }
+    let opts = cudarc::nvrtc::CompileOptions {
+        fmad: Some(false),
+        options: vec![format!("--gpu-architecture=compute_{major}{minor}")],
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts).map_err(|e| Error::Backend {
+        backend: "cuda",
+        detail: format!("NVRTC: {e:?}"),
+    })?;
+    cache.push(((major, minor), ptx.clone()));
+    Ok(ptx)
 }
 
 fn grid(n: usize) -> LaunchConfig {
