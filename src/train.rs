@@ -159,14 +159,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             encoder.zeros_like_params(be)?,
             encoder.zeros_like_params(be)?,
         );
-        Ok(Trainer {
-            encoder,
-            decoder,
-            encoder_opt,
-            decoder_opt,
-            config,
-            ws: None,
-        })
+        Self::from_parts(encoder, decoder, encoder_opt, decoder_opt, config)
     }
 
     /// A trainer from existing parts (e.g. a checkpoint): no column normalisation is applied.
