@@ -654,7 +654,10 @@ fn check_dim(name: &'static str, v: usize) -> Result<()> {
 }
 
 /// Returns [`Error::NonFiniteInput`] naming the first NaN or infinite element of `a`.
-pub(crate) fn check_finite<F: Scalar>(what: &str, a: &Array2<F>) -> Result<()> {
+pub(crate) fn check_finite<F: Scalar, S: ndarray::Data<Elem = F>>(
+    what: &str,
+    a: &ndarray::ArrayBase<S, ndarray::Ix2>,
+) -> Result<()> {
     match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
         Some((index, v)) => Err(Error::NonFiniteInput {

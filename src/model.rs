@@ -380,7 +380,7 @@ impl<'a> Samples<'a> {
     }
 
     fn validate(&self, what: &str) -> Result<()> {
-        crate::decoder::check_finite(what, &self.x.to_owned())?;
+        crate::decoder::check_finite(what, &self.x)?;
         if let PixelScale::PerElement(m) = self.scale
             && m.dim() != self.x.dim()
         {
