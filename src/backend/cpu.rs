@@ -236,8 +236,7 @@ impl<F: Scalar> Backend<F> for Cpu {
             flags.as_slice_mut(),
         ) else {
             // not in standard layout: the kernels it fuses
-            let mut zo = z.clone();
-            zo.assign(z);
+            let zo = z.clone();
             let x_in = x.clone();
             self.shrink_step(&x_in, g, flags, eta, thr, nonneg, z)?;
             self.momentum(z, &zo, coef, x)?;
