@@ -252,17 +252,47 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
         ));
     }
     let names = array_names(m.kind);
-    let mut arrays = Vec::with_capacity(names.len());
-    for n in &names {
-        let path = dir.join(format!("{n}.npy"));
-        let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
-        arrays.push(a);
-    }
     let n_dec = match m.kind {
         DecoderKind::Linear => 1,
         DecoderKind::OneHidden { .. } => 3,
     };
     let k = 3 + n_dec;
+    // The Adam moments are optional as a group: a checkpoint stripped of them (weights only,
+    // e.g. for shipping a trained model) loads for inference but cannot be resumed.
+    let moments_present = names[k..]
+        .iter()
+        .filter(|n| dir.join(format!("{n}.npy")).exists())
+        .count();
+    let optimizer_state = match moments_present {
+        0 => false,
+        n if n == names.len() - k => true,
+        _ => {
+            return Err(ckpt_err(
+                &dir,
+                format!(
+                    "only {moments_present} of the {} Adam moment files are present (keep all or none)",
+                    names.len() - k
+                ),
+            ));
+        }
+    };
+    let mut arrays = Vec::with_capacity(names.len());
+    for n in &names[..k] {
+        let path = dir.join(format!("{n}.npy"));
+        let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
+        arrays.push(a);
+    }
+    if optimizer_state {
+        for n in &names[k..] {
+            let path = dir.join(format!("{n}.npy"));
+            let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
+            arrays.push(a);
+        }
+    } else {
+        let zeros: Vec<Array2<f32>> = arrays.iter().map(|a| Array2::zeros(a.dim())).collect();
+        arrays.extend(zeros.iter().cloned());
+        arrays.extend(zeros);
+    }
     let (params, moments) = arrays.split_at(k);
     let (m_all, v_all) = moments.split_at(k);
     let wrap = |e: Error| ckpt_err(&dir, e.to_string());
@@ -322,5 +352,6 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
         best: m.best,
         last: m.metrics,
         data_description: m.data,
+        optimizer_state,
     })
 }

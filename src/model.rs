@@ -745,6 +745,8 @@ pub struct SparseCoder<B: Backend<f32> = Cpu> {
     pub(crate) best: Option<BestEpoch>,
     pub(crate) last: Option<EpochSummary>,
     pub(crate) data_description: Option<String>,
+    /// Whether the Adam moments are real (false for a checkpoint saved without them).
+    pub(crate) optimizer_state: bool,
 }
 
 impl<B: Backend<f32>> SparseCoder<B> {
@@ -780,6 +782,7 @@ impl<B: Backend<f32>> SparseCoder<B> {
             best: None,
             last: None,
             data_description: None,
+            optimizer_state: true,
         })
     }
 
@@ -787,6 +790,14 @@ impl<B: Backend<f32>> SparseCoder<B> {
         let mut mine = self.params.clone();
         mine.epochs = p.epochs;
         mine.patience = p.patience;
+        if !self.optimizer_state {
+            return Err(Error::Checkpoint {
+                path: PathBuf::new(),
+                detail: "cannot resume: the checkpoint holds no Adam moments (adam_m_*.npy, \
+                         adam_v_*.npy); it loads for inference only"
+                    .into(),
+            });
+        }
         if mine != *p || self.input_dim != d {
             return Err(Error::Checkpoint {
                 path: PathBuf::new(),
