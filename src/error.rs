@@ -111,6 +111,14 @@ pub enum Error {
     /// The CUDA backend cannot start: a library is missing or there is no such device.
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),
+    /// Drawing a figure failed.
+    #[error("drawing the figure `{what}`: {detail}")]
+    Figure {
+        /// The figure (its title or file).
+        what: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A compute backend failed (e.g. a device error).
     #[error("backend {backend}: {detail}")]
     Backend {

@@ -56,6 +56,77 @@ enum Command {
     /// Batch-encoding benchmark: the non-negative lasso on the 10,000 MNIST test images against
     /// 128 unit-norm atoms, every solver path, with the GEMM throughput at the same shapes.
     Bench(BenchArgs),
+    /// Denoising (Table 1, Figure 5): sparsity and PSNR of clean and noisy test images under the
+    /// encoder's codes, for each noise level.
+    ///
+    /// Writes OUT/denoise.json and OUT/denoise_sigmaS.png (rows: originals, reconstructions,
+    /// noisy inputs, their reconstructions); prints a table.
+    Denoise(DenoiseArgs),
+    /// Draw the decoder's atoms as a grid PNG (Figures 2, 3, 7, 8).
+    Atoms(AtomsArgs),
+    /// Figure 4: train one model per (preset, lambda, seed), evaluate test sparsity and PSNR
+    /// with the encoder, write OUT/sweep.csv and OUT/sweep.png. Resumable: finished runs are
+    /// skipped, interrupted ones continue from their last checkpoint.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct DenoiseArgs {
+    /// The checkpoint directory (e.g. runs/mnist-vdl/best).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Noise levels sigma in normalised units, comma-separated.
+    #[arg(long, value_name = "S,S", value_delimiter = ',', default_value = "1,1.5")]
+    sigma: Vec<f64>,
+    /// Seed of the noise.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u64,
+    /// train, val or test.
+    #[arg(long, value_name = "NAME", default_value = "test")]
+    split: String,
+    /// Where to write denoise.json and the PNGs (default: the model directory's parent).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Images per row of the PNG.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    show: usize,
+    /// The bundled data directory (default: the one the model was trained with).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AtomsArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The PNG to write.
+    #[arg(long, value_name = "FILE", default_value = "atoms.png")]
+    out: PathBuf,
+    /// Atoms per row.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    cols: usize,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// Presets to sweep, comma-separated (one line each in the plot; same data for all).
+    #[arg(long, value_name = "NAME,NAME", value_delimiter = ',', required = true)]
+    preset: Vec<String>,
+    /// Sparsity weights lambda, comma-separated.
+    #[arg(long, value_name = "F,F", value_delimiter = ',', required = true)]
+    lambdas: Vec<f64>,
+    /// Seeds per (preset, lambda): 1..=N.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seeds: u64,
+    /// Epochs per run (default: the preset's).
+    #[arg(long, value_name = "N")]
+    epochs: Option<usize>,
+    /// The sweep directory.
+    #[arg(long, value_name = "DIR", default_value = "runs/sweep")]
+    out: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
 }
 
 #[derive(Args)]
@@ -320,6 +391,9 @@ fn main() -> ExitCode {
         Command::Encode(args) => encode(args),
         Command::Eval(args) => eval(args),
         Command::Bench(args) => bench(args, threads),
+        Command::Denoise(args) => denoise(args),
+        Command::Atoms(args) => atoms(args),
+        Command::Sweep(args) => sweep(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -961,4 +1035,151 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         write_json(&out.join("problem.json"), &json)?;
     }
     Ok(())
+}
+
+fn denoise(a: DenoiseArgs) -> Result<()> {
+    let model = SparseCoder::load(&a.model)?;
+    let (data, split) = load_split(&a.model, a.data_dir.clone(), &a.split)?;
+    let part = data.split(&split)?;
+    let t0 = Instant::now();
+    let report = varsparse::denoise::denoise(
+        &model,
+        &part.samples(data.pixel_scale),
+        &a.sigma,
+        a.seed,
+    )?;
+    let out = a.out.clone().unwrap_or_else(|| parent_dir(&a.model));
+    create_dir(&out)?;
+    write_json(
+        &out.join("denoise.json"),
+        &serde_json::json!({ "model": a.model, "split": split, "report": report }),
+    )?;
+    if let Some(shape) = model.image_shape().or(data.image_shape) {
+        for &sigma in &a.sigma {
+            let img = varsparse::denoise::denoise_figure(
+                &model,
+                part.x.view(),
+                shape,
+                sigma,
+                a.seed,
+                a.show,
+            )?;
+            let path = out.join(format!("denoise_sigma{sigma}.png"));
+            varsparse::figures::save_gray_png(&img, &path)?;
+            eprintln!("wrote {}", path.display());
+        }
+    }
+    println!("{}", report.to_markdown());
+    eprintln!(
+        "{split} split, noise seed {} ({:.1} s) -> {}",
+        a.seed,
+        t0.elapsed().as_secs_f64(),
+        out.join("denoise.json").display()
+    );
+    Ok(())
+}
+
+fn atoms(a: AtomsArgs) -> Result<()> {
+    let model = SparseCoder::load(&a.model)?;
+    let img = varsparse::figures::atoms_image(&model, a.cols)?;
+    varsparse::figures::save_gray_png(&img, &a.out)?;
+    eprintln!(
+        "{} atoms, {}x{} pixels -> {}",
+        model.decoder().code_dim(),
+        img.width(),
+        img.height(),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn sweep(a: SweepArgs) -> Result<()> {
+    let presets = a
+        .preset
+        .iter()
+        .map(|n| Preset::from_name(n))
+        .collect::<Result<Vec<_>>>()?;
+    if a.seeds == 0 {
+        return Err(Error::param("seeds", 0, "must be >= 1"));
+    }
+    let spec = data_spec(&a.data, presets.first().copied())?
+        .ok_or_else(|| Error::param("data", "missing", "no data"))?;
+    let cfg = varsparse::sweep::SweepConfig {
+        presets,
+        lambdas: a.lambdas.clone(),
+        seeds: (1..=a.seeds).collect(),
+        epochs: a.epochs,
+        out: a.out.clone(),
+        data_description: serde_json::to_string(&spec).ok(),
+    };
+    let t0 = Instant::now();
+    let data = spec.load()?;
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)");
+    });
+    let results = varsparse::sweep::run_sweep(&cfg, &data, Some(&STOP), |ev| match ev {
+        varsparse::sweep::SweepEvent::Skipped(r) => eprintln!(
+            "skip   {} lambda {} seed {}: already done ({:.2} dB, {:.1}%)",
+            r.preset,
+            r.lambda,
+            r.seed,
+            r.test_psnr,
+            100.0 * r.test_sparsity
+        ),
+        varsparse::sweep::SweepEvent::Training {
+            preset,
+            lambda,
+            seed,
+            from,
+            dir,
+        } => eprintln!(
+            "train  {} lambda {lambda} seed {seed} from epoch {from} -> {}",
+            preset.name(),
+            dir.display()
+        ),
+        varsparse::sweep::SweepEvent::Finished(r) => eprintln!(
+            "done   {} lambda {} seed {}: test {:.2} dB, {:.1}% zeros ({:.1} s)",
+            r.preset,
+            r.lambda,
+            r.seed,
+            r.test_psnr,
+            100.0 * r.test_sparsity,
+            r.seconds
+        ),
+    })?;
+    let csv = a.out.join("sweep.csv");
+    varsparse::sweep::write_csv(&results, &csv)?;
+    let png = a.out.join("sweep.png");
+    varsparse::figures::save_plot(
+        &varsparse::sweep::plot(&results, "Test PSNR against sparsity (encoder codes)"),
+        &png,
+    )?;
+    print!("{}", varsparse::sweep::to_csv(&results));
+    eprintln!(
+        "{} runs ({:.1} s) -> {}, {}",
+        results.len(),
+        t0.elapsed().as_secs_f64(),
+        csv.display(),
+        png.display()
+    );
+    Ok(())
+}
+
+/// The directory a model directory sits in (`runs/x` for `runs/x/best`), or `.`.
+fn parent_dir(model: &std::path::Path) -> PathBuf {
+    match model.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn create_dir(dir: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        action: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })
 }
