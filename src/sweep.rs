@@ -179,7 +179,13 @@ pub fn run_sweep(
                 let latest = dir.join("latest");
                 let done = crate::checkpoint::read_manifest(&latest)
                     .ok()
-                    .filter(|m| m.params.epochs == params.epochs && m.params == params)
+                    .filter(|m| {
+                        // same run, perhaps asked for fewer epochs then: continue it
+                        let mut same = m.params.clone();
+                        same.epochs = params.epochs;
+                        same.patience = params.patience;
+                        same == params && m.epochs_done <= params.epochs
+                    })
                     .map(|m| m.epochs_done);
                 let from = done.unwrap_or(0);
                 if from < params.epochs {
