@@ -91,7 +91,11 @@ pub fn gaussian_noise(n: usize, d: usize, seed: u64) -> Array2<f32> {
 
 fn check_sigmas(sigmas: &[f64]) -> Result<()> {
     if sigmas.is_empty() {
-        return Err(Error::param("sigma", "(none)", "give at least one noise level"));
+        return Err(Error::param(
+            "sigma",
+            "(none)",
+            "give at least one noise level",
+        ));
     }
     if let Some(s) = sigmas.iter().find(|s| !(s.is_finite() && **s >= 0.0)) {
         return Err(Error::param(
@@ -104,7 +108,12 @@ fn check_sigmas(sigmas: &[f64]) -> Result<()> {
 }
 
 /// Per-image PSNR `10 log10(1 / max(mean_j (scale (y - p))^2, floor))` summed over rows.
-fn psnr_sum(y: ArrayView2<'_, f32>, p: ArrayView2<'_, f32>, scale: &PixelScale<'_>, row0: usize) -> f64 {
+fn psnr_sum(
+    y: ArrayView2<'_, f32>,
+    p: ArrayView2<'_, f32>,
+    scale: &PixelScale<'_>,
+    row0: usize,
+) -> f64 {
     let d = y.ncols().max(1) as f64;
     let mut total = 0.0;
     for (i, (yr, pr)) in y.outer_iter().zip(p.outer_iter()).enumerate() {

@@ -232,11 +232,19 @@ pub fn run_sweep(
 
 /// The results as CSV (`preset,lambda,seed,epochs,best_epoch,test_sparsity,test_psnr,seconds`).
 pub fn to_csv(results: &[SweepResult]) -> String {
-    let mut s = String::from("preset,lambda,seed,epochs,best_epoch,test_sparsity,test_psnr,seconds\n");
+    let mut s =
+        String::from("preset,lambda,seed,epochs,best_epoch,test_sparsity,test_psnr,seconds\n");
     for r in results {
         s.push_str(&format!(
             "{},{},{},{},{},{:.6},{:.4},{:.1}\n",
-            r.preset, r.lambda, r.seed, r.epochs, r.best_epoch, r.test_sparsity, r.test_psnr, r.seconds
+            r.preset,
+            r.lambda,
+            r.seed,
+            r.epochs,
+            r.best_epoch,
+            r.test_sparsity,
+            r.test_psnr,
+            r.seconds
         ));
     }
     s

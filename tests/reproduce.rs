@@ -60,7 +60,10 @@ fn denoise_at_sigma_zero_equals_the_clean_numbers() {
     assert!((zero.psnr_noisy_input - 40.0).abs() < 1e-9);
     // the clean numbers are those of `evaluate`
     let stats = model.evaluate(&test.samples(mnist().pixel_scale)).unwrap();
-    assert!((zero.psnr_recon_clean - stats.psnr).abs() < 1e-3, "{zero:?} vs {stats:?}");
+    assert!(
+        (zero.psnr_recon_clean - stats.psnr).abs() < 1e-3,
+        "{zero:?} vs {stats:?}"
+    );
     assert!((zero.sparsity_clean - stats.sparsity).abs() < 1e-9);
     // sigma = 1 in normalised MNIST units is 10.2 dB of noise (REFERENCE §6)
     assert!((one.psnr_noisy_input - 10.23).abs() < 0.05, "{one:?}");
@@ -77,7 +80,11 @@ fn noise_is_standard_normal() {
     let e = gaussian_noise(400, 250, 1);
     let n = e.len() as f64;
     let mean = e.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-    let var = e.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+    let var = e
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     assert!(mean.abs() < 0.01, "mean {mean}");
     assert!((var - 1.0).abs() < 0.01, "variance {var}");
 }
@@ -85,7 +92,13 @@ fn noise_is_standard_normal() {
 #[test]
 fn denoise_rejects_bad_input() {
     let model = trained(None);
-    let x = mnist().test.as_ref().unwrap().x.slice(s![..10, ..]).to_owned();
+    let x = mnist()
+        .test
+        .as_ref()
+        .unwrap()
+        .x
+        .slice(s![..10, ..])
+        .to_owned();
     let ok = Samples::new(x.view(), 1.0);
     assert!(matches!(
         denoise(&model, &ok, &[-1.0], 0),
@@ -150,7 +163,10 @@ fn atoms_image_has_the_expected_size_and_grid() {
 fn tile_grid_checks_its_input() {
     let tiles = Array2::<f32>::from_shape_fn((5, 6), |(i, j)| (i * 6 + j) as f32);
     let img = tile_grid(tiles.view(), GridLayout::new((2, 3), 2), TileScale::PerTile).unwrap();
-    assert_eq!((img.width(), img.height()), (2 * (6 + 2) + 2, 3 * (4 + 2) + 2));
+    assert_eq!(
+        (img.width(), img.height()),
+        (2 * (6 + 2) + 2, 3 * (4 + 2) + 2)
+    );
     assert!(tile_grid(tiles.view(), GridLayout::new((2, 2), 2), TileScale::PerTile).is_err());
     assert!(tile_grid(tiles.view(), GridLayout::new((2, 3), 0), TileScale::PerTile).is_err());
     let fixed = TileScale::Fixed { lo: 1.0, hi: 1.0 };
@@ -272,12 +288,22 @@ fn a_weights_only_checkpoint_loads_but_does_not_resume() {
     let best = dir.path().join("best");
     for entry in std::fs::read_dir(&best).unwrap() {
         let p = entry.unwrap().path();
-        if p.file_name().unwrap().to_string_lossy().starts_with("adam_") {
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("adam_")
+        {
             std::fs::remove_file(p).unwrap();
         }
     }
     let loaded = SparseCoder::load(&best).unwrap();
-    let x = mnist().test.as_ref().unwrap().x.slice(s![..20, ..]).to_owned();
+    let x = mnist()
+        .test
+        .as_ref()
+        .unwrap()
+        .x
+        .slice(s![..20, ..])
+        .to_owned();
     assert_eq!(loaded.encode(&x).unwrap(), model.encode(&x).unwrap());
     let err = ModelParams::preset(Preset::MnistVdl)
         .epochs(2)

@@ -76,7 +76,12 @@ struct DenoiseArgs {
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
     /// Noise levels sigma in normalised units, comma-separated.
-    #[arg(long, value_name = "S,S", value_delimiter = ',', default_value = "1,1.5")]
+    #[arg(
+        long,
+        value_name = "S,S",
+        value_delimiter = ',',
+        default_value = "1,1.5"
+    )]
     sigma: Vec<f64>,
     /// Seed of the noise.
     #[arg(long, value_name = "S", default_value_t = 0)]
@@ -1042,12 +1047,8 @@ fn denoise(a: DenoiseArgs) -> Result<()> {
     let (data, split) = load_split(&a.model, a.data_dir.clone(), &a.split)?;
     let part = data.split(&split)?;
     let t0 = Instant::now();
-    let report = varsparse::denoise::denoise(
-        &model,
-        &part.samples(data.pixel_scale),
-        &a.sigma,
-        a.seed,
-    )?;
+    let report =
+        varsparse::denoise::denoise(&model, &part.samples(data.pixel_scale), &a.sigma, a.seed)?;
     let out = a.out.clone().unwrap_or_else(|| parent_dir(&a.model));
     create_dir(&out)?;
     write_json(

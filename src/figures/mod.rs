@@ -105,7 +105,11 @@ impl GridLayout {
 /// [`Error::Shape`] when a row's length is not `h * w` or there are no rows;
 /// [`Error::InvalidParameter`] for a degenerate layout or range;
 /// [`Error::NonFiniteInput`] for NaN/inf values.
-pub fn tile_grid(tiles: ArrayView2<'_, f32>, layout: GridLayout, scale: TileScale) -> Result<GrayImage> {
+pub fn tile_grid(
+    tiles: ArrayView2<'_, f32>,
+    layout: GridLayout,
+    scale: TileScale,
+) -> Result<GrayImage> {
     let (n, dim) = tiles.dim();
     layout.validate(n, dim)?;
     if let TileScale::Fixed { lo, hi } = scale
@@ -345,23 +349,25 @@ pub fn render_plot(plot: &LinePlot) -> Result<RgbImage> {
                 for (i, s) in plot.series.iter().enumerate() {
                     let color = PALETTE[i % PALETTE.len()];
                     chart
-                        .draw_series(LineSeries::new(s.points.iter().copied(), color.stroke_width(2)))
+                        .draw_series(LineSeries::new(
+                            s.points.iter().copied(),
+                            color.stroke_width(2),
+                        ))
                         .map_err(|e| draw_err(e.to_string()))?
                         .label(s.label.as_str())
                         .legend(move |(x, y)| {
                             PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
                         });
                     chart
-                        .draw_series(
-                            s.points
-                                .iter()
-                                .map(|&p| Circle::new(p, 3, color.filled())),
-                        )
+                        .draw_series(s.points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                         .map_err(|e| draw_err(e.to_string()))?;
                     if let Some(err) = &s.err {
                         chart
                             .draw_series(s.points.iter().zip(err).map(|(&(x, y), &e)| {
-                                PathElement::new(vec![(x, y - e), (x, y + e)], color.stroke_width(1))
+                                PathElement::new(
+                                    vec![(x, y - e), (x, y + e)],
+                                    color.stroke_width(1),
+                                )
                             }))
                             .map_err(|e| draw_err(e.to_string()))?;
                     }
@@ -431,5 +437,9 @@ pub fn atoms_image<B: crate::backend::Backend<f32>>(
         )
     })?;
     let atoms = model.atoms()?;
-    tile_grid(atoms.view(), GridLayout::new(shape, cols), TileScale::PerTile)
+    tile_grid(
+        atoms.view(),
+        GridLayout::new(shape, cols),
+        TileScale::PerTile,
+    )
 }
