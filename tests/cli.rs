@@ -462,3 +462,99 @@ fn train_on_own_npy_samples() {
     assert_eq!(m["code_dim"], 16);
     assert_eq!(m["epochs_done"], 2);
 }
+
+#[test]
+fn denoise_atoms_and_sweep_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let p = |s: &str| run.join(s).display().to_string();
+    varsparse()
+        .args(["--threads", "1", "train", "--preset", "mnist-sdl"])
+        .args([
+            "--train-limit",
+            "500",
+            "--epochs",
+            "1",
+            "--data-dir",
+            &data_dir(),
+        ])
+        .args(["--out", &run.display().to_string()])
+        .assert()
+        .success();
+    // denoise: JSON, one PNG per sigma, a table on stdout; the output defaults to the run dir
+    varsparse()
+        .args([
+            "denoise",
+            "--model",
+            &p("best"),
+            "--sigma",
+            "0,1",
+            "--split",
+            "val",
+        ])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("| 1 | 5000 |"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("denoise.json")).unwrap()).unwrap();
+    let rows = json["report"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["psnr_recon_noisy"], rows[0]["psnr_recon_clean"]);
+    for s in ["0", "1"] {
+        let img = image::open(run.join(format!("denoise_sigma{s}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), (10 * 58 + 2, 4 * 58 + 2));
+    }
+    varsparse()
+        .args(["denoise", "--model", &p("best"), "--sigma=-1"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("sigma"));
+
+    // atoms: a 16 x 8 grid of 128 atoms
+    varsparse()
+        .args(["atoms", "--model", &p("best"), "--out", &p("atoms.png")])
+        .assert()
+        .success();
+    let img = image::open(run.join("atoms.png")).unwrap();
+    assert_eq!((img.width(), img.height()), (16 * 58 + 2, 8 * 58 + 2));
+
+    // sweep: the second invocation skips both runs
+    let sweep = dir.path().join("sweep").display().to_string();
+    let sweep_cmd = || {
+        let mut c = varsparse();
+        c.args(["--threads", "1", "sweep", "--preset", "mnist-vdl"])
+            .args([
+                "--lambdas",
+                "5e-3,2e-2",
+                "--epochs",
+                "1",
+                "--train-limit",
+                "500",
+            ])
+            .args(["--data-dir", &data_dir(), "--out", &sweep]);
+        c
+    };
+    sweep_cmd()
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("train  mnist-vdl lambda 0.005"));
+    sweep_cmd().assert().success().stderr(
+        predicates::str::contains("skip   mnist-vdl lambda 0.005")
+            .and(predicates::str::contains("skip   mnist-vdl lambda 0.02")),
+    );
+    let csv = std::fs::read_to_string(dir.path().join("sweep/sweep.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(dir.path().join("sweep/sweep.png").exists());
+    varsparse()
+        .args([
+            "sweep",
+            "--preset",
+            "mnist-vdl,patches-vdl",
+            "--lambdas",
+            "0.01",
+        ])
+        .args(["--out", &sweep])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("same data"));
+}
