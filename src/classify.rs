@@ -1001,7 +1001,7 @@ fn first_per_class_of(labels: &[u8], n: usize, n_classes: usize) -> Result<Vec<u
         ));
     }
     let mut counts = vec![0usize; n_classes];
-    let mut out = Vec::with_capacity(n * n_classes);
+    let mut out = Vec::with_capacity(n.saturating_mul(n_classes).min(labels.len()));
     let mut full = 0;
     for (i, &c) in labels.iter().enumerate() {
         let c = c as usize;

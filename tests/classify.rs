@@ -130,6 +130,8 @@ fn first_per_class_takes_the_first_n_of_each_class_in_order() {
         Err(Error::InvalidParameter { .. })
     ));
     assert!(matches!(first_per_class(&[], 1), Err(Error::Shape { .. })));
+    // an absurd N is an error, not an allocation failure
+    assert!(first_per_class(&labels, usize::MAX).is_err());
 }
 
 /// Pure noise with random labels: a large step overfits the few training points, so the
