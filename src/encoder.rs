@@ -289,6 +289,43 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         Ok(loss)
     }
 
+    /// Backpropagates a gradient `d_out` `(n, l)` with respect to the output `E(Y)` of the last
+    /// [`Lista::forward`] on `tape` (for the same `y`) to the parameters: writes `grads` =
+    /// `[dU, db, dS]` (overwritten, not accumulated), with the recursion of the module docs
+    /// started at `dZ_L = d_out`. This is how a loss stacked on the codes (e.g. a classifier
+    /// trained jointly with the encoder) trains the encoder.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `y`, `d_out` or `grads` do not fit the encoder and the tape.
+    pub fn backward_from(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        tape: &mut ListaTape<B::Mat>,
+        d_out: &B::Mat,
+        grads: &mut [B::Mat],
+    ) -> Result<()> {
+        let n = tape.n;
+        if be.shape(y) != (n, self.d)
+            || be.shape(d_out) != (n, self.l)
+            || tape.z.len() != self.n_iter + 1
+        {
+            return Err(Error::shape(
+                "LISTA backward_from",
+                format!(
+                    "input is {:?} and output gradient {:?}; the encoder takes d = {}, l = {} and \
+                     the tape is for {n} samples",
+                    be.shape(y),
+                    be.shape(d_out),
+                    self.d,
+                    self.l
+                ),
+            ));
+        }
+        be.copy(d_out, &mut tape.d_z)?;
+        self.backward(be, y, tape, grads)
+    }
+
     /// Backpropagates `tape.d_z` (the gradient at the output) to `grads` = `[dU, db, dS]`.
     fn backward(
         &self,

@@ -37,6 +37,18 @@ pub enum Error {
         /// The value found there.
         value: f64,
     },
+    /// A class label is outside `0..n_classes`.
+    #[error("invalid label in {what}: sample {index} has label {label}, expected 0..{n_classes}")]
+    InvalidLabel {
+        /// Which labels (e.g. `"training labels"`).
+        what: String,
+        /// The sample (row) holding it.
+        index: usize,
+        /// The label found.
+        label: usize,
+        /// The number of classes.
+        n_classes: usize,
+    },
     /// An iterate became NaN or infinite during optimisation.
     #[error(
         "{algorithm} diverged at iteration {iteration}: {term} is not finite; \

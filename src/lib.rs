@@ -7,6 +7,7 @@ extern crate blas_src;
 pub mod backend;
 pub mod bench;
 pub mod checkpoint;
+pub mod classify;
 pub mod data;
 pub mod dataset;
 pub mod decoder;
