@@ -1221,6 +1221,34 @@ pub struct ClassifyReport {
 }
 
 impl ClassifyReport {
+    /// Figure 9: top-1 test accuracy (%) against training samples per class (log axis), one line
+    /// per method, error bars one standard deviation over seeds.
+    pub fn plot(&self, title: &str) -> crate::figures::LinePlot {
+        let mut plot = crate::figures::LinePlot::new(
+            title,
+            "training samples per class",
+            "top-1 test accuracy (%)",
+        );
+        plot.log_x = true;
+        let mut methods: Vec<Method> = Vec::new();
+        for r in &self.rows {
+            if !methods.contains(&r.method) {
+                methods.push(r.method);
+            }
+        }
+        for m in methods {
+            let rows: Vec<&ClassifyRow> = self.rows.iter().filter(|r| r.method == m).collect();
+            plot.series.push(crate::figures::Series {
+                label: m.name().to_string(),
+                points: rows
+                    .iter()
+                    .map(|r| (r.per_class as f64, 100.0 * r.top1_mean))
+                    .collect(),
+                err: Some(rows.iter().map(|r| 100.0 * r.top1_std).collect()),
+            });
+        }
+        plot
+    }
     /// The rows as CSV with a header: `method, per_class, train_size, seeds, top1_mean, top1_std,
     /// top3_mean, top3_std, top1_per_seed, top3_per_seed, best_epoch_per_seed`; accuracies as
     /// fractions; per-seed lists separated by `;`.

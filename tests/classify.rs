@@ -768,6 +768,8 @@ fn cli_classify_raw_baseline_writes_csv_and_json() {
     assert_eq!(json["report"]["n_test"], 10_000);
     assert_eq!(json["report"]["n_val"], 5_000);
     assert_eq!(json["report"]["rows"].as_array().unwrap().len(), 2);
+    let png = image::open(out.path().join("classify.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (800, 560));
 }
 
 #[test]
