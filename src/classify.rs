@@ -1178,6 +1178,10 @@ impl ProtocolSpec {
 pub struct ClassifyRow {
     /// The method.
     pub method: Method,
+    /// For `codes` rows, which encoder made the codes (e.g. the model's preset), when the report
+    /// compares several; `None` otherwise.
+    #[serde(default)]
+    pub encoder: Option<String>,
     /// Training samples per class.
     pub per_class: usize,
     /// Training samples in all (`per_class` times the number of classes).
@@ -1202,6 +1206,17 @@ pub struct ClassifyRow {
     pub best_val_loss: Vec<f64>,
     /// Wall time of the row's training and scoring, seconds.
     pub seconds: f64,
+}
+
+impl ClassifyRow {
+    /// The row's series name: the method, with the encoder for `codes` rows that name one
+    /// (`codes (mnist-vdl)`).
+    pub fn series(&self) -> String {
+        match &self.encoder {
+            Some(e) => format!("{} ({e})", self.method.name()),
+            None => self.method.name().to_string(),
+        }
+    }
 }
 
 /// The protocol's results: one row per `(method, N)`, methods in the order asked, `N` increasing
@@ -1230,16 +1245,16 @@ impl ClassifyReport {
             "top-1 test accuracy (%)",
         );
         plot.log_x = true;
-        let mut methods: Vec<Method> = Vec::new();
+        let mut names: Vec<String> = Vec::new();
         for r in &self.rows {
-            if !methods.contains(&r.method) {
-                methods.push(r.method);
+            if !names.contains(&r.series()) {
+                names.push(r.series());
             }
         }
-        for m in methods {
-            let rows: Vec<&ClassifyRow> = self.rows.iter().filter(|r| r.method == m).collect();
+        for name in names {
+            let rows: Vec<&ClassifyRow> = self.rows.iter().filter(|r| r.series() == name).collect();
             plot.series.push(crate::figures::Series {
-                label: m.name().to_string(),
+                label: name,
                 points: rows
                     .iter()
                     .map(|r| (r.per_class as f64, 100.0 * r.top1_mean))
@@ -1261,11 +1276,11 @@ impl ClassifyReport {
         }
         let mut out = String::from(
             "method,per_class,train_size,seeds,top1_mean,top1_std,top3_mean,top3_std,\
-             top1_per_seed,top3_per_seed,best_epoch_per_seed\n",
+             top1_per_seed,top3_per_seed,best_epoch_per_seed,encoder\n",
         );
         for r in &self.rows {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.method.name(),
                 r.per_class,
                 r.train_size,
@@ -1276,7 +1291,8 @@ impl ClassifyReport {
                 r.top3_std,
                 join(&r.top1),
                 join(&r.top3),
-                join(&r.best_epoch)
+                join(&r.best_epoch),
+                r.encoder.as_deref().unwrap_or("")
             ));
         }
         out
@@ -1289,7 +1305,7 @@ impl ClassifyReport {
         for r in &self.rows {
             out.push_str(&format!(
                 "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} |\n",
-                r.method.name(),
+                r.series(),
                 r.per_class,
                 100.0 * r.top1_mean,
                 100.0 * r.top1_std,
@@ -1425,6 +1441,7 @@ pub fn run_protocol(
                 .collect();
             let mut row = ClassifyRow {
                 method,
+                encoder: None,
                 per_class: n,
                 train_size: idx.len(),
                 seeds: Vec::new(),

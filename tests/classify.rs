@@ -572,7 +572,7 @@ fn the_protocol_reports_every_method_n_and_seed() {
     assert_eq!(lines.len(), 7);
     assert!(lines[0].starts_with("method,per_class,train_size,seeds,top1_mean,top1_std"));
     assert!(lines[5].starts_with("lista-raw,1,3,2,"), "{}", lines[5]);
-    assert_eq!(lines[3].split(',').count(), 11);
+    assert_eq!(lines[3].split(',').count(), 12);
     let md = report.to_markdown();
     assert!(md.contains("| raw | 3 |"), "{md}");
     let json = serde_json::to_value(&report).unwrap();
@@ -821,6 +821,30 @@ fn cli_classify_with_a_model_runs_codes_and_lista_raw() {
             .unwrap();
     assert_eq!(json["report"]["spec"]["lista"]["code_dim"], 16);
     assert_eq!(json["report"]["spec"]["lista"]["n_iter"], 3);
+
+    // several encoders in one report: their rows are labelled, the plot has a line each
+    let out = run.path().join("two");
+    varsparse()
+        .args(["--threads", "1", "classify", "--model"])
+        .arg(run.path().join("best"))
+        .arg("--model")
+        .arg(run.path().join("latest"))
+        .args(["--per-class", "1", "--seeds", "1", "--epochs", "2", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("| codes (mnist-vdl) | 1 |"));
+    let csv = std::fs::read_to_string(out.join("classify.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[0].ends_with(",encoder"), "{csv}");
+    assert!(
+        lines[1].ends_with(",mnist-vdl") && lines[2].ends_with(",mnist-vdl"),
+        "{csv}"
+    );
+    // identical weights (best = latest after one epoch), identical accuracies
+    let acc = |l: &str| l.split(',').nth(4).unwrap().to_string();
+    assert_eq!(acc(lines[1]), acc(lines[2]));
 }
 
 #[test]

@@ -170,9 +170,11 @@ struct BenchArgs {
 #[derive(Args)]
 struct ClassifyArgs {
     /// The checkpoint directory whose encoder gives the codes (e.g. runs/mnist-vdl/best);
-    /// optional when only baselines are asked for.
+    /// optional when only baselines are asked for. Repeat it to compare several encoders in one
+    /// table and plot (their rows are labelled by preset, or by directory); they must share the
+    /// MNIST split.
     #[arg(long, value_name = "DIR")]
-    model: Option<PathBuf>,
+    model: Vec<PathBuf>,
     /// Training images per class, N.
     #[arg(
         long,
@@ -1042,7 +1044,7 @@ fn eval(a: EvalArgs) -> Result<()> {
 
 fn classify(a: ClassifyArgs) -> Result<()> {
     let mut methods = Vec::new();
-    if a.model.is_some() {
+    if !a.model.is_empty() {
         methods.push(Method::Codes);
     }
     for name in &a.baselines {
@@ -1065,7 +1067,12 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             "give --model DIR and/or --baseline raw / --baseline lista-raw",
         ));
     }
-    let model = a.model.as_deref().map(SparseCoder::load).transpose()?;
+    let models = a
+        .model
+        .iter()
+        .map(|m| SparseCoder::load(m))
+        .collect::<Result<Vec<_>>>()?;
+    let model = models.first();
     let defaults = ProtocolSpec::default();
     let spec = ProtocolSpec {
         methods,
@@ -1077,7 +1084,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             epochs: a.epochs,
             seed: a.seed,
         },
-        lista: match &model {
+        lista: match model {
             Some(m) => ListaDims {
                 code_dim: m.encoder().code_dim(),
                 n_iter: m.encoder().n_iter(),
@@ -1089,11 +1096,12 @@ fn classify(a: ClassifyArgs) -> Result<()> {
 
     // The model's own MNIST split (its data spec records the split seed), without any training
     // limit: the first N images per class are taken from the training split in its order.
-    let (dir, recorded_seed) = match &a.model {
-        Some(m) => match with_data_dir(recorded_spec(m)?, a.data_dir.clone()) {
+    let mut recorded = Vec::new();
+    for m in &a.model {
+        match with_data_dir(recorded_spec(m)?, a.data_dir.clone()) {
             DataSpec::Mnist {
                 dir, split_seed, ..
-            } => (dir, Some(split_seed)),
+            } => recorded.push((dir, split_seed)),
             other => {
                 return Err(Error::param(
                     "model",
@@ -1104,7 +1112,25 @@ fn classify(a: ClassifyArgs) -> Result<()> {
                     ),
                 ));
             }
-        },
+        }
+    }
+    if let Some(((_, s0), (m, s))) = recorded.first().and_then(|first| {
+        recorded
+            .iter()
+            .zip(&a.model)
+            .find(|((_, s), _)| *s != first.1)
+            .map(|((_, s), m)| (first.clone(), (m, *s)))
+    }) {
+        return Err(Error::param(
+            "model",
+            m.display(),
+            format!(
+                "was trained on MNIST split seed {s}, the first model on {s0}: compare models of one split"
+            ),
+        ));
+    }
+    let (dir, recorded_seed) = match recorded.first() {
+        Some((dir, seed)) => (dir.clone(), Some(*seed)),
         None => (
             a.data_dir
                 .clone()
@@ -1139,35 +1165,70 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         test: split(&mnist.test),
         n_classes: 10,
     };
-    let encode = |y: &ndarray::Array2<f32>| match &model {
-        Some(m) => m.encode(y),
-        None => Err(Error::param("model", "missing", "the codes need --model")),
-    };
     let t1 = Instant::now();
-    let report = run_protocol(
-        &data,
-        model.as_ref().map(|_| &encode as EncodeFn<'_>),
-        &spec,
-        &mut |r| {
-            eprintln!(
-                "{} N = {}: top-1 {:.2}% ± {:.2}, top-3 {:.2}% ± {:.2} ({} seeds, {:.1} s)",
-                r.method.name(),
-                r.per_class,
-                100.0 * r.top1_mean,
-                100.0 * r.top1_std,
-                100.0 * r.top3_mean,
-                100.0 * r.top3_std,
-                r.seeds.len(),
-                r.seconds
-            );
-        },
-    )?;
+    let mut on_row = |r: &varsparse::classify::ClassifyRow| {
+        eprintln!(
+            "{} N = {}: top-1 {:.2}% ± {:.2}, top-3 {:.2}% ± {:.2} ({} seeds, {:.1} s)",
+            r.method.name(),
+            r.per_class,
+            100.0 * r.top1_mean,
+            100.0 * r.top1_std,
+            100.0 * r.top3_mean,
+            100.0 * r.top3_std,
+            r.seeds.len(),
+            r.seconds
+        );
+    };
+    let baselines = ProtocolSpec {
+        methods: spec
+            .methods
+            .iter()
+            .copied()
+            .filter(|m| *m != Method::Codes)
+            .collect(),
+        ..spec.clone()
+    };
+    let mut report: Option<varsparse::classify::ClassifyReport> = None;
+    for (m, path) in models.iter().zip(&a.model) {
+        if models.len() > 1 {
+            eprintln!("codes of {}", path.display());
+        }
+        let encode = |y: &ndarray::Array2<f32>| m.encode(y);
+        let one = ProtocolSpec {
+            methods: vec![Method::Codes],
+            ..spec.clone()
+        };
+        let mut r = run_protocol(&data, Some(&encode as EncodeFn<'_>), &one, &mut on_row)?;
+        if models.len() > 1 {
+            let label = m
+                .params()
+                .preset
+                .map(|p| p.name().to_string())
+                .unwrap_or_else(|| path.display().to_string());
+            for row in &mut r.rows {
+                row.encoder = Some(label.clone());
+            }
+        }
+        match &mut report {
+            None => report = Some(r),
+            Some(all) => all.rows.extend(r.rows),
+        }
+    }
+    if !baselines.methods.is_empty() {
+        let r = run_protocol(&data, None, &baselines, &mut on_row)?;
+        match &mut report {
+            None => report = Some(r),
+            Some(all) => all.rows.extend(r.rows),
+        }
+    }
+    let mut report = report.ok_or_else(|| Error::param("model", "missing", "nothing to run"))?;
+    report.spec = spec.clone();
     eprintln!("done in {:.1} s", t1.elapsed().as_secs_f64());
     print!("{}", report.to_markdown());
 
     let out = a.out.clone().unwrap_or_else(|| {
         a.model
-            .as_deref()
+            .first()
             .and_then(|m| m.parent())
             .filter(|p| !p.as_os_str().is_empty())
             .map(PathBuf::from)
@@ -1186,7 +1247,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         &report.plot("Low-data classification on frozen codes (MNIST test)"),
         &png,
     )?;
-    let json = serde_json::json!({ "model": a.model, "split_seed": split_seed, "report": report });
+    let json = serde_json::json!({ "models": a.model, "split_seed": split_seed, "report": report });
     write_json(&out.join("classify.json"), &json)?;
     eprintln!(
         "wrote {}, {} and {}",
