@@ -1182,6 +1182,10 @@ pub struct ClassifyRow {
     /// compares several; `None` otherwise.
     #[serde(default)]
     pub encoder: Option<String>,
+    /// When the row was chosen among several encoders of one kind by validation accuracy (the
+    /// paper's Figure 9 protocol), the encoder chosen; `None` otherwise.
+    #[serde(default)]
+    pub selected: Option<String>,
     /// Training samples per class.
     pub per_class: usize,
     /// Training samples in all (`per_class` times the number of classes).
@@ -1204,6 +1208,12 @@ pub struct ClassifyRow {
     pub best_epoch: Vec<usize>,
     /// The validation loss at that epoch, per seed.
     pub best_val_loss: Vec<f64>,
+    /// Top-1 validation accuracy of the kept weights, per seed.
+    #[serde(default)]
+    pub val_top1: Vec<f64>,
+    /// Mean of `val_top1` (used to choose among encoders).
+    #[serde(default)]
+    pub val_top1_mean: f64,
     /// Wall time of the row's training and scoring, seconds.
     pub seconds: f64,
 }
@@ -1236,6 +1246,39 @@ pub struct ClassifyReport {
 }
 
 impl ClassifyReport {
+    /// The paper's Figure 9 protocol for several encoders of each kind (e.g. a λ sweep): among
+    /// the rows that `group` puts in one group, keep for each `(method, N)` only the one with
+    /// the highest mean validation accuracy (the first on a tie). The kept row's `encoder`
+    /// becomes the group's name and `selected` the encoder it came from. Rows for which `group`
+    /// returns `None` stay as they are; the order of first appearance is kept.
+    pub fn select_best_by_validation(&mut self, group: impl Fn(&ClassifyRow) -> Option<String>) {
+        let mut kept: Vec<ClassifyRow> = Vec::with_capacity(self.rows.len());
+        let mut groups: Vec<Option<String>> = Vec::with_capacity(self.rows.len());
+        for row in self.rows.drain(..) {
+            let Some(g) = group(&row) else {
+                kept.push(row);
+                groups.push(None);
+                continue;
+            };
+            let same = kept.iter().zip(&groups).position(|(k, kg)| {
+                kg.as_deref() == Some(g.as_str())
+                    && k.method == row.method
+                    && k.per_class == row.per_class
+            });
+            let mut row = row;
+            row.selected = row.encoder.take();
+            row.encoder = Some(g.clone());
+            match same {
+                Some(i) if kept[i].val_top1_mean >= row.val_top1_mean => {}
+                Some(i) => kept[i] = row,
+                None => {
+                    kept.push(row);
+                    groups.push(Some(g));
+                }
+            }
+        }
+        self.rows = kept;
+    }
     /// Figure 9: top-1 test accuracy (%) against training samples per class (log axis), one line
     /// per method, error bars one standard deviation over seeds.
     pub fn plot(&self, title: &str) -> crate::figures::LinePlot {
@@ -1276,11 +1319,11 @@ impl ClassifyReport {
         }
         let mut out = String::from(
             "method,per_class,train_size,seeds,top1_mean,top1_std,top3_mean,top3_std,\
-             top1_per_seed,top3_per_seed,best_epoch_per_seed,encoder\n",
+             top1_per_seed,top3_per_seed,best_epoch_per_seed,encoder,val_top1_mean,selected\n",
         );
         for r in &self.rows {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 r.method.name(),
                 r.per_class,
                 r.train_size,
@@ -1292,7 +1335,9 @@ impl ClassifyReport {
                 join(&r.top1),
                 join(&r.top3),
                 join(&r.best_epoch),
-                r.encoder.as_deref().unwrap_or("")
+                r.encoder.as_deref().unwrap_or(""),
+                r.val_top1_mean,
+                r.selected.as_deref().unwrap_or("")
             ));
         }
         out
@@ -1442,6 +1487,7 @@ pub fn run_protocol(
             let mut row = ClassifyRow {
                 method,
                 encoder: None,
+                selected: None,
                 per_class: n,
                 train_size: idx.len(),
                 seeds: Vec::new(),
@@ -1453,6 +1499,8 @@ pub fn run_protocol(
                 top3: Vec::new(),
                 best_epoch: Vec::new(),
                 best_val_loss: Vec::new(),
+                val_top1: Vec::new(),
+                val_top1_mean: 0.0,
                 seconds: 0.0,
             };
             for s in 0..spec.seeds as u64 {
@@ -1461,19 +1509,22 @@ pub fn run_protocol(
                     seed,
                     ..spec.params.clone()
                 };
-                let (history, logits) = match method {
+                let (history, logits, val_logits) = match method {
                     Method::Codes | Method::Raw => {
                         let f = train_linear(x.view(), &y, val_f, &val_y, k, &p)?;
-                        (f.history, f.model.logits_unchecked(&test_f))
+                        let v = f.model.logits_unchecked(&val_f);
+                        (f.history, f.model.logits_unchecked(&test_f), v)
                     }
                     Method::ListaRaw => {
                         let f = train_lista_linear(x.view(), &y, val_f, &val_y, k, spec.lista, &p)?;
-                        let a = f
-                            .model
-                            .forward_chunks(&mut TapeCache::new(), &test_f, true)?;
-                        (f.history, a)
+                        let mut cache = TapeCache::new();
+                        let a = f.model.forward_chunks(&mut cache, &test_f, true)?;
+                        let v = f.model.forward_chunks(&mut cache, &val_f, true)?;
+                        (f.history, a, v)
                     }
                 };
+                row.val_top1
+                    .push(topk_unchecked(&val_logits.view(), &val_y, 1));
                 row.seeds.push(seed);
                 row.top1.push(topk_unchecked(&logits.view(), &test_y, 1));
                 row.top3.push(topk_unchecked(&logits.view(), &test_y, 3));
@@ -1482,6 +1533,7 @@ pub fn run_protocol(
             }
             (row.top1_mean, row.top1_std) = mean_std(&row.top1);
             (row.top3_mean, row.top3_std) = mean_std(&row.top3);
+            row.val_top1_mean = mean_std(&row.val_top1).0;
             row.seconds = t0.elapsed().as_secs_f64();
             on_row(&row);
             rows.push(row);

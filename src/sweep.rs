@@ -263,6 +263,8 @@ pub fn write_csv(results: &[SweepResult], path: &Path) -> Result<()> {
 /// (mean over seeds, error bars one standard deviation of the PSNR).
 pub fn plot(results: &[SweepResult], title: &str) -> LinePlot {
     let mut plot = LinePlot::new(title, "sparsity of E(y) (%)", "PSNR of D(E(y)) (dB)");
+    // the curves fall from the upper left to the lower right
+    plot.legend = crate::figures::LegendCorner::UpperRight;
     let mut presets: Vec<&str> = results.iter().map(|r| r.preset.as_str()).collect();
     presets.dedup();
     let mut seen = Vec::new();

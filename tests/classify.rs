@@ -572,7 +572,7 @@ fn the_protocol_reports_every_method_n_and_seed() {
     assert_eq!(lines.len(), 7);
     assert!(lines[0].starts_with("method,per_class,train_size,seeds,top1_mean,top1_std"));
     assert!(lines[5].starts_with("lista-raw,1,3,2,"), "{}", lines[5]);
-    assert_eq!(lines[3].split(',').count(), 12);
+    assert_eq!(lines[3].split(',').count(), 14);
     let md = report.to_markdown();
     assert!(md.contains("| raw | 3 |"), "{md}");
     let json = serde_json::to_value(&report).unwrap();
@@ -833,13 +833,15 @@ fn cli_classify_with_a_model_runs_codes_and_lista_raw() {
         .arg(&out)
         .assert()
         .success()
-        .stdout(predicates::str::contains("| codes (mnist-vdl) | 1 |"));
+        .stdout(predicates::str::contains(
+            "| codes (mnist-vdl λ=0.02) | 1 |",
+        ));
     let csv = std::fs::read_to_string(out.join("classify.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
-    assert!(lines[0].ends_with(",encoder"), "{csv}");
+    assert!(lines[0].contains(",encoder,"), "{csv}");
     assert!(
-        lines[1].ends_with(",mnist-vdl") && lines[2].ends_with(",mnist-vdl"),
+        lines[1].contains(",mnist-vdl λ=0.02,") && lines[2].contains(",mnist-vdl λ=0.02,"),
         "{csv}"
     );
     // identical weights (best = latest after one epoch), identical accuracies
@@ -869,4 +871,69 @@ fn cli_classify_needs_a_model_or_a_baseline() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("per_class"));
+}
+
+#[test]
+fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
+    use varsparse::classify::{ClassifyReport, ClassifyRow, Method, ProtocolSpec};
+    let row = |method, encoder: Option<&str>, n, val: f64| ClassifyRow {
+        method,
+        encoder: encoder.map(String::from),
+        selected: None,
+        per_class: n,
+        train_size: 10 * n,
+        seeds: vec![0],
+        top1_mean: val,
+        top1_std: 0.0,
+        top3_mean: val,
+        top3_std: 0.0,
+        top1: vec![val],
+        top3: vec![val],
+        best_epoch: vec![1],
+        best_val_loss: vec![1.0],
+        val_top1: vec![val],
+        val_top1_mean: val,
+        seconds: 0.0,
+    };
+    let mut report = ClassifyReport {
+        spec: ProtocolSpec::default(),
+        n_classes: 10,
+        n_val: 1,
+        n_test: 1,
+        rows: vec![
+            row(Method::Codes, Some("a λ=1"), 1, 0.5),
+            row(Method::Codes, Some("a λ=1"), 2, 0.9),
+            row(Method::Codes, Some("a λ=2"), 1, 0.7),
+            row(Method::Codes, Some("a λ=2"), 2, 0.8),
+            row(Method::Codes, Some("b λ=1"), 1, 0.1),
+            row(Method::Raw, None, 1, 0.3),
+        ],
+    };
+    report.select_best_by_validation(|r| {
+        r.encoder
+            .as_deref()
+            .map(|e| e.split(" λ=").next().unwrap().to_string())
+    });
+    let got: Vec<(String, usize, Option<&str>, f64)> = report
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.series(),
+                r.per_class,
+                r.selected.as_deref(),
+                r.val_top1_mean,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("codes (a)".to_string(), 1, Some("a λ=2"), 0.7),
+            ("codes (a)".to_string(), 2, Some("a λ=1"), 0.9),
+            ("codes (b)".to_string(), 1, Some("b λ=1"), 0.1),
+            ("raw".to_string(), 1, None, 0.3),
+        ]
+    );
+    assert_eq!(report.plot("t").series.len(), 3);
 }

@@ -171,10 +171,14 @@ struct BenchArgs {
 struct ClassifyArgs {
     /// The checkpoint directory whose encoder gives the codes (e.g. runs/mnist-vdl/best);
     /// optional when only baselines are asked for. Repeat it to compare several encoders in one
-    /// table and plot (their rows are labelled by preset, or by directory); they must share the
+    /// table and plot (their rows are labelled by preset and lambda, or by directory); they must share the
     /// MNIST split.
     #[arg(long, value_name = "DIR")]
     model: Vec<PathBuf>,
+    /// With several models: keep, for each model kind (preset) and N, only the encoder with the
+    /// best mean validation accuracy (the paper's Figure 9 protocol over a lambda sweep).
+    #[arg(long)]
+    select_best: bool,
     /// Training images per class, N.
     #[arg(
         long,
@@ -1200,11 +1204,10 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         };
         let mut r = run_protocol(&data, Some(&encode as EncodeFn<'_>), &one, &mut on_row)?;
         if models.len() > 1 {
-            let label = m
-                .params()
-                .preset
-                .map(|p| p.name().to_string())
-                .unwrap_or_else(|| path.display().to_string());
+            let label = match m.params().preset {
+                Some(p) => format!("{} λ={}", p.name(), m.params().energy.lambda),
+                None => path.display().to_string(),
+            };
             for row in &mut r.rows {
                 row.encoder = Some(label.clone());
             }
@@ -1224,6 +1227,24 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     let mut report = report.ok_or_else(|| Error::param("model", "missing", "nothing to run"))?;
     report.spec = spec.clone();
     eprintln!("done in {:.1} s", t1.elapsed().as_secs_f64());
+    if a.select_best {
+        // one line per model kind: for each N, the encoder of that kind with the best mean
+        // validation accuracy (the paper's Figure 9 protocol over its Figure 4 models)
+        report.select_best_by_validation(|r| {
+            r.encoder
+                .as_deref()
+                .map(|e| e.split(" λ=").next().unwrap_or(e).to_string())
+        });
+        for r in report.rows.iter().filter(|r| r.selected.is_some()) {
+            eprintln!(
+                "{} N = {}: chose {} (validation top-1 {:.2}%)",
+                r.series(),
+                r.per_class,
+                r.selected.as_deref().unwrap_or(""),
+                100.0 * r.val_top1_mean
+            );
+        }
+    }
     print!("{}", report.to_markdown());
 
     let out = a.out.clone().unwrap_or_else(|| {

@@ -231,10 +231,25 @@ pub struct LinePlot {
     pub series: Vec<Series>,
     /// The image size in pixels (width, height).
     pub size: (u32, u32),
+    /// Where the legend goes.
+    pub legend: LegendCorner,
+}
+
+/// A corner of the plotting area (for the legend).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LegendCorner {
+    /// Top left.
+    UpperLeft,
+    /// Top right.
+    UpperRight,
+    /// Bottom left.
+    LowerLeft,
+    /// Bottom right.
+    LowerRight,
 }
 
 impl LinePlot {
-    /// An empty plot of 800 x 560 pixels.
+    /// An empty plot of 800 x 560 pixels, the legend in the lower right corner.
     pub fn new(title: &str, x_label: &str, y_label: &str) -> Self {
         LinePlot {
             title: title.into(),
@@ -243,6 +258,7 @@ impl LinePlot {
             log_x: false,
             series: Vec::new(),
             size: (800, 560),
+            legend: LegendCorner::LowerRight,
         }
     }
 }
@@ -377,7 +393,12 @@ pub fn render_plot(plot: &LinePlot) -> Result<RgbImage> {
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK)
                     .label_font(("sans-serif", 15))
-                    .position(SeriesLabelPosition::LowerRight)
+                    .position(match plot.legend {
+                        LegendCorner::UpperLeft => SeriesLabelPosition::UpperLeft,
+                        LegendCorner::UpperRight => SeriesLabelPosition::UpperRight,
+                        LegendCorner::LowerLeft => SeriesLabelPosition::LowerLeft,
+                        LegendCorner::LowerRight => SeriesLabelPosition::LowerRight,
+                    })
                     .draw()
                     .map_err(|e| draw_err(e.to_string()))?;
             }};
