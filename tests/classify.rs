@@ -834,14 +834,14 @@ fn cli_classify_with_a_model_runs_codes_and_lista_raw() {
         .assert()
         .success()
         .stdout(predicates::str::contains(
-            "| codes (mnist-vdl λ=0.02) | 1 |",
+            "| codes (mnist-vdl λ=0.02 ep1) | 1 |",
         ));
     let csv = std::fs::read_to_string(out.join("classify.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     assert!(lines[0].contains(",encoder,"), "{csv}");
     assert!(
-        lines[1].contains(",mnist-vdl λ=0.02,") && lines[2].contains(",mnist-vdl λ=0.02,"),
+        lines[1].contains(",mnist-vdl λ=0.02 ep1,") && lines[2].contains(",mnist-vdl λ=0.02 ep1,"),
         "{csv}"
     );
     // identical weights (best = latest after one epoch), identical accuracies

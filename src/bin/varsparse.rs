@@ -171,7 +171,7 @@ struct BenchArgs {
 struct ClassifyArgs {
     /// The checkpoint directory whose encoder gives the codes (e.g. runs/mnist-vdl/best);
     /// optional when only baselines are asked for. Repeat it to compare several encoders in one
-    /// table and plot (their rows are labelled by preset and lambda, or by directory); they must share the
+    /// table and plot (their rows are labelled by preset, lambda and epochs trained, or by directory); they must share the
     /// MNIST split.
     #[arg(long, value_name = "DIR")]
     model: Vec<PathBuf>,
@@ -1205,7 +1205,12 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         let mut r = run_protocol(&data, Some(&encode as EncodeFn<'_>), &one, &mut on_row)?;
         if models.len() > 1 {
             let label = match m.params().preset {
-                Some(p) => format!("{} λ={}", p.name(), m.params().energy.lambda),
+                Some(p) => format!(
+                    "{} λ={} ep{}",
+                    p.name(),
+                    m.params().energy.lambda,
+                    m.epochs_trained()
+                ),
                 None => path.display().to_string(),
             };
             for row in &mut r.rows {
