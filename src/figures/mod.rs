@@ -176,16 +176,12 @@ fn gray(v: f32, lo: f32, hi: f32) -> u8 {
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn save_gray_png(img: &GrayImage, path: &Path) -> Result<()> {
-    write_atomic(path, |w| {
-        image::codecs::png::PngEncoder::new(w)
-            .write_image(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::L8,
-            )
-            .map_err(std::io::Error::other)
-    })
+    save_png(
+        img.as_raw(),
+        img.dimensions(),
+        image::ExtendedColorType::L8,
+        path,
+    )
 }
 
 /// Writes an RGB image as PNG, atomically.
@@ -193,14 +189,23 @@ pub fn save_gray_png(img: &GrayImage, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn save_rgb_png(img: &RgbImage, path: &Path) -> Result<()> {
-    write_atomic(path, |w| {
-        image::codecs::png::PngEncoder::new(w)
-            .write_image(
-                img.as_raw(),
-                img.width(),
-                img.height(),
-                image::ExtendedColorType::Rgb8,
-            )
+    save_png(
+        img.as_raw(),
+        img.dimensions(),
+        image::ExtendedColorType::Rgb8,
+        path,
+    )
+}
+
+fn save_png(
+    raw: &[u8],
+    (w, h): (u32, u32),
+    color: image::ExtendedColorType,
+    path: &Path,
+) -> Result<()> {
+    write_atomic(path, |out| {
+        image::codecs::png::PngEncoder::new(out)
+            .write_image(raw, w, h, color)
             .map_err(std::io::Error::other)
     })
 }
