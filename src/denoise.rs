@@ -237,9 +237,11 @@ pub fn denoise_figure<B: Backend<f32>>(
     }
     let y = samples.slice(s![..show, ..]).to_owned();
     crate::decoder::check_finite("denoise figure: samples", &y.view())?;
-    let noise = gaussian_noise(n, d, seed);
+    // The stream is drawn row by row, so its first `show` rows are those `denoise` adds to the
+    // first `show` samples: no need to draw all `n`.
+    let noise = gaussian_noise(show, d, seed);
     let mut noisy = y.clone();
-    noisy.scaled_add(sigma as f32, &noise.slice(s![..show, ..]));
+    noisy.scaled_add(sigma as f32, &noise);
     let rec = model.decode(&model.encode(&y)?)?;
     let rec_noisy = model.decode(&model.encode(&noisy)?)?;
     let lo = y.iter().copied().fold(f32::INFINITY, f32::min);

@@ -18,7 +18,7 @@ use crate::dataset::LoadedData;
 use crate::error::{Error, Result};
 use crate::figures::{LinePlot, Series};
 use crate::io::{write_atomic, write_json};
-use crate::model::{DataKind, FitOptions, ModelParams, Preset, SparseCoder};
+use crate::model::{FitOptions, ModelParams, Preset, SparseCoder};
 
 /// What to sweep.
 #[derive(Clone, Debug)]
@@ -265,14 +265,13 @@ pub fn plot(results: &[SweepResult], title: &str) -> LinePlot {
     let mut plot = LinePlot::new(title, "sparsity of E(y) (%)", "PSNR of D(E(y)) (dB)");
     // the curves fall from the upper left to the lower right
     plot.legend = crate::figures::LegendCorner::UpperRight;
-    let mut presets: Vec<&str> = results.iter().map(|r| r.preset.as_str()).collect();
-    presets.dedup();
-    let mut seen = Vec::new();
-    for p in presets {
-        if seen.contains(&p) {
-            continue;
+    let mut presets: Vec<&str> = Vec::new();
+    for r in results {
+        if !presets.contains(&r.preset.as_str()) {
+            presets.push(&r.preset);
         }
-        seen.push(p);
+    }
+    for p in presets {
         let mut lambdas: Vec<f64> = results
             .iter()
             .filter(|r| r.preset == p)
@@ -307,9 +306,4 @@ pub fn plot(results: &[SweepResult], title: &str) -> LinePlot {
         });
     }
     plot
-}
-
-/// Whether the data a sweep needs is MNIST (else natural patches).
-pub fn data_kind(cfg: &SweepConfig) -> Option<DataKind> {
-    cfg.presets.first().map(|p| p.data())
 }

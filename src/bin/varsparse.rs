@@ -1118,18 +1118,19 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             }
         }
     }
-    if let Some(((_, s0), (m, s))) = recorded.first().and_then(|first| {
-        recorded
-            .iter()
-            .zip(&a.model)
-            .find(|((_, s), _)| *s != first.1)
-            .map(|((_, s), m)| (first.clone(), (m, *s)))
-    }) {
+    let first_seed = recorded.first().map(|(_, s)| *s);
+    if let Some((m, (_, s))) = a
+        .model
+        .iter()
+        .zip(&recorded)
+        .find(|(_, (_, s))| Some(*s) != first_seed)
+    {
         return Err(Error::param(
             "model",
             m.display(),
             format!(
-                "was trained on MNIST split seed {s}, the first model on {s0}: compare models of one split"
+                "was trained on MNIST split seed {s}, the first model on {}: compare models of one split",
+                first_seed.unwrap_or_default()
             ),
         ));
     }
