@@ -13,7 +13,7 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape};
+use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape, threads};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
@@ -43,6 +43,322 @@ pub fn set_blas_threads(n: usize) {
     }
     #[cfg(not(feature = "openblas"))]
     let _ = n;
+}
+
+/// The fraction of non-zero entries of `a` below which [`mat_mul`] takes the sparse path.
+///
+/// The sparse path does about twice the work per multiply-add of a dense GEMM kernel (no FMA
+/// blocking, one pass over a row of `b` per non-zero), so it wins well below half density. The
+/// codes it is for are 80-95% zeros.
+pub const SPARSE_DENSITY: f64 = 0.25;
+
+/// Columns of `c` accumulated at once by the sparse path (a block that lives in registers).
+const SPARSE_BLOCK: usize = 64;
+
+/// `c <- alpha a b + beta c`, through a dense GEMM or, when `a` is mostly zeros, by gathering the
+/// rows of `b` that the non-zeros of each row of `a` select.
+///
+/// The sparse path needs `a` and `c` in standard (row-major, contiguous) layout, as [`Cpu`]
+/// stores them (so `a` not transposed), `b` with at least 8 columns, and `a` with at most
+/// [`SPARSE_DENSITY`] non-zeros; a transposed `b` is first copied into row-major order. It computes, for each
+/// row `i` and block of columns, `acc = sum_j a[i,j] b[j,..]` over the non-zeros `j` in
+/// ascending order, then `c[i,..] = alpha acc + beta c[i,..]` (`beta = 0` ignores `c`). The
+/// result equals the dense product up to the order of rounding; unlike a dense product, a zero
+/// of `a` does not propagate an infinity or NaN of `b` (callers check `b` for finiteness).
+fn mat_mul<F: Scalar>(
+    alpha: F,
+    a: ArrayView2<'_, F>,
+    b: ArrayView2<'_, F>,
+    beta: F,
+    mut c: ndarray::ArrayViewMut2<'_, F>,
+) {
+    let (m, (k, n)) = (a.nrows(), b.dim());
+    let parts = threads::parts(m, m * k * n);
+    let rows_per = m.div_ceil(parts).max(1);
+    if n >= 8 && k > 0 {
+        let cl = c.view_mut().into_slice();
+        if let (Some(asl), Some(csl)) = (a.as_slice(), cl) {
+            let nnz = asl.iter().filter(|&&v| v != F::zero()).count();
+            if (nnz as f64) <= SPARSE_DENSITY * asl.len() as f64 {
+                // a transposed `b` (`Trans::T`) is copied once into row-major order, which costs
+                // far less than the dense product it replaces
+                let transposed;
+                let bsl = match (b.as_slice(), b.t().to_slice()) {
+                    (Some(bsl), _) => bsl,
+                    (None, Some(stored)) => {
+                        transposed = transpose(stored, n, k);
+                        &transposed[..]
+                    }
+                    (None, None) => {
+                        transposed = b.iter().copied().collect::<Vec<F>>();
+                        &transposed[..]
+                    }
+                };
+                let work = asl.chunks(rows_per * k).zip(csl.chunks_mut(rows_per * n));
+                threads::for_each_part(work, |(ap, cp)| {
+                    sparse_mat_mul(alpha, ap, bsl, beta, cp, k, n);
+                });
+                return;
+            }
+        }
+    }
+    if n > m {
+        // Split the columns: each part packs all of `a` and its share of `b`, where a split of
+        // the rows would have every part pack all of the larger `b`.
+        let parts = threads::parts(n, m * k * n);
+        let cols_per = n.div_ceil(parts).max(1);
+        let work = b
+            .axis_chunks_iter(Axis(1), cols_per)
+            .zip(c.axis_chunks_iter_mut(Axis(1), cols_per));
+        threads::for_each_part(work, |(bp, mut cp)| {
+            ndarray::linalg::general_mat_mul(alpha, &a, &bp, beta, &mut cp);
+        });
+        return;
+    }
+    let work = a
+        .axis_chunks_iter(Axis(0), rows_per)
+        .zip(c.axis_chunks_iter_mut(Axis(0), rows_per));
+    threads::for_each_part(work, |(ap, mut cp)| {
+        ndarray::linalg::general_mat_mul(alpha, &ap, &b, beta, &mut cp);
+    });
+}
+
+/// The row-major `(cols, rows)` transpose of the row-major `(rows, cols)` matrix `src`, copied in
+/// square tiles so that reads and writes both stay within a few cache lines.
+fn transpose<F: Scalar>(src: &[F], rows: usize, cols: usize) -> Vec<F> {
+    const TILE: usize = 16;
+    let mut dst = vec![F::zero(); rows * cols];
+    for i0 in (0..rows).step_by(TILE) {
+        for j0 in (0..cols).step_by(TILE) {
+            for i in i0..(i0 + TILE).min(rows) {
+                let row = &src[i * cols..(i + 1) * cols];
+                for j in j0..(j0 + TILE).min(cols) {
+                    dst[j * rows + i] = row[j];
+                }
+            }
+        }
+    }
+    dst
+}
+
+/// The sparse path of [`mat_mul`] on row-major slices: `a` is `(m, k)`, `b` `(k, n)`, `c`
+/// `(m, n)`. Runs the AVX2 instantiation of [`sparse_rows`] where the CPU has AVX2 (the same
+/// operations in the same order, so the same result, only wider registers).
+fn sparse_mat_mul<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: usize, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { sparse_rows_avx2(alpha, a, b, beta, c, k, n) };
+        return;
+    }
+    sparse_rows(alpha, a, b, beta, c, k, n);
+}
+
+/// [`sparse_rows`] compiled with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sparse_rows_avx2<F: Scalar>(
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    beta: F,
+    c: &mut [F],
+    k: usize,
+    n: usize,
+) {
+    sparse_rows(alpha, a, b, beta, c, k, n);
+}
+
+/// The loops of the sparse path (see [`mat_mul`]).
+#[inline(always)]
+fn sparse_rows<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: usize, n: usize) {
+    // (offset of row j of b, a[i, j]) of one row's non-zeros, compacted without branches
+    let mut nz: Vec<(usize, F)> = vec![(0, F::zero()); k];
+    for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
+        let mut cnt = 0;
+        for (j, &v) in arow.iter().enumerate() {
+            nz[cnt] = (j * n, v);
+            cnt += usize::from(v != F::zero());
+        }
+        let nz = &nz[..cnt];
+        let mut c0 = 0;
+        while c0 < n {
+            let w = SPARSE_BLOCK.min(n - c0);
+            let mut acc = [F::zero(); SPARSE_BLOCK];
+            if w == SPARSE_BLOCK {
+                // a fixed-length block, which the compiler keeps in registers
+                for &(off, v) in nz {
+                    let Ok(brow) = <&[F; SPARSE_BLOCK]>::try_from(&b[off + c0..off + c0 + w])
+                    else {
+                        continue;
+                    };
+                    for (s, &bv) in acc.iter_mut().zip(brow) {
+                        *s = *s + v * bv;
+                    }
+                }
+            } else {
+                for &(off, v) in nz {
+                    for (s, &bv) in acc[..w].iter_mut().zip(&b[off + c0..off + c0 + w]) {
+                        *s = *s + v * bv;
+                    }
+                }
+            }
+            let out = &mut crow[c0..c0 + w];
+            if beta == F::zero() {
+                out.iter_mut()
+                    .zip(&acc[..w])
+                    .for_each(|(o, &s)| *o = alpha * s);
+            } else {
+                out.iter_mut()
+                    .zip(&acc[..w])
+                    .for_each(|(o, &s)| *o = alpha * s + beta * *o);
+            }
+            c0 += w;
+        }
+    }
+}
+
+/// [`Backend::fista_update`] on a block of whole rows (row-major slices, `flags` one per row);
+/// returns the number of rows flagged converged and whether any was non-finite.
+#[allow(clippy::too_many_arguments)]
+fn fista_update_rows<F: Scalar>(
+    gs: &[F],
+    eta: F,
+    thr: F,
+    nonneg: bool,
+    coef: F,
+    tol: F,
+    xs: &mut [F],
+    zs: &mut [F],
+    zos: &mut [F],
+    fs: &mut [F],
+    l: usize,
+) -> (usize, bool) {
+    let zero = F::zero();
+    let (mut converged, mut non_finite) = (0, false);
+    let rows = gs
+        .chunks_exact(l)
+        .zip(xs.chunks_exact_mut(l))
+        .zip(zs.chunks_exact_mut(l))
+        .zip(zos.chunks_exact_mut(l))
+        .zip(fs.iter_mut());
+    for ((((gr, xr), zr), zor), f) in rows {
+        zor.copy_from_slice(zr);
+        // the new codes, by the previous flag (branch-free inner loops)
+        match (*f == zero, nonneg) {
+            (true, true) => {
+                for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
+                    let u = xv - eta * gv - thr;
+                    *zv = if u > zero { u } else { zero };
+                }
+            }
+            (true, false) => {
+                for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
+                    let u = xv - eta * gv;
+                    let m = u.abs() - thr;
+                    *zv = if m > zero { m.copysign(u) } else { zero };
+                }
+            }
+            (false, true) => {
+                for (zv, &xv) in zr.iter_mut().zip(xr.iter()) {
+                    *zv = if xv > zero { xv } else { zero };
+                }
+            }
+            (false, false) => zr.copy_from_slice(xr),
+        }
+        let (diff, old) = momentum_and_norms(coef, zr, zor, xr);
+        if !diff.is_finite() {
+            non_finite = true;
+        }
+        // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
+        let ok = old > zero && diff.sqrt() / old.sqrt() < tol;
+        *f = if ok { F::one() } else { zero };
+        converged += ok as usize;
+    }
+    (converged, non_finite)
+}
+
+/// [`Backend::col_mean_std`] of the columns `j0..j0 + mean.len()` of the row-major `(n, l)`
+/// matrix `xs`, `n >= 2`.
+fn col_mean_std_cols<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: &mut [F]) {
+    let w = m.len();
+    let n = xs.len() / l;
+    // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)).
+    // Accumulated in F over contiguous rows so that the loops vectorise; this runs once or
+    // twice per FISTA iteration when beta > 0.
+    // Shifted by the first row: a constant column then has a mean equal to its value and
+    // a std of exactly 0 (the hinge's gradient must vanish there), and rounding is smaller.
+    let first = &xs[j0..j0 + w];
+    m.fill(F::zero());
+    sd.fill(F::zero());
+    for row in xs.chunks_exact(l).skip(1) {
+        for ((acc, &v), &v0) in m.iter_mut().zip(&row[j0..j0 + w]).zip(first) {
+            *acc = *acc + (v - v0);
+        }
+    }
+    let inv_n = F::one() / F::c(n as f64);
+    m.iter_mut()
+        .zip(first)
+        .for_each(|(v, &v0)| *v = v0 + *v * inv_n);
+    for row in xs.chunks_exact(l) {
+        for ((acc, &v), &mu) in sd.iter_mut().zip(&row[j0..j0 + w]).zip(m.iter()) {
+            let d = v - mu;
+            *acc = *acc + d * d;
+        }
+    }
+    let inv = F::one() / F::c((n - 1) as f64);
+    sd.iter_mut().for_each(|v| *v = (*v * inv).sqrt());
+}
+
+/// Lanes of the split accumulators in [`momentum_and_norms`]: a single running sum is a chain of
+/// dependent additions that cannot vectorise; eight independent partial sums can.
+const LANES: usize = 8;
+
+/// `x <- z + coef (z - z_old)` on one row, returning `(||z_old - z||^2, ||z_old||^2)`.
+///
+/// The sums are accumulated in [`LANES`] interleaved partial sums (element `i` goes to lane
+/// `i mod LANES`), added pairwise at the end: a fixed order, so the result is deterministic,
+/// and the loop vectorises.
+fn momentum_and_norms<F: Scalar>(coef: F, z: &[F], z_old: &[F], x: &mut [F]) -> (F, F) {
+    let zero = F::zero();
+    let mut diff = [zero; LANES];
+    let mut old = [zero; LANES];
+    let mut xc = x.chunks_exact_mut(LANES);
+    let mut zc = z.chunks_exact(LANES);
+    let mut oc = z_old.chunks_exact(LANES);
+    for ((xs, zs), os) in (&mut xc).zip(&mut zc).zip(&mut oc) {
+        for i in 0..LANES {
+            let (zn, zo) = (zs[i], os[i]);
+            xs[i] = zn + coef * (zn - zo);
+            let dd = zo - zn;
+            diff[i] = diff[i] + dd * dd;
+            old[i] = old[i] + zo * zo;
+        }
+    }
+    let tail = xc
+        .into_remainder()
+        .iter_mut()
+        .zip(zc.remainder())
+        .zip(oc.remainder());
+    for (i, ((xv, &zn), &zo)) in tail.enumerate() {
+        *xv = zn + coef * (zn - zo);
+        let dd = zo - zn;
+        diff[i] = diff[i] + dd * dd;
+        old[i] = old[i] + zo * zo;
+    }
+    (sum_lanes(diff), sum_lanes(old))
+}
+
+/// Pairwise sum of the lanes of a split accumulator.
+fn sum_lanes<F: Scalar>(mut v: [F; LANES]) -> F {
+    let mut w = LANES;
+    while w > 1 {
+        w /= 2;
+        for i in 0..w {
+            v[i] = v[i] + v[i + w];
+        }
+    }
+    v[0]
 }
 
 fn dim(a: &Array2<impl Sized>) -> (usize, usize) {
@@ -130,7 +446,7 @@ impl<F: Scalar> Backend<F> for Cpu {
                 ),
             ));
         }
-        ndarray::linalg::general_mat_mul(alpha, &view(a, ta), &view(b, tb), beta, c);
+        mat_mul(alpha, view(a, ta), view(b, tb), beta, c.view_mut());
         Ok(())
     }
 
@@ -158,13 +474,12 @@ impl<F: Scalar> Backend<F> for Cpu {
         if rows == 0 {
             return Ok(());
         }
-        let mut cv = c.slice_mut(ndarray::s![..rows, ..]);
-        ndarray::linalg::general_mat_mul(
+        mat_mul(
             alpha,
-            &a.slice(ndarray::s![..rows, ..]),
-            &view(b, tb),
+            a.slice(ndarray::s![..rows, ..]),
+            view(b, tb),
             beta,
-            &mut cv,
+            c.slice_mut(ndarray::s![..rows, ..]),
         );
         Ok(())
     }
@@ -224,9 +539,6 @@ impl<F: Scalar> Backend<F> for Cpu {
         same_shape("fista_update", dim(g), dim(z))?;
         same_shape("fista_update", dim(g), dim(z_old))?;
         col_vec("fista_update: flags", dim(flags), g.nrows())?;
-        let zero = F::zero();
-        let mut converged = 0;
-        let mut non_finite = false;
         let l = g.ncols();
         let (Some(gs), Some(xs), Some(zs), Some(zos), Some(fs)) = (
             g.as_slice(),
@@ -244,51 +556,29 @@ impl<F: Scalar> Backend<F> for Cpu {
             z_old.assign(&zo);
             return Ok(rc);
         };
-        let rows = gs
-            .chunks_exact(l)
-            .zip(xs.chunks_exact_mut(l))
-            .zip(zs.chunks_exact_mut(l))
-            .zip(zos.chunks_exact_mut(l))
-            .zip(fs.iter_mut());
-        for ((((gr, xr), zr), zor), f) in rows {
-            zor.copy_from_slice(zr);
-            // the new codes, by the previous flag (branch-free inner loops)
-            match (*f == zero, nonneg) {
-                (true, true) => {
-                    for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
-                        let u = xv - eta * gv - thr;
-                        *zv = if u > zero { u } else { zero };
-                    }
-                }
-                (true, false) => {
-                    for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
-                        let u = xv - eta * gv;
-                        let m = u.abs() - thr;
-                        *zv = if m > zero { m.copysign(u) } else { zero };
-                    }
-                }
-                (false, true) => {
-                    for (zv, &xv) in zr.iter_mut().zip(xr.iter()) {
-                        *zv = if xv > zero { xv } else { zero };
-                    }
-                }
-                (false, false) => zr.copy_from_slice(xr),
-            }
-            let (mut diff, mut old) = (zero, zero);
-            for ((xv, &zn), &zo) in xr.iter_mut().zip(zr.iter()).zip(zor.iter()) {
-                *xv = zn + coef * (zn - zo);
-                let dd = zo - zn;
-                diff = diff + dd * dd;
-                old = old + zo * zo;
-            }
-            if !diff.is_finite() {
-                non_finite = true;
-            }
-            // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
-            let ok = old > zero && diff.sqrt() / old.sqrt() < tol;
-            *f = if ok { F::one() } else { zero };
-            converged += ok as usize;
+        let n = fs.len();
+        if n == 0 || l == 0 {
+            // no rows, or rows with no entries: nothing moves, and a zero row never converges
+            fs.fill(F::zero());
+            return Ok(RowConvergence {
+                converged: 0,
+                non_finite: false,
+            });
         }
+        let rows_per = n.div_ceil(threads::parts(n, n * l));
+        let mut results = vec![(0usize, false); n.div_ceil(rows_per)];
+        let work = gs
+            .chunks(rows_per * l)
+            .zip(xs.chunks_mut(rows_per * l))
+            .zip(zs.chunks_mut(rows_per * l))
+            .zip(zos.chunks_mut(rows_per * l))
+            .zip(fs.chunks_mut(rows_per))
+            .zip(results.iter_mut());
+        threads::for_each_part(work, |(((((g, x), z), zo), f), out)| {
+            *out = fista_update_rows(g, eta, thr, nonneg, coef, tol, x, z, zo, f, l);
+        });
+        let converged = results.iter().map(|r| r.0).sum();
+        let non_finite = results.iter().any(|r| r.1);
         Ok(RowConvergence {
             converged,
             non_finite,
@@ -382,9 +672,6 @@ impl<F: Scalar> Backend<F> for Cpu {
                 format!("an unbiased std needs at least 2 rows, got {n}"),
             ));
         }
-        // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)).
-        // Accumulated in F over contiguous rows so that the loops vectorise; this runs once or
-        // twice per FISTA iteration when beta > 0.
         let (Some(xs), Some(m), Some(sd)) = (a.as_slice(), mean.as_slice_mut(), std.as_slice_mut())
         else {
             let owned = a.as_standard_layout().into_owned();
@@ -395,28 +682,20 @@ impl<F: Scalar> Backend<F> for Cpu {
             std.assign(&s2);
             return Ok(());
         };
-        // Shifted by the first row: a constant column then has a mean equal to its value and
-        // a std of exactly 0 (the hinge's gradient must vanish there), and rounding is smaller.
-        let first = &xs[..l];
-        m.fill(F::zero());
-        sd.fill(F::zero());
-        for row in xs.chunks_exact(l).skip(1) {
-            for ((acc, &v), &v0) in m.iter_mut().zip(row).zip(first) {
-                *acc = *acc + (v - v0);
-            }
+        if l == 0 {
+            return Ok(());
         }
-        let inv_n = F::one() / F::c(n as f64);
-        m.iter_mut()
-            .zip(first)
-            .for_each(|(v, &v0)| *v = v0 + *v * inv_n);
-        for row in xs.chunks_exact(l) {
-            for ((acc, &v), &mu) in sd.iter_mut().zip(row).zip(m.iter()) {
-                let d = v - mu;
-                *acc = *acc + d * d;
-            }
-        }
-        let inv = F::one() / F::c((n - 1) as f64);
-        sd.iter_mut().for_each(|v| *v = (*v * inv).sqrt());
+        // Split over columns, so that each column's sums run over all rows in order, as on one
+        // thread.
+        let cols_per = l.div_ceil(threads::parts(l, n * l));
+        let work = m
+            .chunks_mut(cols_per)
+            .zip(sd.chunks_mut(cols_per))
+            .enumerate();
+        threads::for_each_part(work, |(p, (m, sd))| {
+            let j0 = p * cols_per;
+            col_mean_std_cols(xs, l, j0, m, sd);
+        });
         Ok(())
     }
 
@@ -488,6 +767,9 @@ impl<F: Scalar> Backend<F> for Cpu {
                 format!("the variance hinge needs at least 2 rows, got {n}"),
             ));
         }
+        if l == 0 {
+            return Ok(());
+        }
         let scale = -(F::c(2.0) * beta) / F::c((n - 1) as f64);
         // Coefficient per latent; exactly zero where the hinge is inactive or the std is zero
         // (adding 0 * (x - mu) then leaves the gradient unchanged).
@@ -508,12 +790,17 @@ impl<F: Scalar> Backend<F> for Cpu {
                 let mut c = c.borrow_mut();
                 c.clear();
                 c.extend(sd.iter().map(|&s| coef(s).f()));
+                let c = &c[..];
                 // f64 scratch holds F values exactly for f32 and f64
-                for (grow, xrow) in gs.chunks_exact_mut(l).zip(xs.chunks_exact(l)) {
-                    for (((gv, &xv), &m), &cj) in grow.iter_mut().zip(xrow).zip(mu).zip(c.iter()) {
-                        *gv = *gv + F::c(cj) * (xv - m);
+                let rows_per = n.div_ceil(threads::parts(n, n * l));
+                let work = gs.chunks_mut(rows_per * l).zip(xs.chunks(rows_per * l));
+                threads::for_each_part(work, |(gp, xp)| {
+                    for (grow, xrow) in gp.chunks_exact_mut(l).zip(xp.chunks_exact(l)) {
+                        for (((gv, &xv), &m), &cj) in grow.iter_mut().zip(xrow).zip(mu).zip(c) {
+                            *gv = *gv + F::c(cj) * (xv - m);
+                        }
                     }
-                }
+                });
             }),
             _ => {
                 for (mut grow, xrow) in grad.rows_mut().into_iter().zip(x.rows()) {

@@ -19,6 +19,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod threads;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]

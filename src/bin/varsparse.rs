@@ -451,10 +451,10 @@ fn main() -> ExitCode {
         eprintln!("error: --threads must be at least 1");
         return ExitCode::FAILURE;
     }
-    // SAFETY: set before any other thread exists; matrixmultiply reads it at its first GEMM.
-    unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
-    varsparse::backend::cpu::set_blas_threads(threads);
-    let result = match cli.command {
+    // The kernels split each batch over a pool of `threads` threads (backend::threads); BLAS runs
+    // single-threaded inside each part, so the two never compete for the cores.
+    varsparse::backend::cpu::set_blas_threads(1);
+    let result = varsparse::backend::threads::with_threads(threads, || match cli.command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(*args),
         Command::Encode(args) => encode(args),
@@ -464,7 +464,8 @@ fn main() -> ExitCode {
         Command::Denoise(args) => denoise(args),
         Command::Atoms(args) => atoms(args),
         Command::Sweep(args) => sweep(args),
-    };
+    })
+    .and_then(|r| r);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ Error::Interrupted { .. }) => {

@@ -1,0 +1,245 @@
+//! Threads and the sparse GEMM path of the CPU backend: every fast path equals the plain one.
+//!
+//! * The kernels split over a `with_threads` pool give bit-identical results for 1, 2 and 3
+//!   threads (each part computes what the one-thread loop computes for its rows).
+//! * The sparse GEMM path (taken when the left operand is mostly zeros) equals an f64 reference
+//!   product, as the dense path does.
+//! * A whole training run is bit-identical on 1 and 2 threads.
+
+use ndarray::Array2;
+use varsparse::backend::threads::{current_threads, with_threads};
+use varsparse::backend::{Backend, Cpu, Trans};
+use varsparse::decoder::{Decoder, DecoderKind};
+use varsparse::encoder::Lista;
+use varsparse::energy::EnergyParams;
+use varsparse::fista::{FistaParams, StepRule};
+use varsparse::init::{linear_uniform, rng, unit_f64};
+use varsparse::optim::{AdamParams, LrSchedule};
+use varsparse::scalar::Scalar;
+use varsparse::train::{StepConfig, Trainer};
+
+/// A seeded `(rows, cols)` matrix in [-1, 1) with about `density` of its entries non-zero.
+fn sparse<F: Scalar>(seed: u64, rows: usize, cols: usize, density: f64) -> Array2<F> {
+    let mut r = rng(seed);
+    Array2::from_shape_fn((rows, cols), |_| {
+        let keep = unit_f64(&mut r) < density;
+        let v = 2.0 * unit_f64(&mut r) - 1.0;
+        F::c(if keep { v } else { 0.0 })
+    })
+}
+
+fn reference(
+    alpha: f64,
+    a: &Array2<f64>,
+    ta: Trans,
+    b: &Array2<f64>,
+    tb: Trans,
+    beta: f64,
+    c: &Array2<f64>,
+) -> Array2<f64> {
+    let a = if ta == Trans::T { a.t() } else { a.view() };
+    let b = if tb == Trans::T { b.t() } else { b.view() };
+    let mut out = c.clone() * beta;
+    for i in 0..a.nrows() {
+        for j in 0..b.ncols() {
+            let s: f64 = (0..a.ncols()).map(|p| a[(i, p)] * b[(p, j)]).sum();
+            out[(i, j)] += alpha * s;
+        }
+    }
+    out
+}
+
+#[test]
+fn sparse_and_dense_gemm_equal_a_reference_product() {
+    let be = Cpu;
+    // densities on both sides of the sparse path's threshold; b used as stored and transposed
+    for (density, seed) in [(0.05, 1), (0.2, 2), (0.6, 3), (0.0, 4)] {
+        let a = sparse::<f64>(seed, 97, 70, density);
+        let b = sparse::<f64>(seed + 10, 70, 45, 1.0);
+        let bt = b.t().as_standard_layout().to_owned();
+        let c0 = sparse::<f64>(seed + 20, 97, 45, 1.0);
+        for (alpha, beta) in [(1.0, 0.0), (0.7, -1.3), (2.0, 1.0)] {
+            let want = reference(alpha, &a, Trans::N, &b, Trans::N, beta, &c0);
+            for (bm, tb) in [(&b, Trans::N), (&bt, Trans::T)] {
+                let mut c = c0.clone();
+                be.gemm(alpha, &a, Trans::N, bm, tb, beta, &mut c).unwrap();
+                let err = (&c - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert!(err < 1e-12, "density {density} {tb:?}: error {err}");
+            }
+            // the leading-rows form
+            let mut c = c0.clone();
+            be.gemm_rows(60, alpha, &a, &b, Trans::N, beta, &mut c)
+                .unwrap();
+            let err = (&c.slice(ndarray::s![..60, ..]) - &want.slice(ndarray::s![..60, ..]))
+                .iter()
+                .fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(err < 1e-12, "gemm_rows, density {density}: error {err}");
+            assert_eq!(
+                c.slice(ndarray::s![60.., ..]),
+                c0.slice(ndarray::s![60.., ..])
+            );
+        }
+    }
+}
+
+#[test]
+fn beta_zero_ignores_nan_in_c_on_the_sparse_path() {
+    let be = Cpu;
+    let a = sparse::<f32>(5, 40, 64, 0.1);
+    let b = sparse::<f32>(6, 64, 32, 1.0);
+    let mut c = Array2::from_elem((40, 32), f32::NAN);
+    be.gemm(1.0, &a, Trans::N, &b, Trans::N, 0.0, &mut c)
+        .unwrap();
+    assert!(c.iter().all(|v| v.is_finite()));
+}
+
+/// Runs `f` on 1, 2 and 3 threads and checks that the three results are equal.
+fn same_on_every_thread_count<T: PartialEq + std::fmt::Debug>(what: &str, f: impl Fn() -> T) {
+    let one = with_threads(1, &f).unwrap();
+    for t in [2, 3] {
+        let got = with_threads(t, || {
+            assert_eq!(current_threads(), t);
+            f()
+        })
+        .unwrap();
+        assert!(got == one, "{what}: {t} threads differ from 1");
+    }
+}
+
+fn kernels_on_every_thread_count<F: Scalar>() {
+    let be = Cpu;
+    let (n, l, d) = (250, 128, 96);
+    let z = sparse::<F>(1, n, l, 0.12);
+    let dense = sparse::<F>(2, n, l, 1.0);
+    let w = sparse::<F>(3, d, l, 1.0);
+    let g = sparse::<F>(4, l, l, 1.0);
+    let y = sparse::<F>(5, n, d, 1.0);
+    let gemms = || {
+        let mut out = Vec::new();
+        for (a, ta, b, tb, shape) in [
+            (&z, Trans::N, &g, Trans::N, (n, l)),
+            (&dense, Trans::N, &g, Trans::N, (n, l)),
+            (&z, Trans::N, &w, Trans::T, (n, d)),
+            (&y, Trans::N, &w, Trans::N, (n, l)),
+            (&y, Trans::T, &z, Trans::N, (d, l)),
+        ] {
+            let mut c = sparse::<F>(9, shape.0, shape.1, 1.0);
+            be.gemm(F::c(0.5), a, ta, b, tb, F::c(-1.0), &mut c)
+                .unwrap();
+            out.push(c);
+        }
+        let mut c = dense.clone();
+        be.gemm_rows(137, F::one(), &z, &g, Trans::N, F::zero(), &mut c)
+            .unwrap();
+        out.push(c);
+        out
+    };
+    same_on_every_thread_count("gemm", gemms);
+
+    let stats = || {
+        let (mut mean, mut std) = (Array2::zeros((1, l)), Array2::zeros((1, l)));
+        be.col_mean_std(&z, &mut mean, &mut std).unwrap();
+        let mut grad = dense.clone();
+        be.hinge_grad(&z, &mean, &std, F::c(3.0), F::c(0.5), &mut grad)
+            .unwrap();
+        (mean, std, grad)
+    };
+    same_on_every_thread_count("col_mean_std and hinge_grad", stats);
+
+    let update = || {
+        let (mut x, mut zz, mut zo) = (dense.clone(), z.clone(), Array2::zeros((n, l)));
+        // every other row flagged, so both kinds of row are in each part
+        let mut flags = Array2::from_shape_fn((n, 1), |(i, _)| F::c((i % 2) as f64));
+        let mut counts = Vec::new();
+        for k in 0..3 {
+            let rc = be
+                .fista_update(
+                    &dense,
+                    F::c(0.1),
+                    F::c(0.01),
+                    k != 1,
+                    F::c(0.3),
+                    F::c(0.5),
+                    &mut x,
+                    &mut zz,
+                    &mut zo,
+                    &mut flags,
+                )
+                .unwrap();
+            counts.push((rc.converged, rc.non_finite));
+        }
+        (x, zz, zo, flags, counts)
+    };
+    same_on_every_thread_count("fista_update", update);
+}
+
+#[test]
+fn kernels_are_bit_identical_on_every_thread_count_f32() {
+    kernels_on_every_thread_count::<f32>();
+}
+
+#[test]
+fn kernels_are_bit_identical_on_every_thread_count_f64() {
+    kernels_on_every_thread_count::<f64>();
+}
+
+#[test]
+fn threads_outside_and_inside_a_pool() {
+    assert_eq!(current_threads(), 1);
+    assert!(with_threads(0, || ()).is_err());
+    let nested = with_threads(2, || {
+        let inner = with_threads(3, current_threads).unwrap();
+        (inner, current_threads())
+    })
+    .unwrap();
+    assert_eq!(nested, (3, 2));
+    assert_eq!(current_threads(), 1);
+    // a kernel called from another thread does not use this thread's pool
+    with_threads(2, || {
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(current_threads(), 1));
+        });
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_vdl_training_run_is_bit_identical_on_one_and_two_threads() {
+    let (n, d, l) = (250, 64, 64);
+    let run = || {
+        let be = Cpu;
+        let mut r = rng(3);
+        let enc = Lista::init(&be, d, l, 3, &mut r).unwrap();
+        let dec = Decoder::init(&be, DecoderKind::Linear, d, l, &mut r).unwrap();
+        let config = StepConfig {
+            fista: FistaParams {
+                energy: EnergyParams {
+                    lambda: 0.02,
+                    beta: 10.0,
+                    threshold: 0.5,
+                    gamma: 5.0,
+                },
+                step: StepRule::Constant { eta: 0.5 },
+                ..FistaParams::default()
+            },
+            decoder_adam: AdamParams::new(1e-3, 1),
+            encoder_adam: AdamParams::new(3e-4, 3),
+            decoder_schedule: LrSchedule::Constant,
+            encoder_schedule: LrSchedule::Constant,
+            column_norm: false,
+            pixel_scale: 1.0,
+        };
+        let mut t = Trainer::new(&be, enc, dec, config).unwrap();
+        for b in 0..3 {
+            let y = linear_uniform::<f32>(&mut rng(100 + b), n, d, 1);
+            t.step(&be, &y, 0).unwrap();
+        }
+        (
+            t.decoder.to_host(&be).unwrap(),
+            t.encoder.to_host(&be).unwrap(),
+        )
+    };
+    let one = with_threads(1, run).unwrap();
+    let two = with_threads(2, run).unwrap();
+    assert_eq!(one, two);
+}
