@@ -1,15 +1,19 @@
-//! FISTA, LISTA and training-step throughput on MNIST-shaped batches (n 250, d 784, l 128).
+//! FISTA, LISTA, training-step and GEMM throughput on MNIST-shaped batches (n 250, d 784,
+//! l 128), on one and on two threads (`backend::threads::with_threads`).
 //!
 //! Inputs are synthetic (sparse non-negative codes through a random dictionary, plus noise) so
 //! that the bench needs no data files; FISTA runs a fixed 50 iterations (`tol = 0`) so the figure
-//! is the per-iteration cost, not a convergence speed. Throughput is in samples/s.
+//! is the per-iteration cost, not a convergence speed. Throughput is in samples/s. The `gemm`
+//! group compares the product of the codes with the Gram matrix for dense codes (matrixmultiply)
+//! and for codes with 12% non-zeros (the sparse path), at the same shape.
 //!
 //!     cargo bench --bench fista
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array2;
 use std::hint::black_box;
-use varsparse::backend::Cpu;
+use varsparse::backend::threads::with_threads;
+use varsparse::backend::{Backend, Cpu, Trans};
 use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::encoder::Lista;
 use varsparse::energy::EnergyParams;
@@ -23,6 +27,7 @@ const D: usize = 784;
 const L: usize = 128;
 const M: usize = 1024;
 const ITERS: usize = 50;
+const THREADS: [usize; 2] = [1, 2];
 
 fn inputs() -> Array2<f32> {
     let w = linear_uniform::<f32>(&mut rng(1), D, L, L);
@@ -64,9 +69,16 @@ fn bench_fista(c: &mut Criterion) {
             ..FistaParams::default()
         };
         let mut ws = FistaWorkspace::new(&be, dec, N).unwrap();
-        g.bench_function(name, |b| {
-            b.iter(|| fista::solve(&be, dec, black_box(&y), Some(&e), &params, &mut ws).unwrap())
-        });
+        for threads in THREADS {
+            with_threads(threads, || {
+                g.bench_function(format!("{name}/threads_{threads}"), |b| {
+                    b.iter(|| {
+                        fista::solve(&be, dec, black_box(&y), Some(&e), &params, &mut ws).unwrap()
+                    })
+                });
+            })
+            .unwrap();
+        }
     }
     g.finish();
 }
@@ -133,10 +145,48 @@ fn bench_train_step(c: &mut Criterion) {
         let enc = Lista::init(&be, D, L, 3, &mut r).unwrap();
         let dec = Decoder::init(&be, kind, D, L, &mut r).unwrap();
         let mut t: Trainer<f32, Cpu> = Trainer::new(&be, enc, dec, cfg).unwrap();
-        g.bench_function(name, |b| b.iter(|| t.step(&be, black_box(&y), 0).unwrap()));
+        for threads in THREADS {
+            with_threads(threads, || {
+                g.bench_function(format!("{name}/threads_{threads}"), |b| {
+                    b.iter(|| t.step(&be, black_box(&y), 0).unwrap())
+                });
+            })
+            .unwrap();
+        }
     }
     g.finish();
 }
 
-criterion_group!(benches, bench_fista, bench_lista, bench_train_step);
+fn bench_gemm(c: &mut Criterion) {
+    let be = Cpu;
+    let gram = linear_uniform::<f32>(&mut rng(8), L, L, 1);
+    let dense = linear_uniform::<f32>(&mut rng(9), N, L, 1);
+    // 12% non-zeros, as trained MNIST codes
+    let sparse = dense.mapv(|v| if v > 0.76 { v } else { 0.0 });
+    let mut out = Array2::<f32>::zeros((N, L));
+    let mut g = c.benchmark_group("gemm_codes_times_gram_n250_l128");
+    g.throughput(Throughput::Elements(N as u64));
+    for (name, x) in [("dense_codes", &dense), ("sparse_codes_12pct", &sparse)] {
+        for threads in THREADS {
+            with_threads(threads, || {
+                g.bench_function(format!("{name}/threads_{threads}"), |b| {
+                    b.iter(|| {
+                        be.gemm(1.0, black_box(x), Trans::N, &gram, Trans::N, 0.0, &mut out)
+                            .unwrap()
+                    })
+                });
+            })
+            .unwrap();
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_fista,
+    bench_lista,
+    bench_train_step,
+    bench_gemm
+);
 criterion_main!(benches);

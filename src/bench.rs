@@ -79,8 +79,10 @@ pub struct Row {
     pub seconds: f64,
     /// Samples per second at the median.
     pub samples_per_s: f64,
-    /// Achieved GFLOP/s (the path's multiply-adds × 2 / time); NaN where converged samples are
-    /// skipped and the work is not known.
+    /// Achieved GFLOP/s, counting the multiply-adds of the dense products (× 2 / time); NaN where
+    /// converged samples are skipped and the work is not known. The CPU backend skips the zeros
+    /// of mostly-zero codes (its sparse GEMM path), so for FISTA this is a dense-equivalent rate
+    /// and may exceed the GEMM reference at the same shape.
     pub gflops: f64,
     /// Mean objective per sample.
     pub mean_objective: f64,

@@ -26,7 +26,7 @@
 //! computed; the parameters of the epoch with the lowest one are copied aside and returned
 //! (the released code meant to do this but evaluated its last epoch). Every random draw — the
 //! initialisation, then the shuffles — comes from one ChaCha8 stream seeded by
-//! [`ClassifyParams::seed`], so a run is bit-identical for a given seed and GEMM thread count.
+//! [`ClassifyParams::seed`], so a run is bit-identical for a given seed.
 //!
 //! Features and parameters are `F` (`f32` in the protocol, `f64` for gradient checks); losses
 //! are accumulated in `f64`. The module knows nothing about MNIST: the command-line tool loads

@@ -5,6 +5,10 @@
 //! * The sparse GEMM path (taken when the left operand is mostly zeros) equals an f64 reference
 //!   product, as the dense path does.
 //! * A whole training run is bit-identical on 1 and 2 threads.
+//!
+//! With the `openblas` feature, OpenBLAS chooses its blocking by shape, so a dense GEMM on a part
+//! of the rows may round differently: there the GEMM results (and the training run) are compared
+//! to a tolerance instead of bit for bit.
 
 use ndarray::Array2;
 use varsparse::backend::threads::{current_threads, with_threads};
@@ -95,6 +99,11 @@ fn beta_zero_ignores_nan_in_c_on_the_sparse_path() {
 
 /// Runs `f` on 1, 2 and 3 threads and checks that the three results are equal.
 fn same_on_every_thread_count<T: PartialEq + std::fmt::Debug>(what: &str, f: impl Fn() -> T) {
+    same_on_every_thread_count_by(what, f, |a, b| a == b);
+}
+
+/// [`same_on_every_thread_count`] with the comparison `same`.
+fn same_on_every_thread_count_by<T>(what: &str, f: impl Fn() -> T, same: impl Fn(&T, &T) -> bool) {
     let one = with_threads(1, &f).unwrap();
     for t in [2, 3] {
         let got = with_threads(t, || {
@@ -102,8 +111,25 @@ fn same_on_every_thread_count<T: PartialEq + std::fmt::Debug>(what: &str, f: imp
             f()
         })
         .unwrap();
-        assert!(got == one, "{what}: {t} threads differ from 1");
+        assert!(same(&got, &one), "{what}: {t} threads differ from 1");
     }
+}
+
+/// Whether GEMM results must match bit for bit across thread counts (see the module docs).
+const GEMM_BITWISE: bool = !cfg!(feature = "openblas");
+
+/// Equal, or (without [`GEMM_BITWISE`]) equal to a relative `1e3` epsilons.
+fn gemm_equal<F: Scalar>(a: &[Array2<F>], b: &[Array2<F>]) -> bool {
+    if GEMM_BITWISE {
+        return a == b;
+    }
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.dim() == y.dim()
+                && x.iter().zip(y).all(|(&u, &v)| {
+                    (u - v).abs().f() <= 1e3 * F::EPS * (1.0 + u.abs().f().max(v.abs().f()))
+                })
+        })
 }
 
 fn kernels_on_every_thread_count<F: Scalar>() {
@@ -134,7 +160,7 @@ fn kernels_on_every_thread_count<F: Scalar>() {
         out.push(c);
         out
     };
-    same_on_every_thread_count("gemm", gemms);
+    same_on_every_thread_count_by("gemm", gemms, |a, b| gemm_equal(a, b));
 
     let stats = || {
         let (mut mean, mut std) = (Array2::zeros((1, l)), Array2::zeros((1, l)));
@@ -241,5 +267,10 @@ fn a_vdl_training_run_is_bit_identical_on_one_and_two_threads() {
     };
     let one = with_threads(1, run).unwrap();
     let two = with_threads(2, run).unwrap();
-    assert_eq!(one, two);
+    if GEMM_BITWISE {
+        assert_eq!(one, two);
+    } else {
+        let flat = |r: &(Vec<Array2<f32>>, Vec<Array2<f32>>)| [r.0.clone(), r.1.clone()].concat();
+        assert!(gemm_equal(&flat(&one), &flat(&two)));
+    }
 }

@@ -1,15 +1,18 @@
 //! The CPU backend: ndarray storage, GEMM through ndarray (matrixmultiply by default, OpenBLAS
-//! with the `openblas` feature), element-wise kernels as sequential loops.
+//! with the `openblas` feature) or, when the left operand is mostly zeros (codes), a sparse
+//! product that skips the zeros; element-wise kernels as loops written to vectorise.
 //!
-//! Reductions accumulate in `f64` in a fixed order, so results are bit-identical from run to run
-//! for a given thread count (matrixmultiply and OpenBLAS partition GEMM outputs between threads
-//! without changing each element's summation order).
+//! Reductions accumulate in a fixed order, so results are bit-identical from run to run.
 //!
 //! # Threads
 //!
-//! GEMM threading is process-global: matrixmultiply reads `MATMUL_NUM_THREADS` once, at its
-//! first multiplication (unset: the number of physical cores; it uses at most 4); OpenBLAS reads `OPENBLAS_NUM_THREADS` when it loads (see
-//! [`set_blas_threads`]). The element-wise kernels run on the calling thread.
+//! Called inside [`threads::with_threads`], the GEMMs, the fused FISTA update, the hinge's
+//! gradient and the column statistics split their rows (or columns) over the pool's threads;
+//! each part computes what the one-thread loop computes, so the results are the same for every
+//! thread count (see [`threads`]). Elsewhere every kernel runs on the calling thread.
+//! matrixmultiply is built without its own threads. OpenBLAS (feature `openblas`) has its own
+//! pool: call [`set_blas_threads`]`(1)` when you use [`threads::with_threads`], as the
+//! command-line tool does, so the two do not compete for the cores.
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
@@ -28,9 +31,8 @@ pub struct Cpu;
 
 /// Sets OpenBLAS's thread count (a no-op without the `openblas` feature).
 ///
-/// matrixmultiply, the default GEMM, takes its thread count from the environment variable
-/// `MATMUL_NUM_THREADS`, read once at its first use; the command-line tool sets it at start-up
-/// from `--threads`.
+/// matrixmultiply, the default GEMM, runs on the calling thread; varsparse's own pool
+/// ([`threads::with_threads`]) splits the work between threads.
 pub fn set_blas_threads(n: usize) {
     #[cfg(feature = "openblas")]
     {
@@ -45,7 +47,9 @@ pub fn set_blas_threads(n: usize) {
     let _ = n;
 }
 
-/// The fraction of non-zero entries of `a` below which [`mat_mul`] takes the sparse path.
+/// The fraction of non-zero entries of the left operand below which [`Cpu`]'s GEMMs take the
+/// sparse path: each row of the result is the sum of the rows of the right operand that the
+/// row's non-zeros select, scaled by them, and zeros cost nothing.
 ///
 /// The sparse path does about twice the work per multiply-add of a dense GEMM kernel (no FMA
 /// blocking, one pass over a row of `b` per non-zero), so it wins well below half density. The

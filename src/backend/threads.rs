@@ -9,7 +9,9 @@
 //! Each part computes exactly what the one-thread loop computes for its rows: no sum crosses a
 //! part boundary, and GEMM (matrixmultiply, single-threaded) gives each element the same
 //! summation order whatever the rows around it. So **the results are bit-identical for every
-//! thread count**, not only from run to run.
+//! thread count**, not only from run to run. (With the `openblas` feature this holds for every
+//! kernel but GEMM: OpenBLAS picks its blocking by shape, so a product split into parts may
+//! round differently in the last bits.)
 //!
 //! This is the only parallelism of the CPU path: matrixmultiply is built without its own threads,
 //! and the command-line tool sets OpenBLAS to one thread, so the pool never competes with a BLAS

@@ -32,7 +32,8 @@ use varsparse::{Error, ModelParams, Preset, Result, SparseCoder, checkpoint};
     about = "Sparse coding with variance-regularised codes"
 )]
 struct Cli {
-    /// Threads for GEMM (default: the number of available cores).
+    /// Threads for the CPU kernels (default: the number of available cores); results do not
+    /// depend on it.
     #[arg(long, global = true)]
     threads: Option<usize>,
     #[command(subcommand)]
@@ -236,7 +237,7 @@ struct TrainArgs {
     #[arg(long, value_name = "S")]
     seed: Option<u64>,
     /// Continue a run from its checkpoint (a run's latest/ directory); the result is
-    /// bit-identical to an uninterrupted run with the same seed and thread count.
+    /// bit-identical to an uninterrupted run with the same seed.
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
     /// Stop when the validation energy has not improved for N epochs (off by default).
@@ -1310,7 +1311,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         }
     );
     println!(
-        "| path | median s | samples/s | GFLOP/s | mean objective | rel. gap to optimum | sparsity |"
+        "| path | median s | samples/s | GFLOP/s (dense-equivalent) | mean objective | rel. gap to optimum | sparsity |"
     );
     println!("|---|---|---|---|---|---|---|");
     for r in &rows {
