@@ -23,6 +23,8 @@ use crate::scalar::Scalar;
 thread_local! {
     /// Per-thread scratch of the hinge's per-latent coefficients (no allocation per call).
     static COEF: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Per-thread scratch of the sparse product: one row's non-zero columns.
+    static NONZEROS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The CPU backend. Stateless; cheap to copy.
@@ -149,18 +151,23 @@ fn transpose<F: Scalar>(src: &[F], rows: usize, cols: usize) -> Vec<F> {
 /// `(m, n)`. Runs the AVX2 instantiation of [`sparse_rows`] where the CPU has AVX2 (the same
 /// operations in the same order, so the same result, only wider registers).
 fn sparse_mat_mul<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: usize, n: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above.
-        unsafe { sparse_rows_avx2(alpha, a, b, beta, c, k, n) };
-        return;
-    }
-    sparse_rows(alpha, a, b, beta, c, k, n);
+    NONZEROS.with(|nz| {
+        let mut nz = nz.borrow_mut();
+        nz.resize(k, 0);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { sparse_rows_avx2(alpha, a, b, beta, c, k, n, &mut nz) };
+            return;
+        }
+        sparse_rows(alpha, a, b, beta, c, k, n, &mut nz);
+    });
 }
 
 /// [`sparse_rows`] compiled with AVX2 enabled.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
 fn sparse_rows_avx2<F: Scalar>(
     alpha: F,
     a: &[F],
@@ -169,19 +176,30 @@ fn sparse_rows_avx2<F: Scalar>(
     c: &mut [F],
     k: usize,
     n: usize,
+    nz: &mut [usize],
 ) {
-    sparse_rows(alpha, a, b, beta, c, k, n);
+    sparse_rows(alpha, a, b, beta, c, k, n, nz);
 }
 
-/// The loops of the sparse path (see [`mat_mul`]).
+/// The loops of the sparse path (see [`mat_mul`]); `nz` is scratch of `k` entries for one row's
+/// non-zero columns.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn sparse_rows<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: usize, n: usize) {
-    // (offset of row j of b, a[i, j]) of one row's non-zeros, compacted without branches
-    let mut nz: Vec<(usize, F)> = vec![(0, F::zero()); k];
+fn sparse_rows<F: Scalar>(
+    alpha: F,
+    a: &[F],
+    b: &[F],
+    beta: F,
+    c: &mut [F],
+    k: usize,
+    n: usize,
+    nz: &mut [usize],
+) {
     for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
+        // the columns of the row's non-zeros, compacted without branches
         let mut cnt = 0;
         for (j, &v) in arow.iter().enumerate() {
-            nz[cnt] = (j * n, v);
+            nz[cnt] = j;
             cnt += usize::from(v != F::zero());
         }
         let nz = &nz[..cnt];
@@ -191,7 +209,8 @@ fn sparse_rows<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: u
             let mut acc = [F::zero(); SPARSE_BLOCK];
             if w == SPARSE_BLOCK {
                 // a fixed-length block, which the compiler keeps in registers
-                for &(off, v) in nz {
+                for &j in nz {
+                    let (off, v) = (j * n, arow[j]);
                     let Ok(brow) = <&[F; SPARSE_BLOCK]>::try_from(&b[off + c0..off + c0 + w])
                     else {
                         continue;
@@ -201,7 +220,8 @@ fn sparse_rows<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: u
                     }
                 }
             } else {
-                for &(off, v) in nz {
+                for &j in nz {
+                    let (off, v) = (j * n, arow[j]);
                     for (s, &bv) in acc[..w].iter_mut().zip(&b[off + c0..off + c0 + w]) {
                         *s = *s + v * bv;
                     }

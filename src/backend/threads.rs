@@ -255,11 +255,22 @@ pub(crate) fn parts(rows: usize, work: usize) -> usize {
 /// Runs `f` on every item, the first on the calling thread and the others on the pool's
 /// helpers, and returns when all are done. The items are disjoint parts of a kernel's operands;
 /// there are at most as many as threads (see [`parts`]).
-pub(crate) fn for_each_part<T: Send>(items: impl Iterator<Item = T>, f: impl Fn(T) + Sync) {
-    let items: Vec<Mutex<Option<T>>> = items.map(|x| Mutex::new(Some(x))).collect();
-    let pool = POOL.with(Cell::get);
-    match pool {
-        Some(pool) if items.len() > 1 && items.len() <= pool.threads() => {
+pub(crate) fn for_each_part<T: Send>(mut items: impl Iterator<Item = T>, f: impl Fn(T) + Sync) {
+    // one part (one thread, or a small kernel): run it here, without allocating
+    let Some(first) = items.next() else {
+        return;
+    };
+    let Some(second) = items.next() else {
+        f(first);
+        return;
+    };
+    let items: Vec<Mutex<Option<T>>> = [first, second]
+        .into_iter()
+        .chain(items)
+        .map(|x| Mutex::new(Some(x)))
+        .collect();
+    match POOL.with(Cell::get) {
+        Some(pool) if items.len() <= pool.threads() => {
             let run = |i: usize| {
                 let item = items[i].lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(item) = item {
