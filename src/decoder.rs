@@ -658,6 +658,11 @@ pub(crate) fn check_finite<F: Scalar, S: ndarray::Data<Elem = F>>(
     what: &str,
     a: &ndarray::ArrayBase<S, ndarray::Ix2>,
 ) -> Result<()> {
+    if let Some(s) = a.as_slice_memory_order() {
+        if crate::scalar::all_finite(s) {
+            return Ok(());
+        }
+    }
     match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
         Some((index, v)) => Err(Error::NonFiniteInput {

@@ -19,7 +19,7 @@
 //! Samples are independent: they are split over `threads` scoped threads, and the result does
 //! not depend on the thread count.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayViewMut1, Axis};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
 use crate::backend::{Backend, Cpu, Trans};
 use crate::error::{Error, Result};
@@ -83,33 +83,11 @@ pub fn nonneg_lasso(
             .axis_chunks_iter_mut(Axis(0), chunk)
             .zip(c.axis_chunks_iter(Axis(0), chunk))
             .zip(y.axis_chunks_iter(Axis(0), chunk))
-            .map(|((mut zc, cc), yc)| {
+            .map(|((zc, cc), yc)| {
                 let g = &g;
                 s.spawn(move || {
                     let mut ws = Solver::new(l);
-                    let mut iters = 0;
-                    let mut viol = 0.0f64;
-                    let mut obj = 0.0f64;
-                    for ((zr, cr), yr) in zc
-                        .axis_iter_mut(Axis(0))
-                        .zip(cc.axis_iter(Axis(0)))
-                        .zip(yc.axis_iter(Axis(0)))
-                    {
-                        let (it, v) = ws.solve(g, cr, shift, zr);
-                        iters += it;
-                        viol = viol.max(v);
-                        // (y^T y - 2 c^T z + z^T G z)/d + lambda sum z, with G z = b - grad
-                        let yy: f64 = yr.iter().map(|&v| v as f64 * v as f64).sum();
-                        let (mut cz, mut zgz, mut sz) = (0.0f64, 0.0f64, 0.0f64);
-                        for &j in &ws.active {
-                            let zj = ws.z[j];
-                            cz += cr[j] as f64 * zj;
-                            zgz += zj * (ws.b[j] - ws.grad[j]);
-                            sz += zj;
-                        }
-                        obj += (yy - 2.0 * cz + zgz) / d as f64 + lambda * sz;
-                    }
-                    (iters, viol, obj)
+                    solve_chunk(&mut ws, g, zc, cc, yc, shift, lambda)
                 })
             })
             .collect();
@@ -152,6 +130,79 @@ pub fn objective(w: &Array2<f32>, y: &Array2<f32>, z: &Array2<f32>, lambda: f64)
     total
 }
 
+/// One thread's samples: solves each row of `c` (`Y W`) into `z`; returns (iterations, largest
+/// relative KKT violation, summed objective). Runs the AVX2 instantiation of the loops where the
+/// CPU has AVX2 (the same operations in the same order, so the same result: no fused
+/// multiply-adds either way).
+fn solve_chunk(
+    ws: &mut Solver,
+    g: &Array2<f64>,
+    z: ArrayViewMut2<'_, f32>,
+    c: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+    shift: f64,
+    lambda: f64,
+) -> (usize, f64, f64) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { solve_chunk_avx2(ws, g, z, c, y, shift, lambda) };
+    }
+    solve_rows(ws, g, z, c, y, shift, lambda)
+}
+
+/// [`solve_rows`] compiled with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn solve_chunk_avx2(
+    ws: &mut Solver,
+    g: &Array2<f64>,
+    z: ArrayViewMut2<'_, f32>,
+    c: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+    shift: f64,
+    lambda: f64,
+) -> (usize, f64, f64) {
+    solve_rows(ws, g, z, c, y, shift, lambda)
+}
+
+/// The loop over one thread's samples (see [`solve_chunk`]).
+#[inline(always)]
+fn solve_rows(
+    ws: &mut Solver,
+    g: &Array2<f64>,
+    mut z: ArrayViewMut2<'_, f32>,
+    c: ArrayView2<'_, f32>,
+    y: ArrayView2<'_, f32>,
+    shift: f64,
+    lambda: f64,
+) -> (usize, f64, f64) {
+    let d = y.ncols() as f64;
+    let mut iters = 0;
+    let mut viol = 0.0f64;
+    let mut obj = 0.0f64;
+    for ((zr, cr), yr) in z
+        .axis_iter_mut(Axis(0))
+        .zip(c.axis_iter(Axis(0)))
+        .zip(y.axis_iter(Axis(0)))
+    {
+        let (it, v) = ws.solve(g, cr, shift, zr);
+        iters += it;
+        viol = viol.max(v);
+        // (y^T y - 2 c^T z + z^T G z)/d + lambda sum z, with G z = b - grad
+        let yy: f64 = yr.iter().map(|&v| v as f64 * v as f64).sum();
+        let (mut cz, mut zgz, mut sz) = (0.0f64, 0.0f64, 0.0f64);
+        for &j in &ws.active {
+            let zj = ws.z[j];
+            cz += cr[j] as f64 * zj;
+            zgz += zj * (ws.b[j] - ws.grad[j]);
+            sz += zj;
+        }
+        obj += (yy - 2.0 * cz + zgz) / d + lambda * sz;
+    }
+    (iters, viol, obj)
+}
+
 /// Per-thread buffers of the active-set method.
 struct Solver {
     l: usize,
@@ -163,6 +214,8 @@ struct Solver {
     z: Array1<f64>,
     grad: Array1<f64>,
     chol: Vec<f64>,
+    /// `1 / chol[i][i]` (multiplications instead of divisions in the substitutions).
+    inv_diag: Vec<f64>,
     rhs: Vec<f64>,
     sol: Vec<f64>,
 }
@@ -178,6 +231,7 @@ impl Solver {
             z: Array1::zeros(l),
             grad: Array1::zeros(l),
             chol: vec![0.0; l * l],
+            inv_diag: vec![0.0; l],
             rhs: vec![0.0; l],
             sol: vec![0.0; l],
         }
@@ -186,6 +240,7 @@ impl Solver {
     /// `s = G_AA^{-1} b_A` by Cholesky, extending the factor from the rows still valid (a
     /// support that only grew costs O(k^2)); `false` if `G_AA` is not numerically positive
     /// definite.
+    #[inline(always)]
     fn solve_support(&mut self, g: &Array2<f64>) -> bool {
         let k = self.active.len();
         let l = self.l;
@@ -202,8 +257,9 @@ impl Solver {
                         return false;
                     }
                     a[i * l + i] = sum.sqrt();
+                    self.inv_diag[i] = 1.0 / a[i * l + i];
                 } else {
-                    a[i * l + j] = sum / a[j * l + j];
+                    a[i * l + j] = sum * self.inv_diag[j];
                 }
             }
         }
@@ -213,35 +269,99 @@ impl Solver {
             for p in 0..i {
                 sum -= a[i * l + p] * self.rhs[p];
             }
-            self.rhs[i] = sum / a[i * l + i];
+            self.rhs[i] = sum * self.inv_diag[i];
         }
         for i in (0..k).rev() {
             let mut sum = self.rhs[i];
             for p in i + 1..k {
                 sum -= a[p * l + i] * self.sol[p];
             }
-            self.sol[i] = sum / a[i * l + i];
+            self.sol[i] = sum * self.inv_diag[i];
         }
         true
     }
 
     /// `grad = b - G z` over the support (rows of `G`: it is symmetric, and rows are contiguous).
+    ///
+    /// Four support rows at a time, so that `grad` is loaded and stored once per four rows.
+    #[inline(always)]
     fn update_grad(&mut self, g: &Array2<f64>) {
+        let l = self.l;
         let grad = self.grad.as_slice_mut().unwrap_or(&mut []);
         grad.copy_from_slice(&self.b);
-        for &j in &self.active {
-            let zj = self.z[j];
-            if zj != 0.0 {
-                let row = g.row(j);
-                let row = row.as_slice().unwrap_or(&[]);
-                for (o, &v) in grad.iter_mut().zip(row) {
-                    *o -= zj * v;
-                }
+        let gs = g.as_slice().unwrap_or(&[]);
+        let row = |j: usize| &gs[j * l..(j + 1) * l];
+        let z = &self.z;
+        let mut quads = self.active.chunks_exact(4);
+        for q in &mut quads {
+            let (z0, z1, z2, z3) = (z[q[0]], z[q[1]], z[q[2]], z[q[3]]);
+            let (r0, r1, r2, r3) = (row(q[0]), row(q[1]), row(q[2]), row(q[3]));
+            for i in 0..grad.len().min(l) {
+                grad[i] -= (z0 * r0[i] + z1 * r1[i]) + (z2 * r2[i] + z3 * r3[i]);
+            }
+        }
+        for &j in quads.remainder() {
+            let zj = z[j];
+            for (o, &v) in grad.iter_mut().zip(row(j)) {
+                *o -= zj * v;
             }
         }
     }
 
+    /// The coordinate with the largest gradient above `tol` (the first such on ties); entries
+    /// that must not enter (the support, a blocked coordinate) hold `-inf`.
+    #[inline(always)]
+    fn most_violating(&self, tol: f64) -> Option<usize> {
+        let grad = self.grad.as_slice().unwrap_or(&[]);
+        // 8 lanes of (max, first index holding it, as f64: exact below 2^53); compares and
+        // blends only, so it vectorises
+        const LANES: usize = 8;
+        let mut best = [f64::NEG_INFINITY; LANES];
+        let mut at = [0.0f64; LANES];
+        let mut base = [0.0f64; LANES];
+        for (k, b) in base.iter_mut().enumerate() {
+            *b = k as f64;
+        }
+        let mut chunks = grad.chunks_exact(LANES);
+        for c in &mut chunks {
+            for k in 0..LANES {
+                let take = c[k] > best[k];
+                best[k] = if take { c[k] } else { best[k] };
+                at[k] = if take { base[k] } else { at[k] };
+                base[k] += LANES as f64;
+            }
+        }
+        let mut top = (tol, usize::MAX);
+        let rem = chunks.remainder();
+        for (k, &v) in rem.iter().enumerate() {
+            if v > top.0 {
+                top = (v, grad.len() - rem.len() + k);
+            }
+        }
+        // across lanes: the largest value, the smallest index on ties (as a sequential scan)
+        for k in 0..LANES {
+            let i = at[k] as usize;
+            if best[k] > top.0 || (best[k] == top.0 && best[k] > tol && i < top.1) {
+                top = (best[k], i);
+            }
+        }
+        (top.1 != usize::MAX).then_some(top.1)
+    }
+
+    /// Hides the support and `blocked` from [`Solver::most_violating`]: their gradient entries
+    /// become `-inf` (the next [`Solver::update_grad`] restores them).
+    #[inline(always)]
+    fn mask(&mut self, blocked: usize) {
+        for &j in &self.active {
+            self.grad[j] = f64::NEG_INFINITY;
+        }
+        if let Some(v) = self.grad.get_mut(blocked) {
+            *v = f64::NEG_INFINITY;
+        }
+    }
+
     /// Solves one sample; returns (iterations, relative KKT violation).
+    #[inline(always)]
     fn solve(
         &mut self,
         g: &Array2<f64>,
@@ -266,17 +386,11 @@ impl Solver {
         let mut blocked = usize::MAX;
         for _ in 0..3 * l {
             // the most violating coordinate off the support
-            let mut best = (usize::MAX, tol);
-            for (j, (&gj, &member)) in self.grad.iter().zip(&self.in_active).enumerate() {
-                if gj > best.1 && !member && j != blocked {
-                    best = (j, gj);
-                }
-            }
-            if best.0 == usize::MAX {
+            let Some(best) = self.most_violating(tol) else {
                 break;
-            }
-            self.active.push(best.0);
-            self.in_active[best.0] = true;
+            };
+            self.active.push(best);
+            self.in_active[best] = true;
             iterations += 1;
             for _ in 0..=l {
                 if !self.solve_support(g) {
@@ -286,7 +400,7 @@ impl Solver {
                         self.z[j] = 0.0;
                     }
                     self.factored = self.factored.min(self.active.len());
-                    blocked = best.0;
+                    blocked = best;
                     break;
                 }
                 let k = self.active.len();
@@ -309,6 +423,10 @@ impl Solver {
                 for (i, &j) in self.active.iter().enumerate() {
                     self.z[j] += alpha * (self.sol[i] - self.z[j]);
                 }
+                // the factor's rows before the first removed coordinate stay valid (they depend
+                // only on the support before it, which keeps its order)
+                let first = self.active.iter().position(|&j| self.z[j] <= 0.0);
+                self.factored = self.factored.min(first.unwrap_or(self.active.len()));
                 let (z, member) = (&mut self.z, &mut self.in_active);
                 self.active.retain(|&j| {
                     if z[j] <= 0.0 {
@@ -319,15 +437,16 @@ impl Solver {
                         true
                     }
                 });
-                // a removal reorders the support: refactor from scratch
-                self.factored = 0;
                 if self.active.is_empty() {
-                    blocked = best.0;
+                    blocked = best;
                     break;
                 }
             }
             self.update_grad(g);
+            self.mask(blocked);
         }
+        // the true gradient on the support too, for the optimality check and the objective
+        self.update_grad(g);
         let mut viol = 0.0f64;
         for j in 0..l {
             let v = if self.z[j] > 0.0 {

@@ -62,3 +62,37 @@ impl Scalar for f64 {
         self
     }
 }
+
+/// Whether every element is finite, in one pass that vectorises: `v - v` is `0` for a finite `v`
+/// and NaN for an infinity or NaN, and 8 running sums of those keep the NaN.
+pub(crate) fn all_finite<F: Scalar>(s: &[F]) -> bool {
+    let mut acc = [F::zero(); 8];
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = *a + (v - v);
+        }
+    }
+    acc.iter().all(|a| *a == F::zero()) && chunks.remainder().iter().all(|v| v.is_finite())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_finds_every_kind_of_non_finite_anywhere() {
+        for len in [0usize, 1, 7, 8, 9, 31] {
+            let v = vec![1.5f32; len];
+            assert!(all_finite(&v), "len {len}");
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                for at in 0..len {
+                    let mut w = v.clone();
+                    w[at] = bad;
+                    assert!(!all_finite(&w), "len {len}, {bad} at {at}");
+                }
+            }
+        }
+        assert!(all_finite(&[f64::MAX, f64::MIN, 0.0, -0.0, 1e-310]));
+    }
+}

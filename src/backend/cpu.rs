@@ -61,6 +61,23 @@ pub const SPARSE_DENSITY: f64 = 0.25;
 /// Columns of `c` accumulated at once by the sparse path (a block that lives in registers).
 const SPARSE_BLOCK: usize = 64;
 
+/// Whether at most [`SPARSE_DENSITY`] of `a` is non-zero. Counts in blocks of 4096 and stops
+/// once the limit is passed, so a dense operand costs a sliver of a pass over it.
+fn mostly_zero<F: Scalar>(a: &[F]) -> bool {
+    let limit = (SPARSE_DENSITY * a.len() as f64) as usize;
+    let mut nnz = 0usize;
+    for block in a.chunks(4096) {
+        nnz += block
+            .iter()
+            .map(|&v| usize::from(v != F::zero()))
+            .sum::<usize>();
+        if nnz > limit {
+            return false;
+        }
+    }
+    true
+}
+
 /// `c <- alpha a b + beta c`, through a dense GEMM or, when `a` is mostly zeros, by gathering the
 /// rows of `b` that the non-zeros of each row of `a` select.
 ///
@@ -84,8 +101,7 @@ fn mat_mul<F: Scalar>(
     if n >= 8 && k > 0 {
         let cl = c.view_mut().into_slice();
         if let (Some(asl), Some(csl)) = (a.as_slice(), cl) {
-            let nnz = asl.iter().filter(|&&v| v != F::zero()).count();
-            if (nnz as f64) <= SPARSE_DENSITY * asl.len() as f64 {
+            if mostly_zero(asl) {
                 // a transposed `b` (`Trans::T`) is copied once into row-major order, which costs
                 // far less than the dense product it replaces
                 let transposed;
@@ -980,7 +996,10 @@ impl<F: Scalar> Backend<F> for Cpu {
     }
 
     fn all_finite(&self, a: &Array2<F>) -> Result<bool> {
-        Ok(a.iter().all(|v| v.is_finite()))
+        Ok(match a.as_slice_memory_order() {
+            Some(s) => crate::scalar::all_finite(s),
+            None => a.iter().all(|v| v.is_finite()),
+        })
     }
 
     fn psnr_sum(&self, residual: &Array2<F>, scale: F, floor: F) -> Result<F> {
