@@ -658,10 +658,10 @@ pub(crate) fn check_finite<F: Scalar, S: ndarray::Data<Elem = F>>(
     what: &str,
     a: &ndarray::ArrayBase<S, ndarray::Ix2>,
 ) -> Result<()> {
-    if let Some(s) = a.as_slice_memory_order() {
-        if crate::scalar::all_finite(s) {
-            return Ok(());
-        }
+    if let Some(s) = a.as_slice_memory_order()
+        && crate::scalar::all_finite(s)
+    {
+        return Ok(());
     }
     match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),

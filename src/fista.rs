@@ -343,15 +343,16 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
             (true, Some((g_mat, c, _))) => {
                 // grad[active] = (2/d)(X[active] G - C[active])
                 let two_d = F::c(2.0) / F::c(self.decoder.input_dim() as f64);
-                let k = be.gather_active_rows(flags, point, &mut dec.xc)?;
-                if k == be.shape(point).0 {
-                    be.copy(c, grad)?;
-                    be.gemm(two_d, point, Trans::N, g_mat, Trans::N, -two_d, grad)?;
-                } else {
-                    be.gather_active_rows(flags, c, &mut dec.gc)?;
-                    be.gemm_rows(k, two_d, &dec.xc, g_mat, Trans::N, -two_d, &mut dec.gc)?;
-                    be.scatter_active_rows(flags, &dec.gc, grad)?;
-                }
+                be.gram_grad_active(
+                    flags,
+                    point,
+                    g_mat,
+                    c,
+                    two_d,
+                    grad,
+                    &mut dec.xc,
+                    &mut dec.gc,
+                )?;
             }
             _ => {
                 self.decoder

@@ -65,6 +65,7 @@ impl Scalar for f64 {
 
 /// Whether every element is finite, in one pass that vectorises: `v - v` is `0` for a finite `v`
 /// and NaN for an infinity or NaN, and 8 running sums of those keep the NaN.
+#[allow(clippy::eq_op)] // `v - v` is the test, not a mistake
 pub(crate) fn all_finite<F: Scalar>(s: &[F]) -> bool {
     let mut acc = [F::zero(); 8];
     let mut chunks = s.chunks_exact(8);

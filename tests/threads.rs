@@ -12,7 +12,7 @@
 
 use ndarray::Array2;
 use varsparse::backend::threads::{current_threads, with_threads};
-use varsparse::backend::{Backend, Cpu, Trans};
+use varsparse::backend::{Backend, Cpu, Trans, gram_grad_active_composed};
 use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::encoder::Lista;
 use varsparse::energy::EnergyParams;
@@ -97,6 +97,66 @@ fn beta_zero_ignores_nan_in_c_on_the_sparse_path() {
     assert!(c.iter().all(|v| v.is_finite()));
 }
 
+/// The CPU backend's one-pass Gram gradient on the active rows equals the gather, GEMM and
+/// scatter composition bit for bit, on both sides of the sparse threshold, for every pattern of
+/// converged rows and every thread count.
+fn gram_grad_active_equals_the_composition<F: Scalar>() {
+    let be = Cpu;
+    let (n, l) = (61, 40);
+    let g = sparse::<F>(11, l, l, 1.0);
+    let c = sparse::<F>(12, n, l, 1.0);
+    let dense = sparse::<F>(13, n, l, 1.0);
+    let alpha = F::c(2.0 / 784.0);
+    for (density, seed) in [(0.05, 21), (0.2, 22), (0.25, 23), (0.3, 24), (0.7, 25)] {
+        let x = sparse::<F>(seed, n, l, density);
+        let flag_sets: [Box<dyn Fn(usize) -> bool>; 4] = [
+            Box::new(|_| false),
+            Box::new(|i| i % 2 == 1),
+            Box::new(|i| i % 7 != 3),
+            Box::new(|_| true),
+        ];
+        for (p, flagged) in flag_sets.iter().enumerate() {
+            let flags =
+                Array2::from_shape_fn((n, 1), |(i, _)| F::c(f64::from(u8::from(flagged(i)))));
+            // converged rows dense: only the active rows' density may decide the path
+            let mut x = x.clone();
+            for i in (0..n).filter(|&i| flagged(i)) {
+                x.row_mut(i).assign(&dense.row(i));
+            }
+            let run = |fused: bool| {
+                let mut grad = Array2::from_elem((n, l), F::c(7.0));
+                let (mut xc, mut cc) = (Array2::zeros((n, l)), Array2::zeros((n, l)));
+                if fused {
+                    be.gram_grad_active(&flags, &x, &g, &c, alpha, &mut grad, &mut xc, &mut cc)
+                        .unwrap();
+                } else {
+                    gram_grad_active_composed(
+                        &be, &flags, &x, &g, &c, alpha, &mut grad, &mut xc, &mut cc,
+                    )
+                    .unwrap();
+                }
+                grad
+            };
+            let want = with_threads(1, || run(false)).unwrap();
+            same_on_every_thread_count_by(
+                "gram_grad_active",
+                || run(true),
+                |got, _| gemm_equal(std::slice::from_ref(got), std::slice::from_ref(&want)),
+            );
+            assert!(
+                gemm_equal(&[with_threads(2, || run(true)).unwrap()], &[want]),
+                "density {density}, flags {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn gram_grad_active_equals_the_composition_f32_and_f64() {
+    gram_grad_active_equals_the_composition::<f32>();
+    gram_grad_active_equals_the_composition::<f64>();
+}
+
 /// Runs `f` on 1, 2 and 3 threads and checks that the three results are equal.
 fn same_on_every_thread_count<T: PartialEq + std::fmt::Debug>(what: &str, f: impl Fn() -> T) {
     same_on_every_thread_count_by(what, f, |a, b| a == b);
@@ -158,6 +218,15 @@ fn kernels_on_every_thread_count<F: Scalar>() {
         be.gemm_rows(137, F::one(), &z, &g, Trans::N, F::zero(), &mut c)
             .unwrap();
         out.push(c);
+        // dense, with parts whose row and column counts are not multiples of the kernel's tile
+        // (split by rows, then by columns)
+        for (m, k2, n2) in [(61, 40, 40), (21, 30, 77)] {
+            let (a, b) = (sparse::<F>(6, m, k2, 1.0), sparse::<F>(7, k2, n2, 1.0));
+            let mut c = sparse::<F>(8, m, n2, 1.0);
+            be.gemm(F::c(0.7), &a, Trans::N, &b, Trans::N, F::c(-1.3), &mut c)
+                .unwrap();
+            out.push(c);
+        }
         out
     };
     same_on_every_thread_count_by("gemm", gemms, |a, b| gemm_equal(a, b));

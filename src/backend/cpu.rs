@@ -21,8 +21,6 @@ use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
 thread_local! {
-    /// Per-thread scratch of the hinge's per-latent coefficients (no allocation per call).
-    static COEF: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Per-thread scratch of the sparse product: one row's non-zero columns.
     static NONZEROS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -58,6 +56,14 @@ pub fn set_blas_threads(n: usize) {
 /// codes it is for are 80-95% zeros.
 pub const SPARSE_DENSITY: f64 = 0.25;
 
+/// The dense path splits rows and columns at multiples of this, so that every part's kernel tiles
+/// are the whole product's. matrixmultiply computes a full `MR x NR` tile of `c` as
+/// `alpha AB + beta C` in its kernel, but a tile cut by the edge of `c` through a buffer (`alpha
+/// AB` into it, then `beta C + buffer`), which rounds differently when `beta != 0`. Its tiles are
+/// at most 16 by 16 (AVX-512 f32), 8 by 8 on AVX2. With aligned splits only the tiles at the edge
+/// of the whole product are cut, so the result is the same for every thread count.
+const GEMM_TILE: usize = 16;
+
 /// Columns of `c` accumulated at once by the sparse path (a block that lives in registers).
 const SPARSE_BLOCK: usize = 64;
 
@@ -76,6 +82,19 @@ fn mostly_zero<F: Scalar>(a: &[F]) -> bool {
         }
     }
     true
+}
+
+/// [`mostly_zero`] over the rows of `a` (`l` columns) whose flag in `fs` is zero, as if they were
+/// gathered into one matrix.
+fn active_mostly_zero<F: Scalar>(a: &[F], fs: &[F], l: usize) -> bool {
+    let (mut nnz, mut rows) = (0usize, 0usize);
+    for (row, &f) in a.chunks_exact(l).zip(fs) {
+        if f == F::zero() {
+            nnz += row.iter().map(|&v| u32::from(v != F::zero())).sum::<u32>() as usize;
+            rows += 1;
+        }
+    }
+    nnz <= (SPARSE_DENSITY * (rows * l) as f64) as usize
 }
 
 /// `c <- alpha a b + beta c`, through a dense GEMM or, when `a` is mostly zeros, by gathering the
@@ -100,35 +119,35 @@ fn mat_mul<F: Scalar>(
     let rows_per = m.div_ceil(parts).max(1);
     if n >= 8 && k > 0 {
         let cl = c.view_mut().into_slice();
-        if let (Some(asl), Some(csl)) = (a.as_slice(), cl) {
-            if mostly_zero(asl) {
-                // a transposed `b` (`Trans::T`) is copied once into row-major order, which costs
-                // far less than the dense product it replaces
-                let transposed;
-                let bsl = match (b.as_slice(), b.t().to_slice()) {
-                    (Some(bsl), _) => bsl,
-                    (None, Some(stored)) => {
-                        transposed = transpose(stored, n, k);
-                        &transposed[..]
-                    }
-                    (None, None) => {
-                        transposed = b.iter().copied().collect::<Vec<F>>();
-                        &transposed[..]
-                    }
-                };
-                let work = asl.chunks(rows_per * k).zip(csl.chunks_mut(rows_per * n));
-                threads::for_each_part(work, |(ap, cp)| {
-                    sparse_mat_mul(alpha, ap, bsl, beta, cp, k, n);
-                });
-                return;
-            }
+        if let (Some(asl), Some(csl)) = (a.as_slice(), cl)
+            && mostly_zero(asl)
+        {
+            // a transposed `b` (`Trans::T`) is copied once into row-major order, which costs
+            // far less than the dense product it replaces
+            let transposed;
+            let bsl = match (b.as_slice(), b.t().to_slice()) {
+                (Some(bsl), _) => bsl,
+                (None, Some(stored)) => {
+                    transposed = transpose(stored, n, k);
+                    &transposed[..]
+                }
+                (None, None) => {
+                    transposed = b.iter().copied().collect::<Vec<F>>();
+                    &transposed[..]
+                }
+            };
+            let work = asl.chunks(rows_per * k).zip(csl.chunks_mut(rows_per * n));
+            threads::for_each_part(work, |(ap, cp)| {
+                sparse_mat_mul(alpha, ap, bsl, beta, cp, k, n);
+            });
+            return;
         }
     }
     if n > m {
         // Split the columns: each part packs all of `a` and its share of `b`, where a split of
         // the rows would have every part pack all of the larger `b`.
         let parts = threads::parts(n, m * k * n);
-        let cols_per = n.div_ceil(parts).max(1);
+        let cols_per = n.div_ceil(parts).max(1).next_multiple_of(GEMM_TILE);
         let work = b
             .axis_chunks_iter(Axis(1), cols_per)
             .zip(c.axis_chunks_iter_mut(Axis(1), cols_per));
@@ -137,6 +156,7 @@ fn mat_mul<F: Scalar>(
         });
         return;
     }
+    let rows_per = rows_per.next_multiple_of(GEMM_TILE);
     let work = a
         .axis_chunks_iter(Axis(0), rows_per)
         .zip(c.axis_chunks_iter_mut(Axis(0), rows_per));
@@ -212,48 +232,141 @@ fn sparse_rows<F: Scalar>(
     nz: &mut [usize],
 ) {
     for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
-        // the columns of the row's non-zeros, compacted without branches
-        let mut cnt = 0;
-        for (j, &v) in arow.iter().enumerate() {
-            nz[cnt] = j;
-            cnt += usize::from(v != F::zero());
+        sparse_row(alpha, arow, b, beta, None, crow, n, nz);
+    }
+}
+
+/// One row of the sparse path: `out <- alpha sum_j arow[j] b[j, ..] + beta base`, the sum over
+/// the non-zeros `j` of `arow` in ascending order, `base` the old `out` when `None` (and
+/// ignored when `beta = 0`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn sparse_row<F: Scalar>(
+    alpha: F,
+    arow: &[F],
+    b: &[F],
+    beta: F,
+    base: Option<&[F]>,
+    out: &mut [F],
+    n: usize,
+    nz: &mut [usize],
+) {
+    // the columns of the row's non-zeros, compacted without branches
+    let mut cnt = 0;
+    for (j, &v) in arow.iter().enumerate() {
+        nz[cnt] = j;
+        cnt += usize::from(v != F::zero());
+    }
+    let nz = &nz[..cnt];
+    let mut c0 = 0;
+    while c0 < n {
+        let w = SPARSE_BLOCK.min(n - c0);
+        let mut acc = [F::zero(); SPARSE_BLOCK];
+        if w == SPARSE_BLOCK {
+            // a fixed-length block, which the compiler keeps in registers
+            for &j in nz {
+                let (off, v) = (j * n, arow[j]);
+                let Ok(brow) = <&[F; SPARSE_BLOCK]>::try_from(&b[off + c0..off + c0 + w]) else {
+                    continue;
+                };
+                for (s, &bv) in acc.iter_mut().zip(brow) {
+                    *s = *s + v * bv;
+                }
+            }
+        } else {
+            for &j in nz {
+                let (off, v) = (j * n, arow[j]);
+                for (s, &bv) in acc[..w].iter_mut().zip(&b[off + c0..off + c0 + w]) {
+                    *s = *s + v * bv;
+                }
+            }
         }
-        let nz = &nz[..cnt];
-        let mut c0 = 0;
-        while c0 < n {
-            let w = SPARSE_BLOCK.min(n - c0);
-            let mut acc = [F::zero(); SPARSE_BLOCK];
-            if w == SPARSE_BLOCK {
-                // a fixed-length block, which the compiler keeps in registers
-                for &j in nz {
-                    let (off, v) = (j * n, arow[j]);
-                    let Ok(brow) = <&[F; SPARSE_BLOCK]>::try_from(&b[off + c0..off + c0 + w])
-                    else {
-                        continue;
-                    };
-                    for (s, &bv) in acc.iter_mut().zip(brow) {
-                        *s = *s + v * bv;
-                    }
-                }
-            } else {
-                for &j in nz {
-                    let (off, v) = (j * n, arow[j]);
-                    for (s, &bv) in acc[..w].iter_mut().zip(&b[off + c0..off + c0 + w]) {
-                        *s = *s + v * bv;
-                    }
-                }
-            }
-            let out = &mut crow[c0..c0 + w];
-            if beta == F::zero() {
-                out.iter_mut()
-                    .zip(&acc[..w])
-                    .for_each(|(o, &s)| *o = alpha * s);
-            } else {
-                out.iter_mut()
-                    .zip(&acc[..w])
-                    .for_each(|(o, &s)| *o = alpha * s + beta * *o);
-            }
-            c0 += w;
+        let o = &mut out[c0..c0 + w];
+        match base {
+            _ if beta == F::zero() => o
+                .iter_mut()
+                .zip(&acc[..w])
+                .for_each(|(o, &s)| *o = alpha * s),
+            None => o
+                .iter_mut()
+                .zip(&acc[..w])
+                .for_each(|(o, &s)| *o = alpha * s + beta * *o),
+            Some(base) => o
+                .iter_mut()
+                .zip(&acc[..w])
+                .zip(&base[c0..c0 + w])
+                .for_each(|((o, &s), &bv)| *o = alpha * s + beta * bv),
+        }
+        c0 += w;
+    }
+}
+
+/// [`Backend::gram_grad_active`]'s one pass on a block of whole rows (row-major slices, `fs` one
+/// flag per row): active rows get `alpha (x G) - alpha c` by the sparse path, the others zero.
+/// Runs the AVX2 instantiation where the CPU has AVX2, as [`sparse_mat_mul`].
+#[allow(clippy::too_many_arguments)]
+fn gram_grad_rows<F: Scalar>(
+    alpha: F,
+    xs: &[F],
+    g: &[F],
+    cs: &[F],
+    fs: &[F],
+    out: &mut [F],
+    l: usize,
+) {
+    NONZEROS.with(|nz| {
+        let mut nz = nz.borrow_mut();
+        nz.resize(l, 0);
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { gram_grad_rows_avx2(alpha, xs, g, cs, fs, out, l, &mut nz) };
+            return;
+        }
+        gram_grad_rows_plain(alpha, xs, g, cs, fs, out, l, &mut nz);
+    });
+}
+
+/// [`gram_grad_rows_plain`] compiled with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+fn gram_grad_rows_avx2<F: Scalar>(
+    alpha: F,
+    xs: &[F],
+    g: &[F],
+    cs: &[F],
+    fs: &[F],
+    out: &mut [F],
+    l: usize,
+    nz: &mut [usize],
+) {
+    gram_grad_rows_plain(alpha, xs, g, cs, fs, out, l, nz);
+}
+
+/// The loop of [`gram_grad_rows`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn gram_grad_rows_plain<F: Scalar>(
+    alpha: F,
+    xs: &[F],
+    g: &[F],
+    cs: &[F],
+    fs: &[F],
+    out: &mut [F],
+    l: usize,
+    nz: &mut [usize],
+) {
+    let rows = xs
+        .chunks_exact(l)
+        .zip(cs.chunks_exact(l))
+        .zip(out.chunks_exact_mut(l))
+        .zip(fs);
+    for (((xrow, crow), orow), &f) in rows {
+        if f == F::zero() {
+            sparse_row(alpha, xrow, g, -alpha, Some(crow), orow, l, nz);
+        } else {
+            orow.fill(F::zero());
         }
     }
 }
@@ -522,6 +635,49 @@ impl<F: Scalar> Backend<F> for Cpu {
             c.slice_mut(ndarray::s![..rows, ..]),
         );
         Ok(())
+    }
+
+    /// One pass over the rows, without the gather and scatter copies, where the active rows of
+    /// `x` are mostly zero (the test [`mat_mul`] makes on the gathered rows) and every matrix is
+    /// stored row-major; then it computes what the composition does, in the same order, so the
+    /// result is the same to the bit. Otherwise the composition.
+    fn gram_grad_active(
+        &self,
+        flags: &Array2<F>,
+        x: &Array2<F>,
+        g: &Array2<F>,
+        c: &Array2<F>,
+        alpha: F,
+        grad: &mut Array2<F>,
+        xc: &mut Array2<F>,
+        cc: &mut Array2<F>,
+    ) -> Result<()> {
+        let (n, l) = x.dim();
+        same_shape("gram_grad_active: grad", dim(x), dim(grad))?;
+        same_shape("gram_grad_active: c", dim(x), dim(c))?;
+        same_shape("gram_grad_active: G", (l, l), dim(g))?;
+        col_vec("gram_grad_active: flags", dim(flags), n)?;
+        if let (Some(xs), Some(gs), Some(cs), Some(fs), true) = (
+            x.as_slice(),
+            g.as_slice(),
+            c.as_slice(),
+            flags.as_slice(),
+            l >= 8 && grad.is_standard_layout(),
+        ) && active_mostly_zero(xs, fs, l)
+        {
+            let out = grad.as_slice_mut().unwrap_or(&mut []);
+            let rows_per = n.div_ceil(threads::parts(n, n * l * l)).max(1);
+            let work = xs
+                .chunks(rows_per * l)
+                .zip(cs.chunks(rows_per * l))
+                .zip(fs.chunks(rows_per))
+                .zip(out.chunks_mut(rows_per * l));
+            threads::for_each_part(work, |(((xp, cp), fp), op)| {
+                gram_grad_rows(alpha, xp, gs, cp, fp, op, l);
+            });
+            return Ok(());
+        }
+        super::gram_grad_active_composed(self, flags, x, g, c, alpha, grad, xc, cc)
     }
 
     fn gather_active_rows(
@@ -826,22 +982,24 @@ impl<F: Scalar> Backend<F> for Cpu {
             mean.as_slice(),
             std.as_slice(),
         ) {
-            (Some(xs), Some(gs), Some(mu), Some(sd)) => COEF.with(|c| {
-                let mut c = c.borrow_mut();
-                c.clear();
-                c.extend(sd.iter().map(|&s| coef(s).f()));
-                let c = &c[..];
-                // f64 scratch holds F values exactly for f32 and f64
+            (Some(xs), Some(gs), Some(mu), Some(sd)) => {
+                let c: Vec<F> = sd.iter().map(|&s| coef(s)).collect();
+                if c.iter().all(|&v| v == F::zero()) {
+                    // the hinge is inactive in every column: the gradient is unchanged
+                    return Ok(());
+                }
+                let (c, mu) = (&c[..l], &mu[..l]);
                 let rows_per = n.div_ceil(threads::parts(n, n * l));
                 let work = gs.chunks_mut(rows_per * l).zip(xs.chunks(rows_per * l));
                 threads::for_each_part(work, |(gp, xp)| {
                     for (grow, xrow) in gp.chunks_exact_mut(l).zip(xp.chunks_exact(l)) {
-                        for (((gv, &xv), &m), &cj) in grow.iter_mut().zip(xrow).zip(mu).zip(c) {
-                            *gv = *gv + F::c(cj) * (xv - m);
+                        let (grow, xrow) = (&mut grow[..l], &xrow[..l]);
+                        for j in 0..l {
+                            grow[j] = grow[j] + c[j] * (xrow[j] - mu[j]);
                         }
                     }
                 });
-            }),
+            }
             _ => {
                 for (mut grow, xrow) in grad.rows_mut().into_iter().zip(x.rows()) {
                     for j in 0..l {

@@ -141,6 +141,27 @@ pub trait Backend<F: Scalar> {
         src: &Self::Mat,
         dst: &mut Self::Mat,
     ) -> Result<()>;
+    /// FISTA's Gram-path gradient on the active rows: for each row `i` with `flags[i, 0] = 0`,
+    /// `grad[i] <- alpha (x[i] g) - alpha c[i]`; the other rows of `grad` are set to zero.
+    /// `xc` and `cc` are scratch of `x`'s and `c`'s shape.
+    ///
+    /// The default gathers the active rows of `x` and `c` into the scratch, multiplies with
+    /// [`Backend::gemm_rows`] and scatters the result ([`gram_grad_active_composed`]); the CPU
+    /// backend does it in one pass over the rows where `x` is mostly zeros.
+    #[allow(clippy::too_many_arguments)]
+    fn gram_grad_active(
+        &self,
+        flags: &Self::Mat,
+        x: &Self::Mat,
+        g: &Self::Mat,
+        c: &Self::Mat,
+        alpha: F,
+        grad: &mut Self::Mat,
+        xc: &mut Self::Mat,
+        cc: &mut Self::Mat,
+    ) -> Result<()> {
+        gram_grad_active_composed(self, flags, x, g, c, alpha, grad, xc, cc)
+    }
     /// `dst <- src`.
     fn copy(&self, src: &Self::Mat, dst: &mut Self::Mat) -> Result<()>;
     /// `y <- alpha * x + beta * y`.
@@ -290,4 +311,31 @@ pub(crate) fn same_shape(op: &str, a: (usize, usize), b: (usize, usize)) -> Resu
             format!("operands have shapes {a:?} and {b:?}, which must be equal"),
         ))
     }
+}
+
+/// [`Backend::gram_grad_active`] through gather, [`Backend::gemm_rows`] and scatter (the
+/// trait's default; public so that a backend's own version can be tested against it).
+///
+/// # Errors
+/// As the kernels it calls.
+#[allow(clippy::too_many_arguments)]
+pub fn gram_grad_active_composed<F: Scalar, B: Backend<F> + ?Sized>(
+    be: &B,
+    flags: &B::Mat,
+    x: &B::Mat,
+    g: &B::Mat,
+    c: &B::Mat,
+    alpha: F,
+    grad: &mut B::Mat,
+    xc: &mut B::Mat,
+    cc: &mut B::Mat,
+) -> Result<()> {
+    let k = be.gather_active_rows(flags, x, xc)?;
+    if k == be.shape(x).0 {
+        be.copy(c, grad)?;
+        return be.gemm(alpha, x, Trans::N, g, Trans::N, -alpha, grad);
+    }
+    be.gather_active_rows(flags, c, cc)?;
+    be.gemm_rows(k, alpha, xc, g, Trans::N, -alpha, cc)?;
+    be.scatter_active_rows(flags, cc, grad)
 }
