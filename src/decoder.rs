@@ -537,6 +537,80 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         Ok(k)
     }
 
+    /// [`Decoder::recon_grad_active`] of the one-hidden-layer decoder through the hidden-layer
+    /// Gram matrix `g2 = W2^T W2` `(m, m)` and `c2 = Y W2` `(n, m)` (see
+    /// [`crate::fista::GradientPath`]): for the active rows, `H = relu(Z W1^T + b1)`, then
+    /// `dH = (2/d)(H G2 - C2) * [H > 0]`, then `grad = dH W1`; the other rows of `grad` are set
+    /// to zero. `q` `(n, m)` is scratch. Returns the number of active rows.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] on inconsistent shapes, or for a linear decoder.
+    #[allow(clippy::too_many_arguments)]
+    pub fn hidden_gram_grad_active(
+        &self,
+        be: &B,
+        z: &B::Mat,
+        flags: &B::Mat,
+        g2: &B::Mat,
+        c2: &B::Mat,
+        q: &mut B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        grad: &mut B::Mat,
+    ) -> Result<usize> {
+        let DecoderKind::OneHidden { hidden: m } = self.kind else {
+            return Err(Error::shape(
+                "hidden-layer Gram gradient",
+                "the decoder has no hidden layer",
+            ));
+        };
+        let n = be.shape(z).0;
+        if be.shape(z) != (s.n, self.l)
+            || be.shape(g2) != (m, m)
+            || be.shape(c2) != (n, m)
+            || be.shape(q) != (n, m)
+        {
+            return Err(Error::shape(
+                "hidden-layer Gram gradient",
+                format!(
+                    "Z {:?}, G2 {:?}, C2 {:?}, Q {:?} for l = {}, m = {m} and scratch of {} rows",
+                    be.shape(z),
+                    be.shape(g2),
+                    be.shape(c2),
+                    be.shape(q),
+                    self.l,
+                    s.n
+                ),
+            ));
+        }
+        let h =
+            s.h.as_mut()
+                .ok_or_else(|| Error::shape("reconstruction", "scratch lacks the hidden layer"))?;
+        let k = be.gather_active_rows(flags, z, &mut s.xc)?;
+        if k == 0 {
+            be.fill(F::zero(), grad)?;
+            return Ok(0);
+        }
+        let two_d = F::c(2.0) / F::c(self.d as f64);
+        be.gemm_rows(k, F::one(), &s.xc, &self.params[0], Trans::T, F::zero(), h)?;
+        be.add_row_bias(&self.params[1], h)?;
+        be.relu(h)?;
+        // q[..k] = (2/d)(H G2 - C2[active])
+        be.gather_active_rows(flags, c2, q)?;
+        be.gemm_rows(k, two_d, h, g2, Trans::N, -two_d, q)?;
+        be.relu_mask(h, q)?;
+        be.gemm_rows(
+            k,
+            F::one(),
+            q,
+            &self.params[0],
+            Trans::N,
+            F::zero(),
+            &mut s.gc,
+        )?;
+        be.scatter_active_rows(flags, &s.gc, grad)?;
+        Ok(k)
+    }
+
     /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with
     /// respect to every parameter, written into `grads` (in [`Decoder::param_names`] order).
     ///

@@ -446,3 +446,120 @@ fn active_row_gradient_equals_the_full_gradient() {
         }
     }
 }
+
+/// The one-hidden-layer decoder's hidden-layer Gram gradient equals the direct one on the active
+/// rows and is zero on the flagged rows.
+#[test]
+fn hidden_gram_gradient_equals_the_direct_gradient() {
+    let be = Cpu;
+    let (n, d, l, m) = (9, 12, 5, 7);
+    let y = random(n, d, 1);
+    let x = random(n, l, 2).mapv(|v| v.max(0.0));
+    let (w1, b1, w2) = (random(m, l, 4), random(1, m, 5) * 0.1, random(d, m, 6));
+    let dec = Decoder::one_hidden(&be, &w1, &b1, &w2).unwrap();
+    let g2 = w2.t().dot(&w2);
+    let c2 = y.dot(&w2);
+    let mut s = dec.scratch(&be, n).unwrap();
+    let mut q = Array2::zeros((n, m));
+    for flagged in [vec![], vec![0, 3, 4, 8], (0..n).collect()] {
+        let mut flags = Array2::<f64>::zeros((n, 1));
+        for &i in &flagged {
+            flags[(i, 0)] = 1.0;
+        }
+        let mut want = Array2::from_elem((n, l), f64::NAN);
+        dec.recon_grad_active(&be, &y, &x, &flags, &mut s, &mut want)
+            .unwrap();
+        let mut got = Array2::from_elem((n, l), f64::NAN);
+        let k = dec
+            .hidden_gram_grad_active(&be, &x, &flags, &g2, &c2, &mut q, &mut s, &mut got)
+            .unwrap();
+        assert_eq!(k, n - flagged.len());
+        let err = (&got - &want).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-12, "{} flagged: max error {err:e}", flagged.len());
+    }
+    // a linear decoder has no hidden layer
+    let lin = Decoder::linear(&be, &random(d, l, 3)).unwrap();
+    let mut s = lin.scratch(&be, n).unwrap();
+    let mut g = Array2::zeros((n, l));
+    let flags = Array2::zeros((n, 1));
+    assert!(
+        lin.hidden_gram_grad_active(&be, &x, &flags, &g2, &c2, &mut q, &mut s, &mut g)
+            .is_err()
+    );
+}
+
+/// FISTA on a one-hidden-layer decoder: the Gram path from the start, and Auto's switch to it
+/// after `HIDDEN_GRAM_AFTER` iterations, give the direct path's codes (f64, to rounding).
+#[test]
+fn hidden_gram_path_and_auto_switch_equal_the_direct_path() {
+    let be = Cpu;
+    let (n, d, l, m) = (40, 30, 10, 24);
+    let y = random(n, d, 11);
+    let e = random(n, l, 12).mapv(|v| v.max(0.0) * 0.5);
+    let dec = Decoder::one_hidden(
+        &be,
+        &(random(m, l, 13) * 0.5),
+        &(random(1, m, 14) * 0.1),
+        &(random(d, m, 15) * 0.3),
+    )
+    .unwrap();
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    let base = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.01,
+            beta: 5.0,
+            threshold: 0.5,
+            gamma: 1.0,
+        },
+        step: StepRule::Constant { eta: 0.05 },
+        max_iter: 60,
+        tol: 1e-4,
+        ..FistaParams::default()
+    };
+    let mut out = vec![];
+    for path in [GradientPath::Direct, GradientPath::Gram, GradientPath::Auto] {
+        let r = fista::solve(
+            &be,
+            &dec,
+            &y,
+            Some(&e),
+            &FistaParams { path, ..base },
+            &mut ws,
+        )
+        .unwrap();
+        out.push((ws.codes().clone(), r));
+    }
+    assert_eq!(out[0].1.path, "direct");
+    assert_eq!(out[1].1.path, "gram");
+    assert_eq!(
+        out[2].1.path,
+        format!(
+            "direct, then gram from iteration {}",
+            fista::HIDDEN_GRAM_AFTER
+        )
+    );
+    assert!(out[0].1.iterations > fista::HIDDEN_GRAM_AFTER + 5);
+    for (z, r) in &out[1..] {
+        let err = (z - &out[0].0)
+            .mapv(f64::abs)
+            .fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-9, "{}: max |z - z_direct| = {err:e}", r.path);
+        assert_eq!(r.iterations, out[0].1.iterations, "{}", r.path);
+    }
+    // with backtracking the energy goes through the direct reconstruction: Gram is refused,
+    // and Auto stays direct
+    let bt = FistaParams {
+        step: StepRule::Backtracking {
+            initial_step: None,
+            factor: 2.0,
+        },
+        ..base
+    };
+    let gram_bt = FistaParams {
+        path: GradientPath::Gram,
+        ..bt
+    };
+    assert!(fista::solve(&be, &dec, &y, Some(&e), &gram_bt, &mut ws).is_err());
+    let r = fista::solve(&be, &dec, &y, Some(&e), &bt, &mut ws).unwrap();
+    assert_eq!(r.path, "direct");
+}

@@ -165,19 +165,36 @@ fn mat_mul<F: Scalar>(
     });
 }
 
-/// The row-major `(cols, rows)` transpose of the row-major `(rows, cols)` matrix `src`, copied in
-/// square tiles so that reads and writes both stay within a few cache lines.
+/// The row-major `(cols, rows)` transpose of the row-major `(rows, cols)` matrix `src`.
+///
+/// In 8 by 8 blocks read into registers: eight rows in, eight columns out. Element-wise tiles
+/// were 2.5 times slower on a 1024 by 128 matrix, whose columns are 4 KiB apart in the output.
+#[allow(clippy::needless_range_loop)] // `b` indexes a column of the block
 fn transpose<F: Scalar>(src: &[F], rows: usize, cols: usize) -> Vec<F> {
-    const TILE: usize = 16;
+    const B: usize = 8;
     let mut dst = vec![F::zero(); rows * cols];
-    for i0 in (0..rows).step_by(TILE) {
-        for j0 in (0..cols).step_by(TILE) {
-            for i in i0..(i0 + TILE).min(rows) {
-                let row = &src[i * cols..(i + 1) * cols];
-                for j in j0..(j0 + TILE).min(cols) {
-                    dst[j * rows + i] = row[j];
+    let (rb, cb) = (rows / B * B, cols / B * B);
+    for i0 in (0..rb).step_by(B) {
+        for j0 in (0..cb).step_by(B) {
+            let mut blk = [[F::zero(); B]; B];
+            for (a, r) in blk.iter_mut().enumerate() {
+                let at = (i0 + a) * cols + j0;
+                r.copy_from_slice(&src[at..at + B]);
+            }
+            for b in 0..B {
+                let at = (j0 + b) * rows + i0;
+                let out = &mut dst[at..at + B];
+                for (a, o) in out.iter_mut().enumerate() {
+                    *o = blk[a][b];
                 }
             }
+        }
+    }
+    // the ragged right and bottom edges
+    for i in 0..rows {
+        let from = if i < rb { cb } else { 0 };
+        for j in from..cols {
+            dst[j * rows + i] = src[i * cols + j];
         }
     }
     dst
@@ -921,17 +938,34 @@ impl<F: Scalar> Backend<F> for Cpu {
     }
 
     fn relu(&self, a: &mut Array2<F>) -> Result<()> {
-        a.mapv_inplace(|v| if v > F::zero() { v } else { F::zero() });
+        let zero = F::zero();
+        match a.as_slice_mut() {
+            Some(s) => {
+                let per = s.len().div_ceil(threads::parts(s.len(), s.len())).max(1);
+                threads::for_each_part(s.chunks_mut(per), |p| {
+                    p.iter_mut()
+                        .for_each(|v| *v = if *v > zero { *v } else { zero });
+                });
+            }
+            None => a.mapv_inplace(|v| if v > zero { v } else { zero }),
+        }
         Ok(())
     }
 
     fn relu_mask(&self, act: &Array2<F>, grad: &mut Array2<F>) -> Result<()> {
         same_shape("relu_mask", dim(act), dim(grad))?;
-        Zip::from(grad).and(act).for_each(|g, &a| {
-            if a <= F::zero() {
-                *g = F::zero();
+        let zero = F::zero();
+        // a select, not a branch: it vectorises, and the signs of `act` are unpredictable
+        let mask = |g: &mut F, a: F| *g = if a <= zero { zero } else { *g };
+        match (act.as_slice(), grad.as_slice_mut()) {
+            (Some(a), Some(g)) => {
+                let per = g.len().div_ceil(threads::parts(g.len(), g.len())).max(1);
+                threads::for_each_part(g.chunks_mut(per).zip(a.chunks(per)), |(gp, ap)| {
+                    gp.iter_mut().zip(ap).for_each(|(g, &a)| mask(g, a));
+                });
             }
-        });
+            _ => Zip::from(grad).and(act).for_each(|g, &a| mask(g, a)),
+        }
         Ok(())
     }
 
@@ -1209,6 +1243,31 @@ impl<F: Scalar> Backend<F> for Cpu {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn transpose_in_blocks_and_ragged_edges() {
+        for (rows, cols) in [
+            (0, 5),
+            (1, 1),
+            (3, 17),
+            (8, 8),
+            (16, 24),
+            (13, 9),
+            (1024, 12),
+        ] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let t = transpose(&src, rows, cols);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(
+                        t[j * rows + i],
+                        src[i * cols + j],
+                        "({rows}, {cols}) at ({i}, {j})"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn gemm_transposes_and_accumulates() {
