@@ -79,8 +79,8 @@ pub enum StepRule {
 pub enum GradientPath {
     /// Gram for a linear decoder. For the one-hidden-layer decoder with a constant step, direct
     /// for the first [`HIDDEN_GRAM_AFTER`] iterations, then the hidden-layer Gram path if the
-    /// samples still active would pay for its setup within as many more iterations
-    /// (see [`GradientPath`]); otherwise direct throughout.
+    /// samples still active, running twice as many iterations again, would save more than its
+    /// setup costs (see [`GradientPath`]); otherwise direct throughout.
     #[default]
     Auto,
     /// Through the input space: `(2/d)(D(X) - Y)` back through the decoder.
@@ -91,8 +91,9 @@ pub enum GradientPath {
 }
 
 /// Iterations [`GradientPath::Auto`] runs the direct path on a one-hidden-layer decoder before
-/// it considers the hidden-layer Gram path, and the horizon over which that path must pay.
-pub const HIDDEN_GRAM_AFTER: usize = 8;
+/// it considers the hidden-layer Gram path; twice this is the horizon over which that path must
+/// pay for its setup.
+pub const HIDDEN_GRAM_AFTER: usize = 4;
 
 /// FISTA's parameters.
 ///
@@ -222,7 +223,8 @@ pub struct FistaReport {
 }
 
 /// Reusable buffers for batches of `n` samples of one decoder's shape. Allocate once, reuse for
-/// every batch of that size; [`solve`] allocates nothing inside its iteration loop.
+/// every batch of that size; [`solve`] allocates no matrices inside its iteration loop (the CPU
+/// kernels take a few vectors of at most `n` or `l` entries per call).
 pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
     n: usize,
     l: usize,
@@ -546,14 +548,14 @@ pub fn solve<F: Scalar, B: Backend<F>>(
         let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
         let coef = F::c((t - 1.0) / t_next);
         if may_switch && !smooth.use_gram && it == HIDDEN_GRAM_AFTER {
-            // switch if the samples still active, over as many iterations again, would save
-            // more multiply-adds than the setup costs
+            // switch if the samples still active, over twice as many iterations again, would
+            // save more multiply-adds than the setup costs
             let m = match decoder.kind() {
                 DecoderKind::OneHidden { hidden } => hidden as f64,
                 DecoderKind::Linear => 0.0,
             };
             let (active, dd) = ((n - rows_flagged) as f64, d as f64);
-            let saved = active * m * (2.0 * dd - m) * HIDDEN_GRAM_AFTER as f64;
+            let saved = active * m * (2.0 * dd - m) * (2 * HIDDEN_GRAM_AFTER) as f64;
             if saved > m * dd * (m + n as f64) {
                 gram_setup(be, decoder, y, gram.as_mut())?;
                 smooth.use_gram = true;

@@ -241,6 +241,30 @@ fn kernels_on_every_thread_count<F: Scalar>() {
     };
     same_on_every_thread_count("col_mean_std and hinge_grad", stats);
 
+    // gather and scatter of the active rows, against a plain copy loop
+    let flags = Array2::from_shape_fn((n, 1), |(i, _)| F::c(f64::from(u8::from(i % 3 == 1))));
+    let active: Vec<usize> = (0..n).filter(|i| i % 3 != 1).collect();
+    let moved = || {
+        let mut packed = Array2::from_elem((n, l), F::c(9.0));
+        let k = be.gather_active_rows(&flags, &dense, &mut packed).unwrap();
+        let mut back = Array2::from_elem((n, l), F::c(9.0));
+        be.scatter_active_rows(&flags, &packed, &mut back).unwrap();
+        (k, packed, back)
+    };
+    let (k, packed, back) = with_threads(2, moved).unwrap();
+    assert_eq!(k, active.len());
+    for (p, &i) in active.iter().enumerate() {
+        assert_eq!(packed.row(p), dense.row(i));
+    }
+    for i in 0..n {
+        if i % 3 == 1 {
+            assert!(back.row(i).iter().all(|&v| v == F::zero()));
+        } else {
+            assert_eq!(back.row(i), dense.row(i));
+        }
+    }
+    same_on_every_thread_count("gather and scatter", moved);
+
     let update = || {
         let (mut x, mut zz, mut zo) = (dense.clone(), z.clone(), Array2::zeros((n, l)));
         // every other row flagged, so both kinds of row are in each part

@@ -712,6 +712,8 @@ impl<F: Scalar> Backend<F> for Cpu {
         super::gram_grad_active_composed(self, flags, x, g, c, alpha, grad, xc, cc)
     }
 
+    /// Split over the pool by source rows, each part writing the destination rows its active
+    /// rows go to (a count of the active rows before it gives the first).
     fn gather_active_rows(
         &self,
         flags: &Array2<F>,
@@ -720,16 +722,40 @@ impl<F: Scalar> Backend<F> for Cpu {
     ) -> Result<usize> {
         same_shape("gather_active_rows", dim(src), dim(dst))?;
         col_vec("gather_active_rows: flags", dim(flags), src.nrows())?;
-        let mut k = 0;
-        for (i, &f) in flags.iter().enumerate() {
-            if f == F::zero() {
-                dst.row_mut(k).assign(&src.row(i));
-                k += 1;
+        let (n, w) = src.dim();
+        let active: Vec<bool> = flags.iter().map(|&f| f == F::zero()).collect();
+        let k = active.iter().filter(|&&a| a).count();
+        let (Some(ss), Some(ds), true) = (src.as_slice(), dst.as_slice_mut(), w > 0) else {
+            let mut k = 0;
+            for (i, &a) in active.iter().enumerate() {
+                if a {
+                    dst.row_mut(k).assign(&src.row(i));
+                    k += 1;
+                }
             }
+            return Ok(k);
+        };
+        let rows_per = n.div_ceil(threads::parts(n, k * w)).max(1);
+        // each part: its source rows, its flags, and the destination rows of its active rows
+        let mut parts = Vec::new();
+        let mut rest = &mut ds[..k * w];
+        for (sp, ap) in ss.chunks(rows_per * w).zip(active.chunks(rows_per)) {
+            let cnt = ap.iter().filter(|&&a| a).count();
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(cnt * w);
+            rest = tail;
+            parts.push((sp, ap, mine));
         }
+        threads::for_each_part(parts.into_iter(), |(sp, ap, mine)| {
+            let rows = sp.chunks_exact(w).zip(ap).filter(|(_, a)| **a);
+            for ((row, _), out) in rows.zip(mine.chunks_exact_mut(w)) {
+                out.copy_from_slice(row);
+            }
+        });
         Ok(k)
     }
 
+    /// Split over the pool by destination rows, as [`Backend::gather_active_rows`] by source
+    /// rows.
     fn scatter_active_rows(
         &self,
         flags: &Array2<F>,
@@ -738,15 +764,37 @@ impl<F: Scalar> Backend<F> for Cpu {
     ) -> Result<()> {
         same_shape("scatter_active_rows", dim(src), dim(dst))?;
         col_vec("scatter_active_rows: flags", dim(flags), src.nrows())?;
-        let mut k = 0;
-        for (i, &f) in flags.iter().enumerate() {
-            if f == F::zero() {
-                dst.row_mut(i).assign(&src.row(k));
-                k += 1;
-            } else {
-                dst.row_mut(i).fill(F::zero());
+        let (n, w) = src.dim();
+        let active: Vec<bool> = flags.iter().map(|&f| f == F::zero()).collect();
+        let (Some(ss), Some(ds), true) = (src.as_slice(), dst.as_slice_mut(), w > 0) else {
+            let mut k = 0;
+            for (i, &a) in active.iter().enumerate() {
+                if a {
+                    dst.row_mut(i).assign(&src.row(k));
+                    k += 1;
+                } else {
+                    dst.row_mut(i).fill(F::zero());
+                }
             }
+            return Ok(());
+        };
+        let rows_per = n.div_ceil(threads::parts(n, n * w)).max(1);
+        let mut parts = Vec::new();
+        let mut first = 0;
+        for (dp, ap) in ds.chunks_mut(rows_per * w).zip(active.chunks(rows_per)) {
+            parts.push((dp, ap, first));
+            first += ap.iter().filter(|&&a| a).count();
         }
+        threads::for_each_part(parts.into_iter(), |(dp, ap, first)| {
+            let mut from = ss[first * w..].chunks_exact(w);
+            for (out, &a) in dp.chunks_exact_mut(w).zip(ap) {
+                // the next source row belongs to this row only when it is active
+                match if a { from.next() } else { None } {
+                    Some(row) => out.copy_from_slice(row),
+                    None => out.fill(F::zero()),
+                }
+            }
+        });
         Ok(())
     }
 
