@@ -138,7 +138,15 @@ fn mat_mul<F: Scalar>(
             };
             let work = asl.chunks(rows_per * k).zip(csl.chunks_mut(rows_per * n));
             threads::for_each_part(work, |(ap, cp)| {
-                sparse_mat_mul(alpha, ap, bsl, beta, cp, k, n);
+                run_sparse_job(SparseJob::Product {
+                    alpha,
+                    a: ap,
+                    b: bsl,
+                    beta,
+                    c: cp,
+                    k,
+                    n,
+                });
             });
             return;
         }
@@ -215,56 +223,99 @@ fn transpose_cols<F: Scalar>(src: &[F], rows: usize, cols: usize, j0: usize, out
     }
 }
 
-/// The sparse path of [`mat_mul`] on row-major slices: `a` is `(m, k)`, `b` `(k, n)`, `c`
-/// `(m, n)`. Runs the AVX2 instantiation of [`sparse_rows`] where the CPU has AVX2 (the same
-/// operations in the same order, so the same result, only wider registers).
-fn sparse_mat_mul<F: Scalar>(alpha: F, a: &[F], b: &[F], beta: F, c: &mut [F], k: usize, n: usize) {
+/// A job for the sparse row kernels, on row-major slices.
+enum SparseJob<'a, F> {
+    /// The sparse path of [`mat_mul`]: `c <- alpha a b + beta c`, `a` `(m, k)`, `b` `(k, n)`,
+    /// `c` `(m, n)`.
+    Product {
+        alpha: F,
+        a: &'a [F],
+        b: &'a [F],
+        beta: F,
+        c: &'a mut [F],
+        k: usize,
+        n: usize,
+    },
+    /// [`Backend::gram_grad_active`]'s one pass: rows with a zero flag in `flags` get
+    /// `alpha (x G) - alpha c`, the others zero; `x`, `c`, `out` `(m, l)`, `g` `(l, l)`.
+    GramGrad {
+        alpha: F,
+        x: &'a [F],
+        g: &'a [F],
+        c: &'a [F],
+        flags: &'a [F],
+        out: &'a mut [F],
+        l: usize,
+    },
+}
+
+/// Runs a [`SparseJob`] with per-thread scratch for a row's non-zero columns, through the AVX2
+/// instantiation of [`sparse_job_rows`] where the CPU has AVX2 (the same operations in the same
+/// order, so the same result, only wider registers).
+fn run_sparse_job<F: Scalar>(job: SparseJob<'_, F>) {
+    let width = match &job {
+        SparseJob::Product { k, .. } => *k,
+        SparseJob::GramGrad { l, .. } => *l,
+    };
     NONZEROS.with(|nz| {
         let mut nz = nz.borrow_mut();
-        nz.resize(k, 0);
+        nz.resize(width, 0);
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { sparse_rows_avx2(alpha, a, b, beta, c, k, n, &mut nz) };
+            unsafe { sparse_job_rows_avx2(job, &mut nz) };
             return;
         }
-        sparse_rows(alpha, a, b, beta, c, k, n, &mut nz);
+        sparse_job_rows(job, &mut nz);
     });
 }
 
-/// [`sparse_rows`] compiled with AVX2 enabled.
+/// [`sparse_job_rows`] compiled with AVX2 enabled.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn sparse_rows_avx2<F: Scalar>(
-    alpha: F,
-    a: &[F],
-    b: &[F],
-    beta: F,
-    c: &mut [F],
-    k: usize,
-    n: usize,
-    nz: &mut [usize],
-) {
-    sparse_rows(alpha, a, b, beta, c, k, n, nz);
+fn sparse_job_rows_avx2<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]) {
+    sparse_job_rows(job, nz);
 }
 
-/// The loops of the sparse path (see [`mat_mul`]); `nz` is scratch of `k` entries for one row's
-/// non-zero columns.
-#[allow(clippy::too_many_arguments)]
+/// The loops of a [`SparseJob`]; `nz` is scratch of one row's width.
 #[inline(always)]
-fn sparse_rows<F: Scalar>(
-    alpha: F,
-    a: &[F],
-    b: &[F],
-    beta: F,
-    c: &mut [F],
-    k: usize,
-    n: usize,
-    nz: &mut [usize],
-) {
-    for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
-        sparse_row(alpha, arow, b, beta, None, crow, n, nz);
+fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]) {
+    match job {
+        SparseJob::Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c,
+            k,
+            n,
+        } => {
+            for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
+                sparse_row(alpha, arow, b, beta, None, crow, n, nz);
+            }
+        }
+        SparseJob::GramGrad {
+            alpha,
+            x,
+            g,
+            c,
+            flags,
+            out,
+            l,
+        } => {
+            let rows = x
+                .chunks_exact(l)
+                .zip(c.chunks_exact(l))
+                .zip(out.chunks_exact_mut(l))
+                .zip(flags);
+            for (((xrow, crow), orow), &f) in rows {
+                if f == F::zero() {
+                    sparse_row(alpha, xrow, g, -alpha, Some(crow), orow, l, nz);
+                } else {
+                    orow.fill(F::zero());
+                }
+            }
+        }
     }
 }
 
@@ -330,76 +381,6 @@ fn sparse_row<F: Scalar>(
                 .for_each(|((o, &s), &bv)| *o = alpha * s + beta * bv),
         }
         c0 += w;
-    }
-}
-
-/// [`Backend::gram_grad_active`]'s one pass on a block of whole rows (row-major slices, `fs` one
-/// flag per row): active rows get `alpha (x G) - alpha c` by the sparse path, the others zero.
-/// Runs the AVX2 instantiation where the CPU has AVX2, as [`sparse_mat_mul`].
-#[allow(clippy::too_many_arguments)]
-fn gram_grad_rows<F: Scalar>(
-    alpha: F,
-    xs: &[F],
-    g: &[F],
-    cs: &[F],
-    fs: &[F],
-    out: &mut [F],
-    l: usize,
-) {
-    NONZEROS.with(|nz| {
-        let mut nz = nz.borrow_mut();
-        nz.resize(l, 0);
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe { gram_grad_rows_avx2(alpha, xs, g, cs, fs, out, l, &mut nz) };
-            return;
-        }
-        gram_grad_rows_plain(alpha, xs, g, cs, fs, out, l, &mut nz);
-    });
-}
-
-/// [`gram_grad_rows_plain`] compiled with AVX2 enabled.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[allow(clippy::too_many_arguments)]
-fn gram_grad_rows_avx2<F: Scalar>(
-    alpha: F,
-    xs: &[F],
-    g: &[F],
-    cs: &[F],
-    fs: &[F],
-    out: &mut [F],
-    l: usize,
-    nz: &mut [usize],
-) {
-    gram_grad_rows_plain(alpha, xs, g, cs, fs, out, l, nz);
-}
-
-/// The loop of [`gram_grad_rows`].
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn gram_grad_rows_plain<F: Scalar>(
-    alpha: F,
-    xs: &[F],
-    g: &[F],
-    cs: &[F],
-    fs: &[F],
-    out: &mut [F],
-    l: usize,
-    nz: &mut [usize],
-) {
-    let rows = xs
-        .chunks_exact(l)
-        .zip(cs.chunks_exact(l))
-        .zip(out.chunks_exact_mut(l))
-        .zip(fs);
-    for (((xrow, crow), orow), &f) in rows {
-        if f == F::zero() {
-            sparse_row(alpha, xrow, g, -alpha, Some(crow), orow, l, nz);
-        } else {
-            orow.fill(F::zero());
-        }
     }
 }
 
@@ -670,7 +651,7 @@ impl<F: Scalar> Backend<F> for Cpu {
     }
 
     /// One pass over the rows, without the gather and scatter copies, where the active rows of
-    /// `x` are mostly zero (the test [`mat_mul`] makes on the gathered rows) and every matrix is
+    /// `x` are mostly zero (the test the sparse GEMM path makes on the gathered rows) and every matrix is
     /// stored row-major; then it computes what the composition does, in the same order, so the
     /// result is the same to the bit. Otherwise the composition.
     fn gram_grad_active(
@@ -705,7 +686,15 @@ impl<F: Scalar> Backend<F> for Cpu {
                 .zip(fs.chunks(rows_per))
                 .zip(out.chunks_mut(rows_per * l));
             threads::for_each_part(work, |(((xp, cp), fp), op)| {
-                gram_grad_rows(alpha, xp, gs, cp, fp, op, l);
+                run_sparse_job(SparseJob::GramGrad {
+                    alpha,
+                    x: xp,
+                    g: gs,
+                    c: cp,
+                    flags: fp,
+                    out: op,
+                    l,
+                });
             });
             return Ok(());
         }
