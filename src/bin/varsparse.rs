@@ -436,7 +436,8 @@ struct InferArgs {
     /// Rows per batch (the variance term is computed per batch).
     #[arg(long, value_name = "N", default_value_t = 250)]
     batch_size: usize,
-    /// Compute the linear decoder's gradient through the input space instead of the Gram matrix.
+    /// Compute the gradient through the input space throughout (no Gram matrix: neither the
+    /// linear decoder's nor, for a one-hidden-layer decoder, the hidden layer's).
     #[arg(long)]
     direct: bool,
 }
