@@ -241,6 +241,36 @@ fn kernels_on_every_thread_count<F: Scalar>() {
     };
     same_on_every_thread_count("col_mean_std and hinge_grad", stats);
 
+    // the element-wise kernels of the one-hidden-layer decoder, against plain loops
+    let signed = dense.mapv(|v| v - F::c(0.5));
+    let bias = sparse::<F>(10, 1, l, 1.0);
+    let elementwise = || {
+        let mut h = signed.clone();
+        be.add_row_bias(&bias, &mut h).unwrap();
+        let pre = h.clone();
+        be.relu(&mut h).unwrap();
+        let mut dh = dense.clone();
+        be.relu_mask(&pre, &mut dh).unwrap();
+        (pre, h, dh)
+    };
+    let (pre, h, dh) = with_threads(2, elementwise).unwrap();
+    for i in 0..n {
+        for j in 0..l {
+            assert_eq!(pre[(i, j)], signed[(i, j)] + bias[(0, j)]);
+            let p = pre[(i, j)];
+            assert_eq!(h[(i, j)], if p > F::zero() { p } else { F::zero() });
+            assert_eq!(
+                dh[(i, j)],
+                if p > F::zero() {
+                    dense[(i, j)]
+                } else {
+                    F::zero()
+                }
+            );
+        }
+    }
+    same_on_every_thread_count("add_row_bias, relu and relu_mask", elementwise);
+
     // gather and scatter of the active rows, against a plain copy loop
     let flags = Array2::from_shape_fn((n, 1), |(i, _)| F::c(f64::from(u8::from(i % 3 == 1))));
     let active: Vec<usize> = (0..n).filter(|i| i % 3 != 1).collect();
