@@ -508,9 +508,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                         ));
                     }
                 };
-                be.gemm_rows(k, F::one(), &s.xc, &self.params[0], Trans::T, F::zero(), h)?;
-                be.add_row_bias(&self.params[1], h)?;
-                be.relu(h)?;
+                self.hidden_rows(be, k, &s.xc, h)?;
                 be.gemm_rows(
                     k,
                     F::one(),
@@ -521,16 +519,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                     &mut s.r,
                 )?;
                 be.gemm_rows(k, two_d, &s.r, &self.params[2], Trans::N, F::zero(), dh)?;
-                be.relu_mask(h, dh)?;
-                be.gemm_rows(
-                    k,
-                    F::one(),
-                    dh,
-                    &self.params[0],
-                    Trans::N,
-                    F::zero(),
-                    &mut s.gc,
-                )?;
+                self.hidden_back_rows(be, k, h, dh, &mut s.gc)?;
             }
         }
         be.scatter_active_rows(flags, &s.gc, grad)?;
@@ -591,24 +580,34 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             return Ok(0);
         }
         let two_d = F::c(2.0) / F::c(self.d as f64);
-        be.gemm_rows(k, F::one(), &s.xc, &self.params[0], Trans::T, F::zero(), h)?;
-        be.add_row_bias(&self.params[1], h)?;
-        be.relu(h)?;
+        self.hidden_rows(be, k, &s.xc, h)?;
         // q[..k] = (2/d)(H G2 - C2[active])
         be.gather_active_rows(flags, c2, q)?;
         be.gemm_rows(k, two_d, h, g2, Trans::N, -two_d, q)?;
-        be.relu_mask(h, q)?;
-        be.gemm_rows(
-            k,
-            F::one(),
-            q,
-            &self.params[0],
-            Trans::N,
-            F::zero(),
-            &mut s.gc,
-        )?;
+        self.hidden_back_rows(be, k, h, q, &mut s.gc)?;
         be.scatter_active_rows(flags, &s.gc, grad)?;
         Ok(k)
+    }
+
+    /// The hidden layer of the leading `k` rows of `xc`: `h[..k] = relu(xc W1^T + b1)`.
+    fn hidden_rows(&self, be: &B, k: usize, xc: &B::Mat, h: &mut B::Mat) -> Result<()> {
+        be.gemm_rows(k, F::one(), xc, &self.params[0], Trans::T, F::zero(), h)?;
+        be.add_row_bias(&self.params[1], h)?;
+        be.relu(h)
+    }
+
+    /// Back through the hidden layer for the leading `k` rows: `dh <- dh * [h > 0]`, then
+    /// `gc[..k] = dh W1`.
+    fn hidden_back_rows(
+        &self,
+        be: &B,
+        k: usize,
+        h: &B::Mat,
+        dh: &mut B::Mat,
+        gc: &mut B::Mat,
+    ) -> Result<()> {
+        be.relu_mask(h, dh)?;
+        be.gemm_rows(k, F::one(), dh, &self.params[0], Trans::N, F::zero(), gc)
     }
 
     /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with
