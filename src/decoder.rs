@@ -42,6 +42,17 @@ pub struct Decoder<F: Scalar, B: Backend<F>> {
     params: Vec<B::Mat>,
 }
 
+/// The one-hidden-layer decoder's operands for one FISTA solve on the hidden-layer Gram path
+/// ([`Decoder::hidden_gram_grad_active`]), prepared once by [`Decoder::pack_hidden_gram`] with
+/// [`Backend::pack_rhs`] and reused by every iteration: `G2 = W2^T W2` `(m, m)`, `W1^T`
+/// `(l, m)` and `W1` `(m, l)`. They are copies: pack again after the decoder changes.
+#[derive(Debug, Default)]
+pub struct HiddenGram<P> {
+    g2: P,
+    w1t: P,
+    w1: P,
+}
+
 /// Work buffers for a decoder at a batch size; allocate once with [`Decoder::scratch`].
 pub struct DecoderScratch<M> {
     /// `D(z) - y`, `(n, d)`.
@@ -508,7 +519,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                         ));
                     }
                 };
-                self.hidden_rows(be, k, &s.xc, h)?;
+                self.hidden_rows(be, k, &s.xc, None, h)?;
                 be.gemm_rows(
                     k,
                     F::one(),
@@ -519,15 +530,44 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                     &mut s.r,
                 )?;
                 be.gemm_rows(k, two_d, &s.r, &self.params[2], Trans::N, F::zero(), dh)?;
-                self.hidden_back_rows(be, k, h, dh, &mut s.gc)?;
+                self.hidden_back_rows(be, k, h, dh, None, &mut s.gc)?;
             }
         }
         be.scatter_active_rows(flags, &s.gc, grad)?;
         Ok(k)
     }
 
+    /// Packs `g2 = W2^T W2` `(m, m)` and this decoder's `W1` for
+    /// [`Decoder::hidden_gram_grad_active`], reusing `out`'s buffers.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] if `g2` is not `(m, m)`, or for a linear decoder.
+    pub fn pack_hidden_gram(
+        &self,
+        be: &B,
+        g2: &B::Mat,
+        out: &mut HiddenGram<B::Packed>,
+    ) -> Result<()> {
+        let DecoderKind::OneHidden { hidden: m } = self.kind else {
+            return Err(Error::shape(
+                "hidden-layer Gram operands",
+                "the decoder has no hidden layer",
+            ));
+        };
+        if be.shape(g2) != (m, m) {
+            return Err(Error::shape(
+                "hidden-layer Gram operands",
+                format!("G2 is {:?}, expected ({m}, {m})", be.shape(g2)),
+            ));
+        }
+        be.pack_rhs(g2, Trans::N, &mut out.g2)?;
+        be.pack_rhs(&self.params[0], Trans::T, &mut out.w1t)?;
+        be.pack_rhs(&self.params[0], Trans::N, &mut out.w1)
+    }
+
     /// [`Decoder::recon_grad_active`] of the one-hidden-layer decoder through the hidden-layer
-    /// Gram matrix `g2 = W2^T W2` `(m, m)` and `c2 = Y W2` `(n, m)` (see
+    /// Gram matrix `G2 = W2^T W2` and `c2 = Y W2` `(n, m)`, with the operands `packed` by
+    /// [`Decoder::pack_hidden_gram`] (see
     /// [`crate::fista::GradientPath`]): for the active rows, `H = relu(Z W1^T + b1)`, then
     /// `dH = (2/d)(H G2 - C2) * [H > 0]`, then `grad = dH W1`; the other rows of `grad` are set
     /// to zero. `q` `(n, m)` is scratch. Returns the number of active rows.
@@ -540,7 +580,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         be: &B,
         z: &B::Mat,
         flags: &B::Mat,
-        g2: &B::Mat,
+        packed: &HiddenGram<B::Packed>,
         c2: &B::Mat,
         q: &mut B::Mat,
         s: &mut DecoderScratch<B::Mat>,
@@ -554,16 +594,21 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         };
         let n = be.shape(z).0;
         if be.shape(z) != (s.n, self.l)
-            || be.shape(g2) != (m, m)
+            || be.packed_shape(&packed.g2) != (m, m)
+            || be.packed_shape(&packed.w1t) != (self.l, m)
+            || be.packed_shape(&packed.w1) != (m, self.l)
             || be.shape(c2) != (n, m)
             || be.shape(q) != (n, m)
         {
             return Err(Error::shape(
                 "hidden-layer Gram gradient",
                 format!(
-                    "Z {:?}, G2 {:?}, C2 {:?}, Q {:?} for l = {}, m = {m} and scratch of {} rows",
+                    "Z {:?}, packed G2 {:?}, W1^T {:?}, W1 {:?}, C2 {:?}, Q {:?} for l = {}, \
+                     m = {m} and scratch of {} rows",
                     be.shape(z),
-                    be.shape(g2),
+                    be.packed_shape(&packed.g2),
+                    be.packed_shape(&packed.w1t),
+                    be.packed_shape(&packed.w1),
                     be.shape(c2),
                     be.shape(q),
                     self.l,
@@ -580,34 +625,49 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             return Ok(0);
         }
         let two_d = F::c(2.0) / F::c(self.d as f64);
-        self.hidden_rows(be, k, &s.xc, h)?;
+        self.hidden_rows(be, k, &s.xc, Some(packed), h)?;
         // q[..k] = (2/d)(H G2 - C2[active])
         be.gather_active_rows(flags, c2, q)?;
-        be.gemm_rows(k, two_d, h, g2, Trans::N, -two_d, q)?;
-        self.hidden_back_rows(be, k, h, q, &mut s.gc)?;
+        be.gemm_rows_packed(k, two_d, h, &packed.g2, -two_d, q)?;
+        self.hidden_back_rows(be, k, h, q, Some(packed), &mut s.gc)?;
         be.scatter_active_rows(flags, &s.gc, grad)?;
         Ok(k)
     }
 
-    /// The hidden layer of the leading `k` rows of `xc`: `h[..k] = relu(xc W1^T + b1)`.
-    fn hidden_rows(&self, be: &B, k: usize, xc: &B::Mat, h: &mut B::Mat) -> Result<()> {
-        be.gemm_rows(k, F::one(), xc, &self.params[0], Trans::T, F::zero(), h)?;
+    /// The hidden layer of the leading `k` rows of `xc`: `h[..k] = relu(xc W1^T + b1)`, with
+    /// the packed `W1^T` where given.
+    fn hidden_rows(
+        &self,
+        be: &B,
+        k: usize,
+        xc: &B::Mat,
+        packed: Option<&HiddenGram<B::Packed>>,
+        h: &mut B::Mat,
+    ) -> Result<()> {
+        match packed {
+            Some(p) => be.gemm_rows_packed(k, F::one(), xc, &p.w1t, F::zero(), h)?,
+            None => be.gemm_rows(k, F::one(), xc, &self.params[0], Trans::T, F::zero(), h)?,
+        }
         be.add_row_bias(&self.params[1], h)?;
         be.relu(h)
     }
 
     /// Back through the hidden layer for the leading `k` rows: `dh <- dh * [h > 0]`, then
-    /// `gc[..k] = dh W1`.
+    /// `gc[..k] = dh W1`, with the packed `W1` where given.
     fn hidden_back_rows(
         &self,
         be: &B,
         k: usize,
         h: &B::Mat,
         dh: &mut B::Mat,
+        packed: Option<&HiddenGram<B::Packed>>,
         gc: &mut B::Mat,
     ) -> Result<()> {
         be.relu_mask(h, dh)?;
-        be.gemm_rows(k, F::one(), dh, &self.params[0], Trans::N, F::zero(), gc)
+        match packed {
+            Some(p) => be.gemm_rows_packed(k, F::one(), dh, &p.w1, F::zero(), gc),
+            None => be.gemm_rows(k, F::one(), dh, &self.params[0], Trans::N, F::zero(), gc),
+        }
     }
 
     /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with

@@ -38,7 +38,7 @@
 //! Both give the same iterates up to rounding.
 
 use crate::backend::{Backend, Trans};
-use crate::decoder::{Decoder, DecoderKind, DecoderScratch};
+use crate::decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
 use crate::energy::{self, EnergyParams, EnergyTerms};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
@@ -236,9 +236,8 @@ pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
     mean: B::Mat,
     std: B::Mat,
     dec: DecoderScratch<B::Mat>,
-    /// `(G, C, Q)` for the Gram path: `(l, l)`, `(n, l)`, `(n, l)` for a linear decoder,
-    /// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder.
-    gram: Option<(B::Mat, B::Mat, B::Mat)>,
+    /// The Gram path's buffers.
+    gram: Option<GramBuffers<F, B>>,
     trace: Vec<TraceRecord>,
 }
 
@@ -259,7 +258,12 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
             DecoderKind::Linear => l,
             DecoderKind::OneHidden { hidden } => hidden,
         };
-        let gram = Some((be.zeros(w, w)?, be.zeros(n, w)?, be.zeros(n, w)?));
+        let gram = Some(GramBuffers {
+            g: be.zeros(w, w)?,
+            c: be.zeros(n, w)?,
+            q: be.zeros(n, w)?,
+            hidden: HiddenGram::default(),
+        });
         Ok(FistaWorkspace {
             n,
             l,
@@ -308,7 +312,7 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
         &self,
         point: &B::Mat,
         dec: &mut DecoderScratch<B::Mat>,
-        gram: Option<&mut (B::Mat, B::Mat, B::Mat)>,
+        gram: Option<&mut GramBuffers<F, B>>,
         mean: &mut B::Mat,
         std: &mut B::Mat,
         mut grad: Option<&mut B::Mat>,
@@ -317,7 +321,7 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
         let be = self.be;
         let linear = self.decoder.kind() == DecoderKind::Linear;
         let recon = match (self.use_gram && linear, gram) {
-            (true, Some((g_mat, c, q))) => {
+            (true, Some(GramBuffers { g: g_mat, c, q, .. })) => {
                 // q = X G - C; recon = (1/d)(||Y||^2 + <X, q> - <X, C>); grad = (2/d) q.
                 let inv_d = F::one() / F::c(self.decoder.input_dim() as f64);
                 be.copy(c, q)?;
@@ -357,18 +361,20 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
         point: &B::Mat,
         flags: &B::Mat,
         dec: &mut DecoderScratch<B::Mat>,
-        gram: Option<&mut (B::Mat, B::Mat, B::Mat)>,
+        gram: Option<&mut GramBuffers<F, B>>,
         mean: &mut B::Mat,
         std: &mut B::Mat,
         grad: &mut B::Mat,
     ) -> Result<()> {
         let be = self.be;
         match (self.use_gram, gram) {
-            (true, Some((g2, c2, q))) if self.decoder.kind() != DecoderKind::Linear => {
+            (true, Some(GramBuffers { hidden, c, q, .. }))
+                if self.decoder.kind() != DecoderKind::Linear =>
+            {
                 self.decoder
-                    .hidden_gram_grad_active(be, point, flags, g2, c2, q, dec, grad)?;
+                    .hidden_gram_grad_active(be, point, flags, hidden, c, q, dec, grad)?;
             }
-            (true, Some((g_mat, c, _))) => {
+            (true, Some(GramBuffers { g: g_mat, c, .. })) => {
                 // grad[active] = (2/d)(X[active] G - C[active])
                 let two_d = F::c(2.0) / F::c(self.decoder.input_dim() as f64);
                 be.gram_grad_active(
@@ -683,16 +689,35 @@ fn gram_setup<F: Scalar, B: Backend<F>>(
     be: &B,
     decoder: &Decoder<F, B>,
     y: &B::Mat,
-    gram: Option<&mut (B::Mat, B::Mat, B::Mat)>,
+    gram: Option<&mut GramBuffers<F, B>>,
 ) -> Result<()> {
-    let (g_mat, c, _) =
-        gram.ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
+    let GramBuffers {
+        g: g_mat,
+        c,
+        hidden,
+        ..
+    } = gram.ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
     let w = match decoder.kind() {
         DecoderKind::Linear => &decoder.params()[0],
         DecoderKind::OneHidden { .. } => &decoder.params()[2],
     };
     be.gemm(F::one(), w, Trans::T, w, Trans::N, F::zero(), g_mat)?;
+    if decoder.kind() != DecoderKind::Linear {
+        // every iteration multiplies by G2, W1^T and W1: pack them once for the solve
+        decoder.pack_hidden_gram(be, g_mat, hidden)?;
+    }
     be.gemm(F::one(), y, Trans::N, w, Trans::N, F::zero(), c)
+}
+
+/// The Gram path's buffers: `(G, C, Q)` of `(l, l)`, `(n, l)`, `(n, l)` for a linear decoder,
+/// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder, which also
+/// packs `G2` and `W1` for the solve ([`HiddenGram`]; the linear decoder's products take the
+/// sparse path instead, and its `G` is small).
+struct GramBuffers<F: Scalar, B: Backend<F>> {
+    g: B::Mat,
+    c: B::Mat,
+    q: B::Mat,
+    hidden: HiddenGram<B::Packed>,
 }
 
 /// `lambda_max(W^T W) = ||W||_2^2` by power iteration from a fixed start (deterministic).

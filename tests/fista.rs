@@ -2,7 +2,7 @@
 
 use ndarray::{Array2, Axis};
 use varsparse::backend::Cpu;
-use varsparse::decoder::Decoder;
+use varsparse::decoder::{Decoder, HiddenGram};
 use varsparse::energy::EnergyParams;
 use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
 use varsparse::init::{linear_uniform, rng};
@@ -459,6 +459,8 @@ fn hidden_gram_gradient_equals_the_direct_gradient() {
     let dec = Decoder::one_hidden(&be, &w1, &b1, &w2).unwrap();
     let g2 = w2.t().dot(&w2);
     let c2 = y.dot(&w2);
+    let mut packed = HiddenGram::default();
+    dec.pack_hidden_gram(&be, &g2, &mut packed).unwrap();
     let mut s = dec.scratch(&be, n).unwrap();
     let mut q = Array2::zeros((n, m));
     for flagged in [vec![], vec![0, 3, 4, 8], (0..n).collect()] {
@@ -471,19 +473,34 @@ fn hidden_gram_gradient_equals_the_direct_gradient() {
             .unwrap();
         let mut got = Array2::from_elem((n, l), f64::NAN);
         let k = dec
-            .hidden_gram_grad_active(&be, &x, &flags, &g2, &c2, &mut q, &mut s, &mut got)
+            .hidden_gram_grad_active(&be, &x, &flags, &packed, &c2, &mut q, &mut s, &mut got)
             .unwrap();
         assert_eq!(k, n - flagged.len());
         let err = (&got - &want).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
         assert!(err < 1e-12, "{} flagged: max error {err:e}", flagged.len());
     }
+    // operands packed for another shape are refused
+    let mut s = dec.scratch(&be, n).unwrap();
+    let mut g = Array2::zeros((n, l));
+    let flags = Array2::zeros((n, 1));
+    let empty = HiddenGram::default();
+    assert!(
+        dec.hidden_gram_grad_active(&be, &x, &flags, &empty, &c2, &mut q, &mut s, &mut g)
+            .is_err()
+    );
+    assert!(
+        dec.pack_hidden_gram(&be, &c2, &mut HiddenGram::default())
+            .is_err()
+    );
     // a linear decoder has no hidden layer
     let lin = Decoder::linear(&be, &random(d, l, 3)).unwrap();
     let mut s = lin.scratch(&be, n).unwrap();
-    let mut g = Array2::zeros((n, l));
-    let flags = Array2::zeros((n, 1));
     assert!(
-        lin.hidden_gram_grad_active(&be, &x, &flags, &g2, &c2, &mut q, &mut s, &mut g)
+        lin.hidden_gram_grad_active(&be, &x, &flags, &packed, &c2, &mut q, &mut s, &mut g)
+            .is_err()
+    );
+    assert!(
+        lin.pack_hidden_gram(&be, &g2, &mut HiddenGram::default())
             .is_err()
     );
 }

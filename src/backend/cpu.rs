@@ -16,6 +16,7 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
+pub use super::packed::PackedRhs;
 use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape, threads};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
@@ -69,7 +70,7 @@ const SPARSE_BLOCK: usize = 64;
 
 /// Whether at most [`SPARSE_DENSITY`] of `a` is non-zero. Counts in blocks of 4096 and stops
 /// once the limit is passed, so a dense operand costs a sliver of a pass over it.
-fn mostly_zero<F: Scalar>(a: &[F]) -> bool {
+pub(crate) fn mostly_zero<F: Scalar>(a: &[F]) -> bool {
     let limit = (SPARSE_DENSITY * a.len() as f64) as usize;
     let mut nnz = 0usize;
     for block in a.chunks(4096) {
@@ -107,7 +108,7 @@ fn active_mostly_zero<F: Scalar>(a: &[F], fs: &[F], l: usize) -> bool {
 /// ascending order, then `c[i,..] = alpha acc + beta c[i,..]` (`beta = 0` ignores `c`). The
 /// result equals the dense product up to the order of rounding; unlike a dense product, a zero
 /// of `a` does not propagate an infinity or NaN of `b` (callers check `b` for finiteness).
-fn mat_mul<F: Scalar>(
+pub(crate) fn mat_mul<F: Scalar>(
     alpha: F,
     a: ArrayView2<'_, F>,
     b: ArrayView2<'_, F>,
@@ -570,6 +571,7 @@ fn col_vec(op: &str, v: (usize, usize), rows: usize) -> Result<()> {
 
 impl<F: Scalar> Backend<F> for Cpu {
     type Mat = Array2<F>;
+    type Packed = PackedRhs<F>;
 
     fn name(&self) -> &'static str {
         "cpu"
@@ -644,6 +646,45 @@ impl<F: Scalar> Backend<F> for Cpu {
             alpha,
             a.slice(ndarray::s![..rows, ..]),
             view(b, tb),
+            beta,
+            c.slice_mut(ndarray::s![..rows, ..]),
+        );
+        Ok(())
+    }
+
+    fn pack_rhs(&self, b: &Array2<F>, tb: Trans, packed: &mut PackedRhs<F>) -> Result<()> {
+        packed.pack(view(b, tb));
+        Ok(())
+    }
+
+    fn packed_shape(&self, packed: &PackedRhs<F>) -> (usize, usize) {
+        packed.dim()
+    }
+
+    fn gemm_rows_packed(
+        &self,
+        rows: usize,
+        alpha: F,
+        a: &Array2<F>,
+        b: &PackedRhs<F>,
+        beta: F,
+        c: &mut Array2<F>,
+    ) -> Result<()> {
+        let (k2, n) = b.dim();
+        if rows > a.nrows() || rows > c.nrows() || a.ncols() != k2 || c.ncols() != n {
+            return Err(Error::shape(
+                "gemm_rows_packed",
+                format!(
+                    "{rows} rows of a {:?} times packed b ({k2}, {n}) into c {:?}",
+                    a.dim(),
+                    c.dim()
+                ),
+            ));
+        }
+        super::packed::gemm_packed(
+            alpha,
+            a.slice(ndarray::s![..rows, ..]),
+            b,
             beta,
             c.slice_mut(ndarray::s![..rows, ..]),
         );

@@ -292,6 +292,8 @@ impl Cuda {
 
 impl Backend<f32> for Cuda {
     type Mat = CudaMat;
+    /// A device copy of the operand and how to apply it: cuBLAS needs no packing.
+    type Packed = Option<(CudaMat, Trans)>;
 
     fn name(&self) -> &'static str {
         "cuda"
@@ -390,6 +392,39 @@ impl Backend<f32> for Cuda {
             ));
         }
         self.gemm_impl(rows, alpha, a, Trans::N, b, tb, beta, c)
+    }
+
+    fn pack_rhs(&self, b: &CudaMat, tb: Trans, packed: &mut Self::Packed) -> Result<()> {
+        let mut stored = match packed.take() {
+            Some((m, _)) if dims(&m) == dims(b) => m,
+            _ => self.zeros(b.rows, b.cols)?,
+        };
+        self.copy(b, &mut stored)?;
+        *packed = Some((stored, tb));
+        Ok(())
+    }
+
+    fn packed_shape(&self, packed: &Self::Packed) -> (usize, usize) {
+        match packed {
+            Some((b, Trans::N)) => (b.rows, b.cols),
+            Some((b, Trans::T)) => (b.cols, b.rows),
+            None => (0, 0),
+        }
+    }
+
+    fn gemm_rows_packed(
+        &self,
+        rows: usize,
+        alpha: f32,
+        a: &CudaMat,
+        b: &Self::Packed,
+        beta: f32,
+        c: &mut CudaMat,
+    ) -> Result<()> {
+        let Some((b, tb)) = b else {
+            return Err(Error::shape("gemm_rows_packed", "nothing was packed"));
+        };
+        self.gemm_rows(rows, alpha, a, b, *tb, beta, c)
     }
 
     fn gather_active_rows(

@@ -19,6 +19,7 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod packed;
 pub mod threads;
 
 pub use cpu::Cpu;
@@ -82,6 +83,9 @@ pub struct RowConvergence {
 pub trait Backend<F: Scalar> {
     /// A row-major matrix stored by this backend.
     type Mat;
+    /// A right-hand GEMM operand prepared by [`Backend::pack_rhs`] for many products with
+    /// [`Backend::gemm_rows_packed`]; empty by default.
+    type Packed: Default;
 
     /// A short name for messages (`"cpu"`, `"cuda"`).
     fn name(&self) -> &'static str;
@@ -122,6 +126,26 @@ pub trait Backend<F: Scalar> {
         a: &Self::Mat,
         b: &Self::Mat,
         tb: Trans,
+        beta: F,
+        c: &mut Self::Mat,
+    ) -> Result<()>;
+    /// Prepares `op(b)` `(k, n)` as the right operand of many [`Backend::gemm_rows_packed`]
+    /// products, reusing `packed`'s buffers. The CPU backend copies it into the panels of its
+    /// own kernel ([`cpu::PackedRhs`]), so a product no longer packs it on every call; a
+    /// backend may also keep a plain copy.
+    fn pack_rhs(&self, b: &Self::Mat, tb: Trans, packed: &mut Self::Packed) -> Result<()>;
+    /// `(k, n)` of a packed operand (`(0, 0)` when nothing was packed into it).
+    fn packed_shape(&self, packed: &Self::Packed) -> (usize, usize);
+    /// [`Backend::gemm_rows`] with a right operand prepared by [`Backend::pack_rhs`]:
+    /// `c[..rows] <- alpha * a[..rows] op(b) + beta * c[..rows]`. It rounds as the backend's
+    /// packed kernel does, which need not be as [`Backend::gemm_rows`] does.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_rows_packed(
+        &self,
+        rows: usize,
+        alpha: F,
+        a: &Self::Mat,
+        b: &Self::Packed,
         beta: F,
         c: &mut Self::Mat,
     ) -> Result<()>;
