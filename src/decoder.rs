@@ -627,8 +627,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         let two_d = F::c(2.0) / F::c(self.d as f64);
         self.hidden_rows(be, k, &s.xc, Some(packed), h)?;
         // q[..k] = (2/d)(H G2 - C2[active])
-        be.gather_active_rows(flags, c2, q)?;
-        be.gemm_rows_packed(k, two_d, h, &packed.g2, -two_d, q)?;
+        be.gemm_rows_packed_active_base(flags, k, two_d, h, &packed.g2, -two_d, c2, q)?;
         self.hidden_back_rows(be, k, h, q, Some(packed), &mut s.gc)?;
         be.scatter_active_rows(flags, &s.gc, grad)?;
         Ok(k)

@@ -686,6 +686,59 @@ impl<F: Scalar> Backend<F> for Cpu {
             a.slice(ndarray::s![..rows, ..]),
             b,
             beta,
+            None,
+            c.slice_mut(ndarray::s![..rows, ..]),
+        );
+        Ok(())
+    }
+
+    /// Reads the active rows of `base` in place, where the default gathers them into `c` first
+    /// (the same arithmetic, so the same result).
+    fn gemm_rows_packed_active_base(
+        &self,
+        flags: &Array2<F>,
+        rows: usize,
+        alpha: F,
+        a: &Array2<F>,
+        b: &PackedRhs<F>,
+        beta: F,
+        base: &Array2<F>,
+        c: &mut Array2<F>,
+    ) -> Result<()> {
+        let (k2, n) = b.dim();
+        col_vec(
+            "gemm_rows_packed_active_base: flags",
+            dim(flags),
+            base.nrows(),
+        )?;
+        let active: Vec<usize> = (0..flags.len())
+            .filter(|&i| flags[(i, 0)] == F::zero())
+            .collect();
+        if rows > a.nrows()
+            || rows > c.nrows()
+            || a.ncols() != k2
+            || c.ncols() != n
+            || base.ncols() != n
+            || active.len() != rows
+        {
+            return Err(Error::shape(
+                "gemm_rows_packed_active_base",
+                format!(
+                    "{rows} rows of a {:?} times packed b ({k2}, {n}) plus {} active rows of \
+                     base {:?} into c {:?}",
+                    a.dim(),
+                    active.len(),
+                    base.dim(),
+                    c.dim()
+                ),
+            ));
+        }
+        super::packed::gemm_packed(
+            alpha,
+            a.slice(ndarray::s![..rows, ..]),
+            b,
+            beta,
+            Some((base.view(), &active)),
             c.slice_mut(ndarray::s![..rows, ..]),
         );
         Ok(())

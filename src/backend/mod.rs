@@ -28,7 +28,7 @@ pub use cuda::Cuda;
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
 /// Whether a GEMM operand is used as stored or transposed.
@@ -149,6 +149,32 @@ pub trait Backend<F: Scalar> {
         beta: F,
         c: &mut Self::Mat,
     ) -> Result<()>;
+    /// [`Backend::gemm_rows_packed`] whose accumulated term comes from the active rows of
+    /// another matrix: `c[..rows] <- alpha * a[..rows] op(b) + beta * base[active]`, where
+    /// `base[active]` are the rows `i` of `base` with `flags[i, 0] = 0`, in order (there must be
+    /// `rows` of them). The default gathers them into `c` ([`Backend::gather_active_rows`]) and
+    /// multiplies; the CPU backend reads them in place, with the same result.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_rows_packed_active_base(
+        &self,
+        flags: &Self::Mat,
+        rows: usize,
+        alpha: F,
+        a: &Self::Mat,
+        b: &Self::Packed,
+        beta: F,
+        base: &Self::Mat,
+        c: &mut Self::Mat,
+    ) -> Result<()> {
+        let k = self.gather_active_rows(flags, base, c)?;
+        if k != rows {
+            return Err(Error::shape(
+                "gemm_rows_packed_active_base",
+                format!("{rows} rows of a, but {k} active rows of base"),
+            ));
+        }
+        self.gemm_rows_packed(rows, alpha, a, b, beta, c)
+    }
     /// Copies the rows `i` of `src` with `flags[i, 0] = 0` (the active samples), in order, to the
     /// leading rows of `dst`; returns their number.
     fn gather_active_rows(

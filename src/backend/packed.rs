@@ -122,28 +122,41 @@ fn kernel_available() -> bool {
     }
 }
 
-/// `c <- alpha a b + beta c` with `b` packed; `a` `(rows, k)` and `c` `(rows, n)` (the caller
-/// checks the shapes). Operands whose rows are not contiguous are copied first.
+/// The accumulated term of [`gemm_packed`] from another matrix: row `r` of the product takes
+/// row `rows[r]` of the matrix.
+pub(crate) type Base<'a, F> = (ArrayView2<'a, F>, &'a [usize]);
+
+/// `c <- alpha a b + beta c` with `b` packed, or with `base = Some((m, rows))`
+/// `c <- alpha a b + beta m[rows]` (row `r` of `c` from row `rows[r]` of `m`); `a` `(rows, k)`
+/// and `c` `(rows, n)` (the caller checks the shapes). Operands whose rows are not contiguous
+/// are copied first.
 pub(crate) fn gemm_packed<F: Scalar>(
     alpha: F,
     a: ArrayView2<'_, F>,
     b: &PackedRhs<F>,
     beta: F,
+    base: Option<Base<'_, F>>,
     mut c: ArrayViewMut2<'_, F>,
 ) {
     let (rows, (k, n)) = (a.nrows(), b.dim());
-    if b.nr == 0
+    let plain = b.nr == 0
         || k == 0
         || a.as_slice()
-            .is_some_and(|a| n >= 8 && super::cpu::mostly_zero(a))
-    {
-        super::cpu::mat_mul(alpha, a, b.plain.view(), beta, c);
-        return;
-    }
-    if c.ncols() > 1 && c.strides()[1] != 1 {
-        let mut dense = c.as_standard_layout().into_owned();
-        gemm_packed(alpha, a, b, beta, dense.view_mut());
-        c.assign(&dense);
+            .is_some_and(|a| n >= 8 && super::cpu::mostly_zero(a));
+    let strided_base = base.is_some_and(|(m, _)| m.ncols() > 1 && m.strides()[1] != 1);
+    if plain || strided_base || (c.ncols() > 1 && c.strides()[1] != 1) {
+        if let Some((m, idx)) = base {
+            for (r, &i) in idx.iter().enumerate() {
+                c.row_mut(r).assign(&m.row(i));
+            }
+        }
+        if plain {
+            super::cpu::mat_mul(alpha, a, b.plain.view(), beta, c);
+        } else {
+            let mut dense = c.as_standard_layout().into_owned();
+            gemm_packed(alpha, a, b, beta, None, dense.view_mut());
+            c.assign(&dense);
+        }
         return;
     }
     let a = a.as_standard_layout();
@@ -154,20 +167,32 @@ pub(crate) fn gemm_packed<F: Scalar>(
     let nr = b.nr;
     let np = n.div_ceil(nr);
     let per = np.div_ceil(threads::parts(np, rows * k * n)).max(1);
+    let base_parts: Vec<Option<Base<'_, F>>> = (0..np.div_ceil(per))
+        .map(|p| {
+            base.map(|(m, idx)| {
+                let c0 = p * per * nr;
+                (
+                    m.slice_move(ndarray::s![.., c0..(c0 + per * nr).min(n)]),
+                    idx,
+                )
+            })
+        })
+        .collect();
     let work = b
         .panels
         .chunks(per * k * nr)
+        .zip(base_parts)
         .zip(c.axis_chunks_iter_mut(Axis(1), per * nr));
-    threads::for_each_part(work, |(panels, cp)| {
+    threads::for_each_part(work, |((panels, base), cp)| {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: `PackedRhs::pack` makes panels (`nr > 0`) only where the CPU has
             // AVX2 and FMA.
-            unsafe { panel_rows_fma(alpha, a, panels, k, nr, beta, cp) };
+            unsafe { panel_rows_fma(alpha, a, panels, k, nr, beta, base, cp) };
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (panels, cp);
+            let _ = (panels, base, cp);
             unreachable!("panels are made only where the packed kernel runs");
         }
     });
@@ -176,6 +201,7 @@ pub(crate) fn gemm_packed<F: Scalar>(
 /// [`panel_rows`] compiled with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 fn panel_rows_fma<F: Scalar>(
     alpha: F,
     a: ArrayView2<'_, F>,
@@ -183,11 +209,12 @@ fn panel_rows_fma<F: Scalar>(
     k: usize,
     nr: usize,
     beta: F,
+    base: Option<Base<'_, F>>,
     c: ArrayViewMut2<'_, F>,
 ) {
     match nr {
-        16 => panel_rows::<F, 16>(alpha, a, panels, k, beta, c),
-        8 => panel_rows::<F, 8>(alpha, a, panels, k, beta, c),
+        16 => panel_rows::<F, 16>(alpha, a, panels, k, beta, base, c),
+        8 => panel_rows::<F, 8>(alpha, a, panels, k, beta, base, c),
         _ => unreachable!("panel width {nr}"),
     }
 }
@@ -196,12 +223,14 @@ fn panel_rows_fma<F: Scalar>(
 /// [`GROUP_BYTES`], and within a group, each tile of [`MR`] rows against each panel, over all
 /// of `k` at once.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn panel_rows<F: Scalar, const NR: usize>(
     alpha: F,
     a: ArrayView2<'_, F>,
     panels: &[F],
     k: usize,
     beta: F,
+    base: Option<Base<'_, F>>,
     mut c: ArrayViewMut2<'_, F>,
 ) {
     let group = (GROUP_BYTES / (k * NR * std::mem::size_of::<F>())).max(1);
@@ -210,7 +239,7 @@ fn panel_rows<F: Scalar, const NR: usize>(
         let row_tiles = a
             .axis_chunks_iter(Axis(0), MR)
             .zip(c.axis_chunks_iter_mut(Axis(0), MR));
-        for (at, mut ct) in row_tiles {
+        for (t, (at, mut ct)) in row_tiles.enumerate() {
             let mr = at.nrows();
             let mut arows: [&[F]; MR] = [&[]; MR];
             for (ar, row) in arows.iter_mut().zip(at.outer_iter()) {
@@ -220,16 +249,33 @@ fn panel_rows<F: Scalar, const NR: usize>(
                 .outer_iter_mut()
                 .map(|row| row.into_slice().expect("rows of c have unit stride"))
                 .collect();
+            let base_rows: Option<Vec<&[F]>> = base.map(|(m, idx)| {
+                idx[t * MR..t * MR + mr]
+                    .iter()
+                    .map(|&i| {
+                        m.index_axis_move(Axis(0), i)
+                            .to_slice()
+                            .expect("rows of base have unit stride")
+                    })
+                    .collect()
+            });
             for (p, panel) in gpanels.chunks_exact(k * NR).enumerate() {
                 let j0 = (g * group + p) * NR;
                 let j1 = (j0 + NR).min(ncols);
-                prefetch_tile(&crows, j0);
+                match &base_rows {
+                    Some(rows) => prefetch_tile(rows, j0),
+                    None => prefetch_tile(&crows, j0),
+                }
                 let acc = tile::<F, NR>(mr, &arows, panel, k);
-                for (crow, acc_row) in crows.iter_mut().zip(&acc) {
+                for (r, (crow, acc_row)) in crows.iter_mut().zip(&acc).enumerate() {
                     let out = &mut crow[j0..j1];
                     if beta == F::zero() {
                         for (o, &v) in out.iter_mut().zip(acc_row) {
                             *o = alpha * v;
+                        }
+                    } else if let Some(rows) = &base_rows {
+                        for ((o, &v), &b) in out.iter_mut().zip(acc_row).zip(&rows[r][j0..j1]) {
+                            *o = alpha * v + beta * b;
                         }
                     } else {
                         for (o, &v) in out.iter_mut().zip(acc_row) {
@@ -246,10 +292,10 @@ fn panel_rows<F: Scalar, const NR: usize>(
 /// the tile computes (otherwise each store of a tile waits for them: the rows of `c` are far
 /// apart, and 6% of the product's time went to these misses).
 #[inline(always)]
-fn prefetch_tile<F>(crows: &[&mut [F]], j0: usize) {
+fn prefetch_tile<F, R: AsRef<[F]>>(crows: &[R], j0: usize) {
     #[cfg(target_arch = "x86_64")]
     for row in crows {
-        if let Some(v) = row.get(j0) {
+        if let Some(v) = row.as_ref().get(j0) {
             // SAFETY: a prefetch is only a hint; the address is inside `row`.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
