@@ -7,7 +7,8 @@
 //! group compares the product of the codes with the Gram matrix for dense codes (matrixmultiply)
 //! and for codes with 12% non-zeros (the sparse path), at the same shape. The one-hidden-layer
 //! decoder runs on the direct path and on its hidden-layer Gram path (`G2 = W2^T W2` set up once
-//! per solve, included in the time).
+//! per solve, included in the time). The `hidden_gram_product_m1024` group times that path's
+//! `(rows, 1024) x (1024, 1024)` product through matrixmultiply and through the packed kernel.
 //!
 //!     cargo bench --bench fista
 
@@ -163,11 +164,48 @@ fn bench_gemm(c: &mut Criterion) {
     g.finish();
 }
 
+/// The hidden-layer Gram product `H[..rows] G2` `(rows, 1024) x (1024, 1024)` of the
+/// one-hidden-layer decoder's FISTA, as `gemm_rows` (matrixmultiply, which packs `G2` on every
+/// call) and as `gemm_rows_packed` (`G2` packed once, outside the timing), for a few active rows
+/// (the end of a solve) and for most of a batch.
+fn bench_packed(c: &mut Criterion) {
+    let be = Cpu;
+    let h = linear_uniform::<f32>(&mut rng(10), N, M, 1).mapv(|v| v.max(0.0));
+    let w2 = linear_uniform::<f32>(&mut rng(11), D, M, M);
+    let g2 = w2.t().dot(&w2);
+    let mut packed = Default::default();
+    be.pack_rhs(&g2, Trans::N, &mut packed).unwrap();
+    let mut out = Array2::<f32>::zeros((N, M));
+    let mut g = c.benchmark_group("hidden_gram_product_m1024");
+    for rows in [4, 25, 237] {
+        g.throughput(Throughput::Elements(rows as u64));
+        for threads in THREADS {
+            with_threads(threads, || {
+                g.bench_function(format!("gemm_rows/rows_{rows}/threads_{threads}"), |b| {
+                    b.iter(|| {
+                        be.gemm_rows(rows, 1.0, black_box(&h), &g2, Trans::N, -1.0, &mut out)
+                            .unwrap()
+                    })
+                });
+                g.bench_function(format!("packed/rows_{rows}/threads_{threads}"), |b| {
+                    b.iter(|| {
+                        be.gemm_rows_packed(rows, 1.0, black_box(&h), &packed, -1.0, &mut out)
+                            .unwrap()
+                    })
+                });
+            })
+            .unwrap();
+        }
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     bench_fista,
     bench_lista,
     bench_train_step,
-    bench_gemm
+    bench_gemm,
+    bench_packed
 );
 criterion_main!(benches);
