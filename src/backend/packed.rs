@@ -245,26 +245,28 @@ fn panel_rows<F: Scalar, const NR: usize>(
             for (ar, row) in arows.iter_mut().zip(at.outer_iter()) {
                 *ar = row.to_slice().expect("rows of a have unit stride");
             }
-            let mut crows: Vec<&mut [F]> = ct
-                .outer_iter_mut()
-                .map(|row| row.into_slice().expect("rows of c have unit stride"))
-                .collect();
-            let base_rows: Option<Vec<&[F]>> = base.map(|(m, idx)| {
-                idx[t * MR..t * MR + mr]
-                    .iter()
-                    .map(|&i| {
-                        m.index_axis_move(Axis(0), i)
-                            .to_slice()
-                            .expect("rows of base have unit stride")
-                    })
-                    .collect()
+            // the tile's rows of `c` (and of `base`), in arrays: no allocation per tile
+            let mut crows: [&mut [F]; MR] = Default::default();
+            for (cr, row) in crows.iter_mut().zip(ct.outer_iter_mut()) {
+                *cr = row.into_slice().expect("rows of c have unit stride");
+            }
+            let crows = &mut crows[..mr];
+            let base_rows: Option<[&[F]; MR]> = base.map(|(m, idx)| {
+                let mut rows: [&[F]; MR] = [&[]; MR];
+                for (br, &i) in rows.iter_mut().zip(&idx[t * MR..t * MR + mr]) {
+                    *br = m
+                        .index_axis_move(Axis(0), i)
+                        .to_slice()
+                        .expect("rows of base have unit stride");
+                }
+                rows
             });
             for (p, panel) in gpanels.chunks_exact(k * NR).enumerate() {
                 let j0 = (g * group + p) * NR;
                 let j1 = (j0 + NR).min(ncols);
                 match &base_rows {
-                    Some(rows) => prefetch_tile(rows, j0),
-                    None => prefetch_tile(&crows, j0),
+                    Some(rows) => prefetch_tile(&rows[..mr], j0),
+                    None => prefetch_tile(crows, j0),
                 }
                 let acc = tile::<F, NR>(mr, &arows, panel, k);
                 for (r, (crow, acc_row)) in crows.iter_mut().zip(&acc).enumerate() {
