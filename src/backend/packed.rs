@@ -264,9 +264,9 @@ fn panel_rows<F: Scalar, const NR: usize>(
             for (p, panel) in gpanels.chunks_exact(k * NR).enumerate() {
                 let j0 = (g * group + p) * NR;
                 let j1 = (j0 + NR).min(ncols);
-                match &base_rows {
-                    Some(rows) => prefetch_tile(&rows[..mr], j0),
-                    None => prefetch_tile(crows, j0),
+                prefetch_tile(crows, j0, j1);
+                if let Some(rows) = &base_rows {
+                    prefetch_tile(&rows[..mr], j0, j1);
                 }
                 let acc = tile::<F, NR>(mr, &arows, panel, k);
                 for (r, (crow, acc_row)) in crows.iter_mut().zip(&acc).enumerate() {
@@ -290,14 +290,19 @@ fn panel_rows<F: Scalar, const NR: usize>(
     }
 }
 
-/// Asks for the lines of `c` that a tile will update at column `j0`, so that they arrive while
-/// the tile computes (otherwise each store of a tile waits for them: the rows of `c` are far
-/// apart, and 6% of the product's time went to these misses).
+/// Asks for the lines of `c` that a tile will update at columns `j0..j1`, so that they arrive
+/// while the tile computes (otherwise each store of a tile waits for them: the rows of `c` are
+/// far apart, and 6% of the product's time went to these misses). Both ends of the range: rows
+/// are not 64-byte aligned (the allocator aligns to 16), so `NR` values span two lines.
 #[inline(always)]
-fn prefetch_tile<F, R: AsRef<[F]>>(crows: &[R], j0: usize) {
+fn prefetch_tile<F, R: AsRef<[F]>>(crows: &[R], j0: usize, j1: usize) {
     #[cfg(target_arch = "x86_64")]
     for row in crows {
-        if let Some(v) = row.as_ref().get(j0) {
+        let row = row.as_ref();
+        for v in [row.get(j0), row.get(j1.saturating_sub(1))]
+            .into_iter()
+            .flatten()
+        {
             // SAFETY: a prefetch is only a hint; the address is inside `row`.
             unsafe {
                 std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
@@ -307,7 +312,7 @@ fn prefetch_tile<F, R: AsRef<[F]>>(crows: &[R], j0: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (crows, j0);
+    let _ = (crows, j0, j1);
 }
 
 /// The register tile: `acc[r][j] = sum_k arows[r][k] panel[k][j]` for the first `mr` rows, a
