@@ -80,7 +80,9 @@ pub enum GradientPath {
     /// Gram for a linear decoder. For the one-hidden-layer decoder with a constant step, direct
     /// for the first [`HIDDEN_GRAM_AFTER`] iterations, then the hidden-layer Gram path if the
     /// samples still active, running twice as many iterations again, would save more than its
-    /// setup costs (see [`GradientPath`]); otherwise direct throughout.
+    /// setup costs (see [`GradientPath`]); otherwise direct throughout. When the workspace
+    /// holds a forecast of the solve's length ([`FistaWorkspace::set_forecast`]) that says the
+    /// Gram path pays, it runs from the first iteration.
     #[default]
     Auto,
     /// Through the input space: `(2/d)(D(X) - Y)` back through the decoder.
@@ -239,6 +241,8 @@ pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
     /// The Gram path's buffers.
     gram: Option<GramBuffers<F, B>>,
     trace: Vec<TraceRecord>,
+    /// The caller's forecast of the next solve's mean steps per sample.
+    forecast: Option<f64>,
 }
 
 impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
@@ -277,7 +281,40 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
             dec: decoder.scratch(be, n)?,
             gram,
             trace: Vec::new(),
+            forecast: None,
         })
+    }
+
+    /// Sets (or, with `None`, clears) a forecast of the mean steps per sample
+    /// ([`FistaReport::mean_steps`]) of the solves that follow, typically the previous batch's
+    /// in a sequence of similar batches (training, [`solve_batches`]). The workspace never sets
+    /// it itself.
+    ///
+    /// Only [`GradientPath::Auto`] on a one-hidden-layer decoder with a constant step reads it:
+    /// if the forecast samples, each run through the hidden-layer Gram path, would save more
+    /// multiply-adds than its setup costs, that path runs from the first iteration instead of
+    /// after [`HIDDEN_GRAM_AFTER`] direct ones. Both paths compute the same gradient, so the
+    /// forecast changes the codes by rounding only.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a negative or non-finite forecast.
+    pub fn set_forecast(&mut self, mean_steps: Option<f64>) -> Result<()> {
+        if let Some(s) = mean_steps
+            && !(s.is_finite() && s >= 0.0)
+        {
+            return Err(Error::param(
+                "forecast mean steps",
+                s,
+                "must be finite and >= 0",
+            ));
+        }
+        self.forecast = mean_steps;
+        Ok(())
+    }
+
+    /// The forecast set by [`FistaWorkspace::set_forecast`].
+    pub fn forecast(&self) -> Option<f64> {
+        self.forecast
     }
 
     /// The batch size this workspace serves.
@@ -469,13 +506,19 @@ pub fn solve<F: Scalar, B: Backend<F>>(
             "the one-hidden-layer decoder's Gram path needs a constant step",
         ));
     }
+    // Auto may switch a one-hidden-layer decoder to its Gram path (see GradientPath): from the
+    // start when the workspace's forecast says it pays, else perhaps after HIDDEN_GRAM_AFTER
+    // iterations
+    let may_switch = params.path == GradientPath::Auto && !linear && constant_step;
+    let forecast_gram = may_switch
+        && ws
+            .forecast
+            .is_some_and(|s| hidden_gram_pays(decoder, n, s * n as f64));
     let use_gram = match params.path {
         GradientPath::Direct => false,
         GradientPath::Gram => true,
-        GradientPath::Auto => linear,
+        GradientPath::Auto => linear || forecast_gram,
     };
-    // Auto may switch a one-hidden-layer decoder to its Gram path later (see GradientPath)
-    let may_switch = params.path == GradientPath::Auto && !linear && constant_step;
 
     let mut yy = F::zero();
     if use_gram {
@@ -556,13 +599,8 @@ pub fn solve<F: Scalar, B: Backend<F>>(
         if may_switch && !smooth.use_gram && it == HIDDEN_GRAM_AFTER {
             // switch if the samples still active, over twice as many iterations again, would
             // save more multiply-adds than the setup costs
-            let m = match decoder.kind() {
-                DecoderKind::OneHidden { hidden } => hidden as f64,
-                DecoderKind::Linear => 0.0,
-            };
-            let (active, dd) = ((n - rows_flagged) as f64, d as f64);
-            let saved = active * m * (2.0 * dd - m) * (2 * HIDDEN_GRAM_AFTER) as f64;
-            if saved > m * dd * (m + n as f64) {
+            let active = (n - rows_flagged) as f64;
+            if hidden_gram_pays(decoder, n, active * (2 * HIDDEN_GRAM_AFTER) as f64) {
                 gram_setup(be, decoder, y, gram.as_mut())?;
                 smooth.use_gram = true;
                 switched_at = Some(it);
@@ -676,11 +714,27 @@ pub fn solve<F: Scalar, B: Backend<F>>(
         step: 1.0 / lip,
         path: match switched_at {
             Some(it) => format!("direct, then gram from iteration {it}"),
+            None if forecast_gram => "gram (forecast)".into(),
             None if use_gram => "gram".into(),
             None => "direct".into(),
         },
         trace: trace.clone(),
     })
+}
+
+/// Whether the one-hidden-layer decoder's Gram path repays its setup for a batch of `n` over
+/// `sample_steps` sample-iterations to come: each saves `m (2d - m)` multiply-adds, the setup
+/// costs `m d (m + n)` (see [`GradientPath`]). False for a linear decoder.
+fn hidden_gram_pays<F: Scalar, B: Backend<F>>(
+    decoder: &Decoder<F, B>,
+    n: usize,
+    sample_steps: f64,
+) -> bool {
+    let DecoderKind::OneHidden { hidden } = decoder.kind() else {
+        return false;
+    };
+    let (m, d) = (hidden as f64, decoder.input_dim() as f64);
+    sample_steps * m * (2.0 * d - m) > m * d * (m + n as f64)
 }
 
 /// Fills the Gram path's `(G, C)`: `W^T W` and `Y W` for a linear decoder, `W2^T W2` and
@@ -778,7 +832,8 @@ pub struct BatchReport {
 
 /// FISTA over the rows of `y` `(N, d)` in consecutive batches of `batch_size` (the last may be
 /// smaller; the variance hinge is computed per batch), warm-started from the matching rows of
-/// `warm`. Returns the codes `(N, l)` and one report per batch.
+/// `warm`. Returns the codes `(N, l)` and one report per batch. Each batch's
+/// [`FistaReport::mean_steps`] is the next one's forecast ([`FistaWorkspace::set_forecast`]).
 ///
 /// # Errors
 /// As [`solve`]; also [`Error::InvalidParameter`] for `batch_size = 0`, [`Error::Shape`] if
@@ -823,6 +878,7 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
     let mut codes = ndarray::Array2::<F>::zeros((n, l));
     let mut reports = Vec::with_capacity(n.div_ceil(batch_size));
     let mut ws: Option<FistaWorkspace<F, B>> = None;
+    let mut forecast = None;
     let mut start = 0;
     while start < n {
         let end = (start + batch_size).min(n);
@@ -838,6 +894,9 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
             Some(e) => Some(be.upload(e.slice(ndarray::s![start..end, ..]))?),
             None => None,
         };
+        // each batch forecasts the next one's length (the Gram path's choice, see
+        // FistaWorkspace::set_forecast)
+        ws.set_forecast(forecast)?;
         let report = solve(be, decoder, &yb, eb.as_ref(), params, ws).map_err(|e| match e {
             Error::InvalidParameter {
                 name: "batch size",
@@ -853,6 +912,7 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
         codes
             .slice_mut(ndarray::s![start..end, ..])
             .assign(&be.download(ws.codes())?);
+        forecast = Some(report.mean_steps);
         reports.push(BatchReport { start, end, report });
         start = end;
     }

@@ -98,6 +98,9 @@ struct StepWorkspace<F: Scalar, B: Backend<F>> {
     dec: DecoderScratch<B::Mat>,
     dec_grads: Vec<B::Mat>,
     enc_grads: Vec<B::Mat>,
+    /// The epoch and FISTA mean steps of the last step: the next step's forecast
+    /// ([`FistaWorkspace::set_forecast`]) within the same epoch.
+    last_steps: Option<(usize, f64)>,
 }
 
 /// An encoder, a decoder, their optimiser states and a training step's configuration.
@@ -211,6 +214,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
                 dec: self.decoder.scratch(be, n)?,
                 dec_grads: self.decoder.zeros_like_params(be)?,
                 enc_grads: self.encoder.zeros_like_params(be)?,
+                last_steps: None,
             }),
         }
     }
@@ -283,8 +287,13 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let e = self.encoder.forward(be, y, &mut ws.tape)?;
         let encoder_sparsity = be.count_zeros(e)? as f64 / (n * l) as f64;
 
-        // 2. FISTA from the encoder's codes
+        // 2. FISTA from the encoder's codes. The previous batch's length forecasts this one's
+        // (it picks the gradient path, which changes the codes by rounding only); not across
+        // epochs, so that a run resumed from an epoch's checkpoint repeats the same steps.
+        let forecast = ws.last_steps.filter(|&(ep, _)| ep == epoch).map(|(_, s)| s);
+        ws.fista.set_forecast(forecast)?;
         let report = fista::solve(be, &self.decoder, y, Some(e), &cfg.fista, &mut ws.fista)?;
+        ws.last_steps = Some((epoch, report.mean_steps));
         let z = ws.fista.codes();
 
         // 3. decoder step

@@ -580,3 +580,102 @@ fn hidden_gram_path_and_auto_switch_equal_the_direct_path() {
     let r = fista::solve(&be, &dec, &y, Some(&e), &bt, &mut ws).unwrap();
     assert_eq!(r.path, "direct");
 }
+
+/// A forecast in the workspace lets Auto run the hidden-layer Gram path from the first iteration
+/// when it pays, with the direct path's codes (f64, to rounding); a short forecast leaves Auto's
+/// switch after `HIDDEN_GRAM_AFTER` iterations; bad forecasts are errors; and `solve_batches`
+/// forecasts each batch from the one before.
+#[test]
+fn a_forecast_starts_the_hidden_gram_path_at_once() {
+    let be = Cpu;
+    let (n, d, l, m) = (40, 30, 10, 24);
+    let y = random(2 * n, d, 21);
+    let e = random(2 * n, l, 22).mapv(|v| v.max(0.0) * 0.5);
+    let dec = Decoder::one_hidden(
+        &be,
+        &(random(m, l, 23) * 0.5),
+        &(random(1, m, 24) * 0.1),
+        &(random(d, m, 25) * 0.3),
+    )
+    .unwrap();
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.01,
+            beta: 5.0,
+            threshold: 0.5,
+            gamma: 1.0,
+        },
+        step: StepRule::Constant { eta: 0.05 },
+        max_iter: 60,
+        tol: 1e-4,
+        ..FistaParams::default()
+    };
+    let direct = FistaParams {
+        path: GradientPath::Direct,
+        ..params
+    };
+    let (y0, e0) = (
+        y.slice(ndarray::s![..n, ..]).to_owned(),
+        e.slice(ndarray::s![..n, ..]).to_owned(),
+    );
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    assert_eq!(ws.forecast(), None);
+    let r_direct = fista::solve(&be, &dec, &y0, Some(&e0), &direct, &mut ws).unwrap();
+    let z_direct = ws.codes().clone();
+    assert_eq!(r_direct.path, "direct");
+    let after = format!(
+        "direct, then gram from iteration {}",
+        fista::HIDDEN_GRAM_AFTER
+    );
+    // the setup costs m d (m + n) = 46080 multiply-adds, each sample-step saves m (2d - m) = 864:
+    // a forecast above 46080 / 864 / n = 1.33 steps per sample pays
+    for (forecast, path) in [
+        (Some(10.0), "gram (forecast)"),
+        (Some(1.2), after.as_str()),
+        (None, after.as_str()),
+    ] {
+        ws.set_forecast(forecast).unwrap();
+        assert_eq!(ws.forecast(), forecast);
+        let r = fista::solve(&be, &dec, &y0, Some(&e0), &params, &mut ws).unwrap();
+        assert_eq!(r.path, path, "forecast {forecast:?}");
+        assert_eq!(r.iterations, r_direct.iterations, "{path}");
+        let err = (ws.codes() - &z_direct)
+            .mapv(f64::abs)
+            .fold(0.0f64, |a, &b| a.max(b));
+        assert!(err < 1e-9, "{path}: max |z - z_direct| = {err:e}");
+    }
+    // a forecast does not take the Gram path where it is not allowed (backtracking, Direct)
+    ws.set_forecast(Some(50.0)).unwrap();
+    let bt = FistaParams {
+        step: StepRule::Backtracking {
+            initial_step: None,
+            factor: 2.0,
+        },
+        ..params
+    };
+    let r = fista::solve(&be, &dec, &y0, Some(&e0), &bt, &mut ws).unwrap();
+    assert_eq!(r.path, "direct");
+    let r = fista::solve(&be, &dec, &y0, Some(&e0), &direct, &mut ws).unwrap();
+    assert_eq!(r.path, "direct");
+    // bad forecasts are refused and leave the last good one
+    for bad in [f64::NAN, f64::INFINITY, -1.0] {
+        assert!(ws.set_forecast(Some(bad)).is_err(), "{bad}");
+        assert_eq!(ws.forecast(), Some(50.0));
+    }
+
+    // solve_batches: the second batch runs from the first one's forecast
+    let (z, reports) = fista::solve_batches(&be, &dec, &y, Some(&e), &params, n).unwrap();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0].report.path, after);
+    assert!(reports[0].report.mean_steps > 1.33);
+    assert_eq!(reports[1].report.path, "gram (forecast)");
+    let (y1, e1) = (
+        y.slice(ndarray::s![n.., ..]).to_owned(),
+        e.slice(ndarray::s![n.., ..]).to_owned(),
+    );
+    fista::solve(&be, &dec, &y1, Some(&e1), &direct, &mut ws).unwrap();
+    let err = (&z.slice(ndarray::s![n.., ..]) - ws.codes())
+        .mapv(f64::abs)
+        .fold(0.0f64, |a, &b| a.max(b));
+    assert!(err < 1e-9, "second batch: max |z - z_direct| = {err:e}");
+}
