@@ -266,6 +266,7 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
             g: be.zeros(w, w)?,
             c: be.zeros(n, w)?,
             q: be.zeros(n, w)?,
+            w: B::Packed::default(),
             hidden: HiddenGram::default(),
         });
         Ok(FistaWorkspace {
@@ -748,6 +749,7 @@ fn gram_setup<F: Scalar, B: Backend<F>>(
     let GramBuffers {
         g: g_mat,
         c,
+        w: w_packed,
         hidden,
         ..
     } = gram.ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
@@ -755,22 +757,26 @@ fn gram_setup<F: Scalar, B: Backend<F>>(
         DecoderKind::Linear => &decoder.params()[0],
         DecoderKind::OneHidden { .. } => &decoder.params()[2],
     };
-    be.gemm(F::one(), w, Trans::T, w, Trans::N, F::zero(), g_mat)?;
+    // W packed once serves both products: G = W^T W (half of it, mirrored) and C = Y W
+    be.pack_rhs(w, Trans::N, w_packed)?;
+    be.packed_gram(w_packed, g_mat)?;
     if decoder.kind() != DecoderKind::Linear {
         // every iteration multiplies by G2, W1^T and W1: pack them once for the solve
         decoder.pack_hidden_gram(be, g_mat, hidden)?;
     }
-    be.gemm(F::one(), y, Trans::N, w, Trans::N, F::zero(), c)
+    be.gemm_rows_packed(be.shape(y).0, F::one(), y, w_packed, F::zero(), c)
 }
 
 /// The Gram path's buffers: `(G, C, Q)` of `(l, l)`, `(n, l)`, `(n, l)` for a linear decoder,
-/// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder, which also
-/// packs `G2` and `W1` for the solve ([`HiddenGram`]; the linear decoder's products take the
-/// sparse path instead, and its `G` is small).
+/// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder; the decoder's
+/// `W` (or `W2`) packed for the setup's two products, and for the one-hidden-layer decoder
+/// `G2` and `W1` packed for the solve's iterations ([`HiddenGram`]; the linear decoder's
+/// products take the sparse path instead, and its `G` is small).
 struct GramBuffers<F: Scalar, B: Backend<F>> {
     g: B::Mat,
     c: B::Mat,
     q: B::Mat,
+    w: B::Packed,
     hidden: HiddenGram<B::Packed>,
 }
 

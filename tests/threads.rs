@@ -583,3 +583,83 @@ fn packed_active_base_equals_gather_then_product_f32_and_f64() {
     packed_active_base_equals_gather_then_product::<f32>();
     packed_active_base_equals_gather_then_product::<f64>();
 }
+
+/// Whether this CPU runs the packed kernel (AVX2 and FMA); otherwise the packed products go
+/// through the ordinary GEMM.
+fn packed_kernel_runs() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `packed_gram` (upper triangle from the panels, then mirrored) against the f64 reference, for
+/// both layouts of the packed operand and shapes with ragged tiles, ragged panels, several panel
+/// groups, `k = 0` and one column. It is symmetric to the bit, equal to the bit to the packed
+/// product `op(b)^T op(b)` it replaces, the same on 1, 2 and 3 threads, and a wrong shape of
+/// `g` is an error.
+fn packed_gram_equals_the_product<F: Scalar>() {
+    let be = Cpu;
+    let tol = if F::NAME == "f32" { 1e-4 } else { 1e-12 };
+    let cases = [
+        (1, 1, 1),
+        (2, 0, 7),
+        (3, 5, 1),
+        (4, 13, 37),
+        (5, 784, 100),
+        (6, 300, 270),
+    ];
+    for (seed, k, n) in cases {
+        let b = sparse::<f64>(seed, k, n, 1.0);
+        let bt = b.t().as_standard_layout().to_owned();
+        let want = reference(1.0, &b, Trans::T, &b, Trans::N, 0.0, &Array2::zeros((n, n)));
+        for (bm, tb) in [(&b, Trans::N), (&bt, Trans::T)] {
+            let run = || {
+                let mut packed = Default::default();
+                be.pack_rhs(&bm.mapv(F::c), tb, &mut packed).unwrap();
+                let mut g = Array2::from_elem((n, n), F::c(f64::NAN));
+                be.packed_gram(&packed, &mut g).unwrap();
+                // the product it replaces: op(b)^T as a standard-layout left operand
+                let a = b.t().mapv(F::c).as_standard_layout().to_owned();
+                let mut prod = Array2::from_elem((n, n), F::c(f64::NAN));
+                be.gemm_rows_packed(n, F::one(), &a, &packed, F::zero(), &mut prod)
+                    .unwrap();
+                (g, prod)
+            };
+            let (g, prod) = with_threads(2, run).unwrap();
+            for ((i, j), &v) in g.indexed_iter() {
+                let w = want[(i, j)];
+                assert!(
+                    (v.f() - w).abs() <= tol * (1.0 + w.abs()),
+                    "{k}x{n} {tb:?}: ({i}, {j}) {v} != {w}"
+                );
+                assert!(v == g[(j, i)], "{k}x{n}: not symmetric");
+            }
+            if packed_kernel_runs() {
+                assert!(gemm_equal(&[g], &[prod]), "{k}x{n} {tb:?}: gram != product");
+            }
+            same_on_every_thread_count_by(
+                &format!("packed_gram {k}x{n}"),
+                || run().0,
+                |a, b| gemm_equal(std::slice::from_ref(a), std::slice::from_ref(b)),
+            );
+        }
+    }
+    let mut packed = Default::default();
+    be.pack_rhs(&sparse::<F>(1, 8, 9, 1.0), Trans::N, &mut packed)
+        .unwrap();
+    for shape in [(9, 8), (8, 8), (10, 10)] {
+        let mut g = Array2::<F>::zeros(shape);
+        assert!(be.packed_gram(&packed, &mut g).is_err(), "{shape:?}");
+    }
+}
+
+#[test]
+fn packed_gram_equals_the_product_f32_and_f64() {
+    packed_gram_equals_the_product::<f32>();
+    packed_gram_equals_the_product::<f64>();
+}

@@ -692,6 +692,18 @@ impl<F: Scalar> Backend<F> for Cpu {
         Ok(())
     }
 
+    fn packed_gram(&self, b: &PackedRhs<F>, g: &mut Array2<F>) -> Result<()> {
+        let (_, n) = b.dim();
+        if g.dim() != (n, n) {
+            return Err(Error::shape(
+                "packed_gram",
+                format!("packed b has {n} columns, g is {:?}", g.dim()),
+            ));
+        }
+        super::packed::gram_packed(b, g.view_mut());
+        Ok(())
+    }
+
     /// Reads the active rows of `base` in place, where the default gathers them into `c` first
     /// (the same arithmetic, so the same result).
     fn gemm_rows_packed_active_base(

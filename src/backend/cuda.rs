@@ -427,6 +427,17 @@ impl Backend<f32> for Cuda {
         self.gemm_rows(rows, alpha, a, b, *tb, beta, c)
     }
 
+    fn packed_gram(&self, b: &Self::Packed, g: &mut CudaMat) -> Result<()> {
+        let Some((b, tb)) = b else {
+            return Err(Error::shape("packed_gram", "nothing was packed"));
+        };
+        let ta = match tb {
+            Trans::N => Trans::T,
+            Trans::T => Trans::N,
+        };
+        self.gemm(1.0, b, ta, b, *tb, 0.0, g)
+    }
+
     fn gather_active_rows(
         &self,
         flags: &CudaMat,

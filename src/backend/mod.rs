@@ -175,6 +175,10 @@ pub trait Backend<F: Scalar> {
         }
         self.gemm_rows_packed(rows, alpha, a, b, beta, c)
     }
+    /// `g <- op(b)^T op(b)` `(n, n)`: the Gram matrix of the columns of an operand packed by
+    /// [`Backend::pack_rhs`] as `(k, n)`. The CPU kernel computes the upper triangle from the
+    /// panels alone and mirrors it, so the result is symmetric to the bit.
+    fn packed_gram(&self, b: &Self::Packed, g: &mut Self::Mat) -> Result<()>;
     /// Copies the rows `i` of `src` with `flags[i, 0] = 0` (the active samples), in order, to the
     /// leading rows of `dst`; returns their number.
     fn gather_active_rows(

@@ -183,12 +183,13 @@ pub(crate) fn gemm_packed<F: Scalar>(
         .chunks(per * k * nr)
         .zip(base_parts)
         .zip(c.axis_chunks_iter_mut(Axis(1), per * nr));
+    let arow = |i: usize| a.row(i).to_slice().expect("rows of a have unit stride");
     threads::for_each_part(work, |((panels, base), cp)| {
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: `PackedRhs::pack` makes panels (`nr > 0`) only where the CPU has
             // AVX2 and FMA.
-            unsafe { panel_rows_fma(alpha, a, panels, k, nr, beta, base, cp) };
+            unsafe { panel_rows_fma::<F, 1>(alpha, &arow, panels, k, nr, beta, base, cp, None) };
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -198,52 +199,148 @@ pub(crate) fn gemm_packed<F: Scalar>(
     });
 }
 
+/// `c <- op(b)^T op(b)` `(n, n)` for `b` packed `(k, n)` (the caller checks the shape): the Gram
+/// matrix of the columns of `op(b)`.
+///
+/// With panels, the left operand needs no copy: row `i` of `op(b)^T` is column `i` of `op(b)`,
+/// `k` values `nr` apart in panel `i / nr`. Only the tiles that reach the upper triangle are
+/// computed (a bit over half the multiply-adds; the panels are split over the pool by that
+/// share), and the lower triangle is then mirrored from the upper one. Element `(i, j)` is the
+/// same chain of fused multiply-adds as element `(j, i)` (a product rounds the same either way
+/// round), so the mirror holds what the full product would: the result is symmetric to the bit
+/// and the same on every thread count. Without panels, the ordinary GEMM computes the whole
+/// product, and its upper triangle is mirrored all the same.
+pub(crate) fn gram_packed<F: Scalar>(b: &PackedRhs<F>, mut c: ArrayViewMut2<'_, F>) {
+    let (k, n) = b.dim();
+    if !c.is_standard_layout() {
+        let mut dense = Array2::zeros(c.dim());
+        gram_packed(b, dense.view_mut());
+        c.assign(&dense);
+        return;
+    }
+    if b.nr == 0 || k == 0 {
+        super::cpu::mat_mul(
+            F::one(),
+            b.plain.t(),
+            b.plain.view(),
+            F::zero(),
+            c.view_mut(),
+        );
+        if let Some(c) = c.as_slice_mut() {
+            mirror_lower(c, n);
+        }
+        return;
+    }
+    if n == 0 {
+        return;
+    }
+    let nr = b.nr;
+    let np = n.div_ceil(nr);
+    // panel p computes the row tiles that start above its last column
+    let tiles = |p: usize| ((p + 1) * nr).min(n).div_ceil(MR);
+    let total: usize = (0..np).map(tiles).sum();
+    let parts = threads::parts(np, total * MR * k * nr);
+    let mut bounds = vec![0];
+    let mut done = 0;
+    for p in 0..np {
+        done += tiles(p);
+        if p + 1 == np || done * parts >= total * bounds.len() {
+            bounds.push(p + 1);
+        }
+    }
+    let mut items = Vec::with_capacity(bounds.len() - 1);
+    let mut rest = c.view_mut();
+    for w in bounds.windows(2) {
+        let (p0, p1) = (w[0], w[1]);
+        let (left, right) = rest.split_at(Axis(1), (p1 * nr).min(n) - p0 * nr);
+        items.push((&b.panels[p0 * k * nr..p1 * k * nr], p0 * nr, left));
+        rest = right;
+    }
+    let arow = |i: usize| &b.panels[(i / nr) * k * nr + i % nr..];
+    threads::for_each_part(items.into_iter(), |(panels, col0, cp)| {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `PackedRhs::pack` makes panels (`nr > 0`) only where the CPU has AVX2 and
+        // FMA; `arow(i)` holds `(k - 1) nr + 1` values or more.
+        unsafe {
+            let (one, zero, upper) = (F::one(), F::zero(), Some(col0));
+            match nr {
+                16 => panel_rows_fma::<F, 16>(one, &arow, panels, k, nr, zero, None, cp, upper),
+                _ => panel_rows_fma::<F, 8>(one, &arow, panels, k, nr, zero, None, cp, upper),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (panels, col0, cp, &arow);
+            unreachable!("panels are made only where the packed kernel runs");
+        }
+    });
+    if let Some(c) = c.as_slice_mut() {
+        mirror_lower(c, n);
+    }
+}
+
+/// Copies the upper triangle of the square `(n, n)` matrix `c` (standard layout) onto its
+/// lower triangle, in blocks that fit the L1 cache.
+fn mirror_lower<F: Copy>(c: &mut [F], n: usize) {
+    const BLOCK: usize = 32;
+    for i0 in (0..n).step_by(BLOCK) {
+        for j0 in (0..=i0).step_by(BLOCK) {
+            for i in i0..(i0 + BLOCK).min(n) {
+                for j in j0..(j0 + BLOCK).min(i) {
+                    c[i * n + j] = c[j * n + i];
+                }
+            }
+        }
+    }
+}
+
 /// [`panel_rows`] compiled with AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-fn panel_rows_fma<F: Scalar>(
+fn panel_rows_fma<'a, F: Scalar, const SA: usize>(
     alpha: F,
-    a: ArrayView2<'_, F>,
+    arow: &impl Fn(usize) -> &'a [F],
     panels: &[F],
     k: usize,
     nr: usize,
     beta: F,
     base: Option<Base<'_, F>>,
     c: ArrayViewMut2<'_, F>,
+    upper: Option<usize>,
 ) {
     match nr {
-        16 => panel_rows::<F, 16>(alpha, a, panels, k, beta, base, c),
-        8 => panel_rows::<F, 8>(alpha, a, panels, k, beta, base, c),
+        16 => panel_rows::<F, 16, SA>(alpha, arow, panels, k, beta, base, c, upper),
+        8 => panel_rows::<F, 8, SA>(alpha, arow, panels, k, beta, base, c, upper),
         _ => unreachable!("panel width {nr}"),
     }
 }
 
-/// The columns of `c` that `panels` cover, for every row of `a`: groups of panels that fit
-/// [`GROUP_BYTES`], and within a group, each tile of [`MR`] rows against each panel, over all
-/// of `k` at once.
+/// The columns of `c` that `panels` cover, for every row `i` of `c`, whose left operand is
+/// `arow(i)` (`k` values `SA` apart): groups of panels that fit [`GROUP_BYTES`], and within a
+/// group, each tile of [`MR`] rows against each panel, over all of `k` at once. With
+/// `upper = Some(j)` (`c`'s first column is column `j` of a square result) only the tiles that
+/// reach the upper triangle are computed.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn panel_rows<F: Scalar, const NR: usize>(
+fn panel_rows<'a, F: Scalar, const NR: usize, const SA: usize>(
     alpha: F,
-    a: ArrayView2<'_, F>,
+    arow: &impl Fn(usize) -> &'a [F],
     panels: &[F],
     k: usize,
     beta: F,
     base: Option<Base<'_, F>>,
     mut c: ArrayViewMut2<'_, F>,
+    upper: Option<usize>,
 ) {
     let group = (GROUP_BYTES / (k * NR * std::mem::size_of::<F>())).max(1);
     let ncols = c.ncols();
     for (g, gpanels) in panels.chunks(group * k * NR).enumerate() {
-        let row_tiles = a
-            .axis_chunks_iter(Axis(0), MR)
-            .zip(c.axis_chunks_iter_mut(Axis(0), MR));
-        for (t, (at, mut ct)) in row_tiles.enumerate() {
-            let mr = at.nrows();
+        for (t, mut ct) in c.axis_chunks_iter_mut(Axis(0), MR).enumerate() {
+            let mr = ct.nrows();
             let mut arows: [&[F]; MR] = [&[]; MR];
-            for (ar, row) in arows.iter_mut().zip(at.outer_iter()) {
-                *ar = row.to_slice().expect("rows of a have unit stride");
+            for (r, ar) in arows.iter_mut().enumerate().take(mr) {
+                *ar = arow(t * MR + r);
             }
             // the tile's rows of `c` (and of `base`), in arrays: no allocation per tile
             let mut crows: [&mut [F]; MR] = Default::default();
@@ -264,11 +361,15 @@ fn panel_rows<F: Scalar, const NR: usize>(
             for (p, panel) in gpanels.chunks_exact(k * NR).enumerate() {
                 let j0 = (g * group + p) * NR;
                 let j1 = (j0 + NR).min(ncols);
+                if upper.is_some_and(|col0| t * MR >= col0 + j1) {
+                    // the whole tile lies below the diagonal
+                    continue;
+                }
                 prefetch_tile(crows, j0, j1);
                 if let Some(rows) = &base_rows {
                     prefetch_tile(&rows[..mr], j0, j1);
                 }
-                let acc = tile::<F, NR>(mr, &arows, panel, k);
+                let acc = tile::<F, NR, SA>(mr, &arows, panel, k);
                 for (r, (crow, acc_row)) in crows.iter_mut().zip(&acc).enumerate() {
                     let out = &mut crow[j0..j1];
                     if beta == F::zero() {
@@ -315,16 +416,16 @@ fn prefetch_tile<F, R: AsRef<[F]>>(crows: &[R], j0: usize, j1: usize) {
     let _ = (crows, j0, j1);
 }
 
-/// The register tile: `acc[r][j] = sum_k arows[r][k] panel[k][j]` for the first `mr` rows, a
-/// chain of fused multiply-adds in ascending `k` from zero (the other rows are zero).
+/// The register tile: `acc[r][j] = sum_k arows[r][k SA] panel[k][j]` for the first `mr` rows,
+/// a chain of fused multiply-adds in ascending `k` from zero (the other rows are zero).
 #[inline(always)]
-fn tile<F: Scalar, const NR: usize>(
+fn tile<F: Scalar, const NR: usize, const SA: usize>(
     mr: usize,
     arows: &[&[F]; MR],
     panel: &[F],
     k: usize,
 ) -> [[F; NR]; MR] {
-    assert!(panel.len() >= k * NR && arows[..mr].iter().all(|r| r.len() >= k));
+    assert!(panel.len() >= k * NR && arows[..mr].iter().all(|r| k == 0 || r.len() > (k - 1) * SA));
     let mut acc = [[F::zero(); NR]; MR];
     #[cfg(target_arch = "x86_64")]
     {
@@ -337,12 +438,12 @@ fn tile<F: Scalar, const NR: usize>(
                 let ap = arows.map(|r| r.as_ptr().cast::<f32>());
                 let bp = panel.as_ptr().cast::<f32>();
                 match mr {
-                    6 => avx::tile_f32::<6>(ap, bp, k, &mut *io),
-                    5 => avx::tile_f32::<5>(ap, bp, k, &mut *io),
-                    4 => avx::tile_f32::<4>(ap, bp, k, &mut *io),
-                    3 => avx::tile_f32::<3>(ap, bp, k, &mut *io),
-                    2 => avx::tile_f32::<2>(ap, bp, k, &mut *io),
-                    _ => avx::tile_f32::<1>(ap, bp, k, &mut *io),
+                    6 => avx::tile_f32::<6, SA>(ap, bp, k, &mut *io),
+                    5 => avx::tile_f32::<5, SA>(ap, bp, k, &mut *io),
+                    4 => avx::tile_f32::<4, SA>(ap, bp, k, &mut *io),
+                    3 => avx::tile_f32::<3, SA>(ap, bp, k, &mut *io),
+                    2 => avx::tile_f32::<2, SA>(ap, bp, k, &mut *io),
+                    _ => avx::tile_f32::<1, SA>(ap, bp, k, &mut *io),
                 }
             }
             return acc;
@@ -354,12 +455,12 @@ fn tile<F: Scalar, const NR: usize>(
                 let ap = arows.map(|r| r.as_ptr().cast::<f64>());
                 let bp = panel.as_ptr().cast::<f64>();
                 match mr {
-                    6 => avx::tile_f64::<6>(ap, bp, k, &mut *io),
-                    5 => avx::tile_f64::<5>(ap, bp, k, &mut *io),
-                    4 => avx::tile_f64::<4>(ap, bp, k, &mut *io),
-                    3 => avx::tile_f64::<3>(ap, bp, k, &mut *io),
-                    2 => avx::tile_f64::<2>(ap, bp, k, &mut *io),
-                    _ => avx::tile_f64::<1>(ap, bp, k, &mut *io),
+                    6 => avx::tile_f64::<6, SA>(ap, bp, k, &mut *io),
+                    5 => avx::tile_f64::<5, SA>(ap, bp, k, &mut *io),
+                    4 => avx::tile_f64::<4, SA>(ap, bp, k, &mut *io),
+                    3 => avx::tile_f64::<3, SA>(ap, bp, k, &mut *io),
+                    2 => avx::tile_f64::<2, SA>(ap, bp, k, &mut *io),
+                    _ => avx::tile_f64::<1, SA>(ap, bp, k, &mut *io),
                 }
             }
             return acc;
@@ -367,7 +468,7 @@ fn tile<F: Scalar, const NR: usize>(
     }
     for (kk, b) in panel.chunks_exact(NR).enumerate().take(k) {
         for (r, acc_row) in acc.iter_mut().enumerate().take(mr) {
-            let av = arows[r][kk];
+            let av = arows[r][kk * SA];
             for (x, &bv) in acc_row.iter_mut().zip(b) {
                 *x = av.mul_add(bv, *x);
             }
@@ -390,10 +491,10 @@ mod avx {
     /// f32, 16 columns.
     ///
     /// # Safety
-    /// AVX2 and FMA; `a[..R]` point to `k` readable values, `b` to `16 k`. Continues the
+    /// AVX2 and FMA; `a[..R]` point to `k` readable values `SA` apart, `b` to `16 k`. Continues the
     /// accumulators in the first `R` rows of `acc_io`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_f32<const R: usize>(
+    pub(super) unsafe fn tile_f32<const R: usize, const SA: usize>(
         a: [*const f32; MR],
         b: *const f32,
         k: usize,
@@ -412,7 +513,7 @@ mod avx {
                 let b0 = _mm256_loadu_ps(b.add(16 * kk));
                 let b1 = _mm256_loadu_ps(b.add(16 * kk + 8));
                 for r in 0..R {
-                    let av = _mm256_broadcast_ss(&*a[r].add(kk));
+                    let av = _mm256_broadcast_ss(&*a[r].add(kk * SA));
                     acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
                 }
@@ -430,10 +531,10 @@ mod avx {
     /// f64, 8 columns.
     ///
     /// # Safety
-    /// AVX2 and FMA; `a[..R]` point to `k` readable values, `b` to `8 k`. Continues the
+    /// AVX2 and FMA; `a[..R]` point to `k` readable values `SA` apart, `b` to `8 k`. Continues the
     /// accumulators in the first `R` rows of `acc_io`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn tile_f64<const R: usize>(
+    pub(super) unsafe fn tile_f64<const R: usize, const SA: usize>(
         a: [*const f64; MR],
         b: *const f64,
         k: usize,
@@ -452,7 +553,7 @@ mod avx {
                 let b0 = _mm256_loadu_pd(b.add(8 * kk));
                 let b1 = _mm256_loadu_pd(b.add(8 * kk + 4));
                 for r in 0..R {
-                    let av = _mm256_broadcast_sd(&*a[r].add(kk));
+                    let av = _mm256_broadcast_sd(&*a[r].add(kk * SA));
                     acc[r][0] = _mm256_fmadd_pd(av, b0, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_pd(av, b1, acc[r][1]);
                 }
