@@ -505,23 +505,17 @@ fn hidden_gram_gradient_equals_the_direct_gradient() {
     );
 }
 
-/// FISTA on a one-hidden-layer decoder: the Gram path from the start, and Auto's switch to it
-/// after `HIDDEN_GRAM_AFTER` iterations, give the direct path's codes (f64, to rounding).
-#[test]
-fn hidden_gram_path_and_auto_switch_equal_the_direct_path() {
-    let be = Cpu;
-    let (n, d, l, m) = (40, 30, 10, 24);
-    let y = random(n, d, 11);
-    let e = random(n, l, 12).mapv(|v| v.max(0.0) * 0.5);
+/// A seeded one-hidden-layer decoder `(d, l, m)` and FISTA parameters with the hinge and the
+/// proximity term on and a constant step, for the gradient-path tests.
+fn one_hidden_problem(d: usize, l: usize, m: usize, seed: u64) -> (Decoder<f64, Cpu>, FistaParams) {
     let dec = Decoder::one_hidden(
-        &be,
-        &(random(m, l, 13) * 0.5),
-        &(random(1, m, 14) * 0.1),
-        &(random(d, m, 15) * 0.3),
+        &Cpu,
+        &(random(m, l, seed) * 0.5),
+        &(random(1, m, seed + 1) * 0.1),
+        &(random(d, m, seed + 2) * 0.3),
     )
     .unwrap();
-    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
-    let base = FistaParams {
+    let params = FistaParams {
         energy: EnergyParams {
             lambda: 0.01,
             beta: 5.0,
@@ -533,6 +527,19 @@ fn hidden_gram_path_and_auto_switch_equal_the_direct_path() {
         tol: 1e-4,
         ..FistaParams::default()
     };
+    (dec, params)
+}
+
+/// FISTA on a one-hidden-layer decoder: the Gram path from the start, and Auto's switch to it
+/// after `HIDDEN_GRAM_AFTER` iterations, give the direct path's codes (f64, to rounding).
+#[test]
+fn hidden_gram_path_and_auto_switch_equal_the_direct_path() {
+    let be = Cpu;
+    let (n, d, l, m) = (40, 30, 10, 24);
+    let y = random(n, d, 11);
+    let e = random(n, l, 12).mapv(|v| v.max(0.0) * 0.5);
+    let (dec, base) = one_hidden_problem(d, l, m, 13);
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
     let mut out = vec![];
     for path in [GradientPath::Direct, GradientPath::Gram, GradientPath::Auto] {
         let r = fista::solve(
@@ -591,25 +598,7 @@ fn a_forecast_starts_the_hidden_gram_path_at_once() {
     let (n, d, l, m) = (40, 30, 10, 24);
     let y = random(2 * n, d, 21);
     let e = random(2 * n, l, 22).mapv(|v| v.max(0.0) * 0.5);
-    let dec = Decoder::one_hidden(
-        &be,
-        &(random(m, l, 23) * 0.5),
-        &(random(1, m, 24) * 0.1),
-        &(random(d, m, 25) * 0.3),
-    )
-    .unwrap();
-    let params = FistaParams {
-        energy: EnergyParams {
-            lambda: 0.01,
-            beta: 5.0,
-            threshold: 0.5,
-            gamma: 1.0,
-        },
-        step: StepRule::Constant { eta: 0.05 },
-        max_iter: 60,
-        tol: 1e-4,
-        ..FistaParams::default()
-    };
+    let (dec, params) = one_hidden_problem(d, l, m, 23);
     let direct = FistaParams {
         path: GradientPath::Direct,
         ..params
