@@ -200,35 +200,41 @@ fn bench_packed(c: &mut Criterion) {
     g.finish();
 }
 
-/// The hidden-layer Gram path's setup `G2 = W2^T W2` `(1024, 784) x (784, 1024)`, as `gemm`
-/// (matrixmultiply, the whole product) and as `pack_rhs` of `W2` then `packed_gram` (the upper
-/// triangle from the panels, mirrored), the packing inside the timing; and the packing alone.
+/// The Gram paths' setup `G = W^T W` for the hidden layer's `W2` `(784, 1024)` and the linear
+/// decoder's `W` `(784, 128)`, as `gemm` (matrixmultiply, the whole product) and as `pack_rhs`
+/// of `W` then `packed_gram` (the upper triangle from the panels, mirrored), the packing inside
+/// the timing; and the packing alone.
 fn bench_gram_setup(c: &mut Criterion) {
     let be = Cpu;
-    let w2 = linear_uniform::<f32>(&mut rng(11), D, M, M);
-    let mut g2 = Array2::<f32>::zeros((M, M));
-    let mut packed = Default::default();
-    let mut g = c.benchmark_group("gram_setup_m1024");
+    let mut g = c.benchmark_group("gram_setup");
     g.throughput(Throughput::Elements(1));
-    for threads in THREADS {
-        with_threads(threads, || {
-            g.bench_function(format!("gemm/threads_{threads}"), |b| {
-                b.iter(|| {
-                    be.gemm(1.0, black_box(&w2), Trans::T, &w2, Trans::N, 0.0, &mut g2)
-                        .unwrap()
-                })
-            });
-            g.bench_function(format!("pack/threads_{threads}"), |b| {
-                b.iter(|| be.pack_rhs(black_box(&w2), Trans::N, &mut packed).unwrap())
-            });
-            g.bench_function(format!("pack_and_packed_gram/threads_{threads}"), |b| {
-                b.iter(|| {
-                    be.pack_rhs(black_box(&w2), Trans::N, &mut packed).unwrap();
-                    be.packed_gram(&packed, &mut g2).unwrap()
-                })
-            });
-        })
-        .unwrap();
+    for (name, cols) in [("m1024", M), ("l128", L)] {
+        let w = linear_uniform::<f32>(&mut rng(11), D, cols, cols);
+        let mut gram = Array2::<f32>::zeros((cols, cols));
+        let mut packed = Default::default();
+        for threads in THREADS {
+            with_threads(threads, || {
+                g.bench_function(format!("{name}/gemm/threads_{threads}"), |b| {
+                    b.iter(|| {
+                        be.gemm(1.0, black_box(&w), Trans::T, &w, Trans::N, 0.0, &mut gram)
+                            .unwrap()
+                    })
+                });
+                g.bench_function(format!("{name}/pack/threads_{threads}"), |b| {
+                    b.iter(|| be.pack_rhs(black_box(&w), Trans::N, &mut packed).unwrap())
+                });
+                g.bench_function(
+                    format!("{name}/pack_and_packed_gram/threads_{threads}"),
+                    |b| {
+                        b.iter(|| {
+                            be.pack_rhs(black_box(&w), Trans::N, &mut packed).unwrap();
+                            be.packed_gram(&packed, &mut gram).unwrap()
+                        })
+                    },
+                );
+            })
+            .unwrap();
+        }
     }
     g.finish();
 }

@@ -753,25 +753,31 @@ fn gram_setup<F: Scalar, B: Backend<F>>(
         hidden,
         ..
     } = gram.ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
-    let w = match decoder.kind() {
-        DecoderKind::Linear => &decoder.params()[0],
-        DecoderKind::OneHidden { .. } => &decoder.params()[2],
-    };
-    // W packed once serves both products: G = W^T W (half of it, mirrored) and C = Y W
-    be.pack_rhs(w, Trans::N, w_packed)?;
-    be.packed_gram(w_packed, g_mat)?;
-    if decoder.kind() != DecoderKind::Linear {
-        // every iteration multiplies by G2, W1^T and W1: pack them once for the solve
-        decoder.pack_hidden_gram(be, g_mat, hidden)?;
+    match decoder.kind() {
+        DecoderKind::Linear => {
+            // W (d, l) is small: packing it costs more than it saves (bench `gram_setup/l128`)
+            let w = &decoder.params()[0];
+            be.gemm(F::one(), w, Trans::T, w, Trans::N, F::zero(), g_mat)?;
+            be.gemm(F::one(), y, Trans::N, w, Trans::N, F::zero(), c)
+        }
+        DecoderKind::OneHidden { .. } => {
+            // W2 packed once serves both products: G2 = W2^T W2 (half of it, mirrored) and
+            // C2 = Y W2 (bench `gram_setup/m1024`)
+            let w2 = &decoder.params()[2];
+            be.pack_rhs(w2, Trans::N, w_packed)?;
+            be.packed_gram(w_packed, g_mat)?;
+            // every iteration multiplies by G2, W1^T and W1: pack them once for the solve
+            decoder.pack_hidden_gram(be, g_mat, hidden)?;
+            be.gemm_rows_packed(be.shape(y).0, F::one(), y, w_packed, F::zero(), c)
+        }
     }
-    be.gemm_rows_packed(be.shape(y).0, F::one(), y, w_packed, F::zero(), c)
 }
 
 /// The Gram path's buffers: `(G, C, Q)` of `(l, l)`, `(n, l)`, `(n, l)` for a linear decoder,
-/// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder; the decoder's
-/// `W` (or `W2`) packed for the setup's two products, and for the one-hidden-layer decoder
-/// `G2` and `W1` packed for the solve's iterations ([`HiddenGram`]; the linear decoder's
-/// products take the sparse path instead, and its `G` is small).
+/// `(G2, C2, Q)` of `(m, m)`, `(n, m)`, `(n, m)` for the one-hidden-layer decoder, which also
+/// packs `W2` for the setup's two products and `G2` and `W1` for the solve's iterations
+/// ([`HiddenGram`]; the linear decoder's products take the sparse path instead, and its `G` is
+/// small).
 struct GramBuffers<F: Scalar, B: Backend<F>> {
     g: B::Mat,
     c: B::Mat,
