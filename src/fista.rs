@@ -217,8 +217,8 @@ pub struct FistaReport {
     pub backtracks: usize,
     /// The last step used, `1/L`.
     pub step: f64,
-    /// `"gram"`, `"direct"`, or `"direct, then gram from iteration K"` (see
-    /// [`GradientPath::Auto`]).
+    /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
+    /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`]).
     pub path: String,
     /// One record per iteration when requested.
     pub trace: Vec<TraceRecord>,

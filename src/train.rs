@@ -220,7 +220,9 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     }
 
     /// One training step on the batch `y` `(n, d)` in epoch `epoch` (0-based; it sets the
-    /// scheduled learning rates).
+    /// scheduled learning rates). Within an epoch, each step's FISTA length is the next step's
+    /// forecast ([`FistaWorkspace::set_forecast`]), which may start the one-hidden-layer
+    /// decoder's Gram path at once; the first step of an epoch has none.
     ///
     /// # Errors
     /// [`Error::Shape`] if `y` does not fit; [`Error::Diverged`] if a loss or a weight becomes
