@@ -167,22 +167,20 @@ pub(crate) fn gemm_packed<F: Scalar>(
     let nr = b.nr;
     let np = n.div_ceil(nr);
     let per = np.div_ceil(threads::parts(np, rows * k * n)).max(1);
-    let base_parts: Vec<Option<Base<'_, F>>> = (0..np.div_ceil(per))
-        .map(|p| {
-            base.map(|(m, idx)| {
-                let c0 = p * per * nr;
-                (
-                    m.slice_move(ndarray::s![.., c0..(c0 + per * nr).min(n)]),
-                    idx,
-                )
-            })
-        })
-        .collect();
+    // each part's columns of `base`, sliced as the parts are handed out (no allocation)
     let work = b
         .panels
         .chunks(per * k * nr)
-        .zip(base_parts)
-        .zip(c.axis_chunks_iter_mut(Axis(1), per * nr));
+        .zip(c.axis_chunks_iter_mut(Axis(1), per * nr))
+        .enumerate()
+        .map(|(p, (panels, cp))| {
+            let base = base.map(|(m, idx)| {
+                let c0 = p * per * nr;
+                let cols = m.slice_move(ndarray::s![.., c0..(c0 + per * nr).min(n)]);
+                (cols, idx)
+            });
+            ((panels, base), cp)
+        });
     let arow = |i: usize| a.row(i).to_slice().expect("rows of a have unit stride");
     threads::for_each_part(work, |((panels, base), cp)| {
         #[cfg(target_arch = "x86_64")]
