@@ -37,7 +37,7 @@
 //! ([`GradientPath::Gram`], the default), instead of `(2/d)(X W^T - Y) W` ([`GradientPath::Direct`]).
 //! Both give the same iterates up to rounding.
 
-use crate::backend::{Backend, Trans};
+use crate::backend::{Backend, FistaStep, Trans};
 use crate::decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
 use crate::energy::{self, EnergyParams, EnergyTerms};
 use crate::error::{Error, Result};
@@ -391,6 +391,20 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
 }
 
 impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
+    /// `2 / d`, the Gram path's gradient scale.
+    fn two_over_d(&self) -> F {
+        F::c(2.0) / F::c(self.decoder.input_dim() as f64)
+    }
+
+    /// Whether the gradient is the linear decoder's Gram-path reconstruction gradient alone
+    /// (no hinge, no proximity term), so that [`Backend::gram_fista_step`] can take the step.
+    fn gram_alone(&self) -> bool {
+        self.use_gram
+            && self.decoder.kind() == DecoderKind::Linear
+            && self.beta == F::zero()
+            && self.gamma == F::zero()
+    }
+
     /// `grad f(point)` on the active rows (`flags = 0`) only, zero on the others: what a
     /// constant-step iteration uses (flagged samples take no gradient step).
     #[allow(clippy::too_many_arguments)]
@@ -414,7 +428,7 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
             }
             (true, Some(GramBuffers { g: g_mat, c, .. })) => {
                 // grad[active] = (2/d)(X[active] G - C[active])
-                let two_d = F::c(2.0) / F::c(self.decoder.input_dim() as f64);
+                let two_d = self.two_over_d();
                 be.gram_grad_active(
                     flags,
                     point,
@@ -590,6 +604,8 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     let mut backtracks = 0usize;
     let mut rows_flagged = 0usize;
     let mut switched_at = None;
+    // the non-zeros of x's unflagged rows, when the last step counted them
+    let mut x_nonzeros = None;
     let tol = F::c(params.tol);
     // Rounding slack for the sufficient-decrease test: the energies are sums of O(n l) terms.
     let slack_rel = 64.0 * F::EPS;
@@ -609,20 +625,37 @@ pub fn solve<F: Scalar, B: Backend<F>>(
         }
         let (rc, f_trial, model) = if !backtrack {
             // constant step: gradient of the active rows only, then one fused update pass
-            smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
             let eta = 1.0 / lip;
-            let rc = be.fista_update(
-                g,
-                F::c(eta),
-                F::c(lambda * eta),
-                params.nonneg,
+            let step = FistaStep {
+                eta: F::c(eta),
+                thr: F::c(lambda * eta),
+                nonneg: params.nonneg,
                 coef,
                 tol,
-                x,
-                z,
-                z_old,
-                flags,
-            )?;
+            };
+            let rc = match (smooth.gram_alone(), gram.as_mut()) {
+                // the linear Gram path with nothing but the reconstruction in the gradient:
+                // gradient and update in one kernel
+                (true, Some(GramBuffers { g: g_mat, c, .. })) => be.gram_fista_step(
+                    g_mat,
+                    c,
+                    smooth.two_over_d(),
+                    step,
+                    x_nonzeros,
+                    x,
+                    z,
+                    z_old,
+                    flags,
+                    g,
+                    &mut dec.xc,
+                    &mut dec.gc,
+                )?,
+                _ => {
+                    smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
+                    be.fista_update(g, step, x, z, z_old, flags)?
+                }
+            };
+            x_nonzeros = rc.active_nonzeros;
             (rc, None, None)
         } else {
             let fx = smooth.eval(x, dec, gram.as_mut(), mean, std, Some(g), true)?;

@@ -7,7 +7,7 @@
 #![cfg(feature = "cuda")]
 
 use ndarray::Array2;
-use varsparse::backend::{AdamUpdate, Backend, Cpu, Cuda, Trans};
+use varsparse::backend::{AdamUpdate, Backend, Cpu, Cuda, FistaStep, Trans};
 use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::encoder::Lista;
 use varsparse::energy::EnergyParams;
@@ -254,15 +254,18 @@ fn kernels_agree_with_the_cpu() {
         g.zeros(r, k).unwrap(),
         g.upload(flags.view()).unwrap(),
     );
+    let step = FistaStep {
+        eta: 0.5,
+        thr: 0.01,
+        nonneg: true,
+        coef: 0.3,
+        tol: 1e-3,
+    };
     let r1 = c
-        .fista_update(
-            &x2, 0.5, 0.01, true, 0.3, 1e-3, &mut xc, &mut zc, &mut zoc, &mut fc,
-        )
+        .fista_update(&x2, step, &mut xc, &mut zc, &mut zoc, &mut fc)
         .unwrap();
     let r2 = g
-        .fista_update(
-            &gx2, 0.5, 0.01, true, 0.3, 1e-3, &mut gxc, &mut gzc, &mut gzoc, &mut gfc,
-        )
+        .fista_update(&gx2, step, &mut gxc, &mut gzc, &mut gzoc, &mut gfc)
         .unwrap();
     assert_eq!(r1, r2);
     close("fista_update x", &xc, &g.download(&gxc).unwrap(), 1);

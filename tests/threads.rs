@@ -12,7 +12,7 @@
 
 use ndarray::Array2;
 use varsparse::backend::threads::{current_threads, with_threads};
-use varsparse::backend::{Backend, Cpu, Trans, gram_grad_active_composed};
+use varsparse::backend::{Backend, Cpu, FistaStep, Trans, gram_grad_active_composed};
 use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::encoder::Lista;
 use varsparse::energy::EnergyParams;
@@ -155,6 +155,114 @@ fn gram_grad_active_equals_the_composition<F: Scalar>() {
 fn gram_grad_active_equals_the_composition_f32_and_f64() {
     gram_grad_active_equals_the_composition::<f32>();
     gram_grad_active_equals_the_composition::<f64>();
+}
+
+/// The CPU backend's fused Gram step equals its two kernels, `gram_grad_active` then
+/// `fista_update`, bit for bit: on both sides of the sparse threshold, for every pattern of
+/// converged rows, both shrinkages, with and without the caller's count of non-zeros, on every
+/// thread count; and the count it returns is the count of the new `x`.
+fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
+    let be = Cpu;
+    // 37 columns: chunks of 8 and 32 with a tail
+    for (n, l) in [(61, 40), (33, 37)] {
+        let g = sparse::<F>(31, l, l, 1.0);
+        let c = sparse::<F>(32, n, l, 1.0);
+        let dense = sparse::<F>(33, n, l, 1.0);
+        let z0 = sparse::<F>(34, n, l, 0.3);
+        let alpha = F::c(2.0 / 784.0);
+        for (density, seed) in [(0.0, 40), (0.05, 41), (0.2, 42), (0.3, 43), (0.7, 44)] {
+            let x0 = sparse::<F>(seed, n, l, density);
+            let flag_sets: [fn(usize) -> bool; 3] = [|_| false, |i| i % 3 == 1, |_| true];
+            for (p, flagged) in flag_sets.iter().enumerate() {
+                let flags0 =
+                    Array2::from_shape_fn((n, 1), |(i, _)| F::c(f64::from(u8::from(flagged(i)))));
+                // converged rows dense: only the active rows' density may decide the path
+                let mut x0 = x0.clone();
+                for i in (0..n).filter(|&i| flagged(i)) {
+                    x0.row_mut(i).assign(&dense.row(i));
+                }
+                let active_nnz = (0..n)
+                    .filter(|&i| !flagged(i))
+                    .map(|i| x0.row(i).iter().filter(|&&v| v != F::zero()).count())
+                    .sum::<usize>();
+                for nonneg in [true, false] {
+                    let step = FistaStep {
+                        eta: F::c(0.7),
+                        thr: F::c(0.01),
+                        nonneg,
+                        coef: F::c(0.4),
+                        tol: F::c(0.3),
+                    };
+                    let run = |fused: bool, hint: Option<usize>| {
+                        let (mut x, mut z, mut zo, mut flags) =
+                            (x0.clone(), z0.clone(), dense.clone(), flags0.clone());
+                        let mut grad = Array2::from_elem((n, l), F::c(7.0));
+                        let (mut xc, mut cc) = (Array2::zeros((n, l)), Array2::zeros((n, l)));
+                        let rc = if fused {
+                            be.gram_fista_step(
+                                &g, &c, alpha, step, hint, &mut x, &mut z, &mut zo, &mut flags,
+                                &mut grad, &mut xc, &mut cc,
+                            )
+                            .unwrap()
+                        } else {
+                            be.gram_grad_active(
+                                &flags, &x, &g, &c, alpha, &mut grad, &mut xc, &mut cc,
+                            )
+                            .unwrap();
+                            be.fista_update(&grad, step, &mut x, &mut z, &mut zo, &mut flags)
+                                .unwrap()
+                        };
+                        (vec![x, z, zo, flags, grad], rc)
+                    };
+                    let what = format!("{n}x{l}, density {density}, flags {p}, nonneg {nonneg}");
+                    for t in [1, 2, 3] {
+                        let want = with_threads(t, || run(false, None)).unwrap();
+                        for hint in [None, Some(active_nnz)] {
+                            let (got, rc) = with_threads(t, || run(true, hint)).unwrap();
+                            assert_eq!(got, want.0, "{what}, hint {hint:?}, {t} threads");
+                            assert_eq!(
+                                (rc.converged, rc.non_finite),
+                                (want.1.converged, want.1.non_finite),
+                                "{what}"
+                            );
+                            // where it counted: the non-zeros of the unflagged rows of the new x
+                            if let Some(k) = rc.active_nonzeros {
+                                let (x, flags) = (&got[0], &got[3]);
+                                let count = (0..n)
+                                    .filter(|&i| flags[(i, 0)] == F::zero())
+                                    .map(|i| x.row(i).iter().filter(|&&v| v != F::zero()).count())
+                                    .sum::<usize>();
+                                assert_eq!(k, count, "{what}");
+                            }
+                        }
+                        // a wrong count may pick the other path: the result within rounding
+                        for hint in [Some(0), Some(n * l)] {
+                            let (got, _) = with_threads(t, || run(true, hint)).unwrap();
+                            assert!(
+                                got.iter().zip(&want.0).all(|(a, b)| {
+                                    a.iter().zip(b).all(|(&u, &v)| {
+                                        (u - v).abs().f() <= 1e3 * F::EPS * (1.0 + u.abs().f())
+                                    })
+                                }),
+                                "{what}, wrong hint {hint:?}"
+                            );
+                        }
+                    }
+                    same_on_every_thread_count_by(
+                        "gram_fista_step",
+                        || run(true, None).0,
+                        |a, b| gemm_equal(a, b),
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gram_fista_step_equals_its_two_kernels_f32_and_f64() {
+    gram_fista_step_equals_its_two_kernels::<f32>();
+    gram_fista_step_equals_its_two_kernels::<f64>();
 }
 
 /// Runs `f` on 1, 2 and 3 threads and checks that the three results are equal.
@@ -301,19 +409,15 @@ fn kernels_on_every_thread_count<F: Scalar>() {
         let mut flags = Array2::from_shape_fn((n, 1), |(i, _)| F::c((i % 2) as f64));
         let mut counts = Vec::new();
         for k in 0..3 {
+            let step = FistaStep {
+                eta: F::c(0.1),
+                thr: F::c(0.01),
+                nonneg: k != 1,
+                coef: F::c(0.3),
+                tol: F::c(0.5),
+            };
             let rc = be
-                .fista_update(
-                    &dense,
-                    F::c(0.1),
-                    F::c(0.01),
-                    k != 1,
-                    F::c(0.3),
-                    F::c(0.5),
-                    &mut x,
-                    &mut zz,
-                    &mut zo,
-                    &mut flags,
-                )
+                .fista_update(&dense, step, &mut x, &mut zz, &mut zo, &mut flags)
                 .unwrap();
             counts.push((rc.converged, rc.non_finite));
         }

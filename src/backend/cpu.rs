@@ -17,7 +17,7 @@
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
 pub use super::packed::PackedRhs;
-use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape, threads};
+use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape, threads};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
@@ -91,11 +91,22 @@ fn active_mostly_zero<F: Scalar>(a: &[F], fs: &[F], l: usize) -> bool {
     let (mut nnz, mut rows) = (0usize, 0usize);
     for (row, &f) in a.chunks_exact(l).zip(fs) {
         if f == F::zero() {
-            nnz += row.iter().map(|&v| u32::from(v != F::zero())).sum::<u32>() as usize;
+            nnz += count_nonzero(row);
             rows += 1;
         }
     }
+    sparse_enough(nnz, rows, l)
+}
+
+/// Whether `nnz` non-zeros in `rows` rows of `l` entries are few enough for the sparse path.
+fn sparse_enough(nnz: usize, rows: usize, l: usize) -> bool {
     nnz <= (SPARSE_DENSITY * (rows * l) as f64) as usize
+}
+
+/// The number of non-zeros of `row`.
+#[inline(always)]
+fn count_nonzero<F: Scalar>(row: &[F]) -> usize {
+    row.iter().map(|&v| u32::from(v != F::zero())).sum::<u32>() as usize
 }
 
 /// `c <- alpha a b + beta c`, through a dense GEMM or, when `a` is mostly zeros, by gathering the
@@ -224,6 +235,27 @@ fn transpose_cols<F: Scalar>(src: &[F], rows: usize, cols: usize, j0: usize, out
     }
 }
 
+/// Whether the CPU supports AVX2 (checked at run time; false off x86-64).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The per-part `(rows flagged, any non-finite)` of a FISTA update, summed.
+fn row_convergence(parts: &[(usize, bool)]) -> RowConvergence {
+    RowConvergence {
+        converged: parts.iter().map(|r| r.0).sum(),
+        non_finite: parts.iter().any(|r| r.1),
+        active_nonzeros: None,
+    }
+}
+
 /// A job for the sparse row kernels, on row-major slices.
 enum SparseJob<'a, F> {
     /// The sparse path of [`mat_mul`]: `c <- alpha a b + beta c`, `a` `(m, k)`, `b` `(k, n)`,
@@ -248,6 +280,23 @@ enum SparseJob<'a, F> {
         out: &'a mut [F],
         l: usize,
     },
+    /// [`Backend::gram_fista_step`]'s one pass: each row's gradient as in `GramGrad`, written
+    /// to `grad`, then that row's [`fista_update_row`]. To `out`: the count of rows flagged,
+    /// whether any was non-finite, and the non-zeros of the new `x` in the rows not flagged. All
+    /// slices `(m, l)` but `g` `(l, l)` and `flags` `(m)`.
+    GramStep {
+        alpha: F,
+        g: &'a [F],
+        c: &'a [F],
+        step: FistaStep<F>,
+        x: &'a mut [F],
+        z: &'a mut [F],
+        z_old: &'a mut [F],
+        flags: &'a mut [F],
+        grad: &'a mut [F],
+        l: usize,
+        out: &'a mut (usize, bool, usize),
+    },
 }
 
 /// Runs a [`SparseJob`] with per-thread scratch for a row's non-zero columns, through the AVX2
@@ -256,7 +305,7 @@ enum SparseJob<'a, F> {
 fn run_sparse_job<F: Scalar>(job: SparseJob<'_, F>) {
     let width = match &job {
         SparseJob::Product { k, .. } => *k,
-        SparseJob::GramGrad { l, .. } => *l,
+        SparseJob::GramGrad { l, .. } | SparseJob::GramStep { l, .. } => *l,
     };
     NONZEROS.with(|nz| {
         let mut nz = nz.borrow_mut();
@@ -317,7 +366,73 @@ fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]) {
                 }
             }
         }
+        SparseJob::GramStep {
+            alpha,
+            g,
+            c,
+            step,
+            x,
+            z,
+            z_old,
+            flags,
+            grad,
+            l,
+            out,
+        } => {
+            let (mut converged, mut non_finite, mut nonzeros) = (0, false, 0);
+            let rows = x
+                .chunks_exact_mut(l)
+                .zip(z.chunks_exact_mut(l))
+                .zip(z_old.chunks_exact_mut(l))
+                .zip(c.chunks_exact(l))
+                .zip(grad.chunks_exact_mut(l))
+                .zip(flags.iter_mut());
+            for (((((xrow, zrow), zorow), crow), grow), f) in rows {
+                if *f == F::zero() {
+                    sparse_row(alpha, xrow, g, -alpha, Some(crow), grow, l, nz);
+                } else {
+                    grow.fill(F::zero());
+                }
+                let (ok, bad) = fista_update_row(grow, step, xrow, zrow, zorow, f);
+                converged += usize::from(ok);
+                non_finite |= bad;
+                if !ok {
+                    // the row is still in L1: the next step's density test, counted here
+                    nonzeros += count_nonzero(xrow);
+                }
+            }
+            *out = (converged, non_finite, nonzeros);
+        }
     }
+}
+
+/// Writes the columns of the non-zeros of `row` (NaN included), in ascending order, to the
+/// front of `nz` (at least `row.len()` long) and returns their number.
+///
+/// Each 32 entries become a bit mask (a vector compare where the compiler has one), whose set
+/// bits are then read off one by one: the work follows the non-zeros, not the entries, where a
+/// plain loop over the entries is a chain of one dependent step per entry.
+#[inline(always)]
+fn nonzero_columns<F: Scalar>(row: &[F], nz: &mut [usize]) -> usize {
+    const W: usize = 32;
+    let mut cnt = 0;
+    let (chunks, tail) = row.as_chunks::<W>();
+    for (c, chunk) in chunks.iter().enumerate() {
+        let mut mask = 0u32;
+        for (i, &v) in chunk.iter().enumerate() {
+            mask |= u32::from(v != F::zero()) << i;
+        }
+        while mask != 0 {
+            nz[cnt] = c * W + mask.trailing_zeros() as usize;
+            cnt += 1;
+            mask &= mask - 1;
+        }
+    }
+    for (j, &v) in tail.iter().enumerate() {
+        nz[cnt] = chunks.len() * W + j;
+        cnt += usize::from(v != F::zero());
+    }
+    cnt
 }
 
 /// One row of the sparse path: `out <- alpha sum_j arow[j] b[j, ..] + beta base`, the sum over
@@ -335,12 +450,7 @@ fn sparse_row<F: Scalar>(
     n: usize,
     nz: &mut [usize],
 ) {
-    // the columns of the row's non-zeros, compacted without branches
-    let mut cnt = 0;
-    for (j, &v) in arow.iter().enumerate() {
-        nz[cnt] = j;
-        cnt += usize::from(v != F::zero());
-    }
+    let cnt = nonzero_columns(arow, nz);
     let nz = &nz[..cnt];
     let mut c0 = 0;
     while c0 < n {
@@ -387,21 +497,16 @@ fn sparse_row<F: Scalar>(
 
 /// [`Backend::fista_update`] on a block of whole rows (row-major slices, `flags` one per row);
 /// returns the number of rows flagged converged and whether any was non-finite.
-#[allow(clippy::too_many_arguments)]
+#[inline(always)]
 fn fista_update_rows<F: Scalar>(
     gs: &[F],
-    eta: F,
-    thr: F,
-    nonneg: bool,
-    coef: F,
-    tol: F,
+    step: FistaStep<F>,
     xs: &mut [F],
     zs: &mut [F],
     zos: &mut [F],
     fs: &mut [F],
     l: usize,
 ) -> (usize, bool) {
-    let zero = F::zero();
     let (mut converged, mut non_finite) = (0, false);
     let rows = gs
         .chunks_exact(l)
@@ -410,39 +515,147 @@ fn fista_update_rows<F: Scalar>(
         .zip(zos.chunks_exact_mut(l))
         .zip(fs.iter_mut());
     for ((((gr, xr), zr), zor), f) in rows {
-        zor.copy_from_slice(zr);
-        // the new codes, by the previous flag (branch-free inner loops)
-        match (*f == zero, nonneg) {
-            (true, true) => {
-                for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
-                    let u = xv - eta * gv - thr;
-                    *zv = if u > zero { u } else { zero };
-                }
-            }
-            (true, false) => {
-                for ((zv, &xv), &gv) in zr.iter_mut().zip(xr.iter()).zip(gr) {
-                    let u = xv - eta * gv;
-                    let m = u.abs() - thr;
-                    *zv = if m > zero { m.copysign(u) } else { zero };
-                }
-            }
-            (false, true) => {
-                for (zv, &xv) in zr.iter_mut().zip(xr.iter()) {
-                    *zv = if xv > zero { xv } else { zero };
-                }
-            }
-            (false, false) => zr.copy_from_slice(xr),
-        }
-        let (diff, old) = momentum_and_norms(coef, zr, zor, xr);
-        if !diff.is_finite() {
-            non_finite = true;
-        }
-        // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
-        let ok = old > zero && diff.sqrt() / old.sqrt() < tol;
-        *f = if ok { F::one() } else { zero };
-        converged += ok as usize;
+        let (ok, bad) = fista_update_row(gr, step, xr, zr, zor, f);
+        converged += usize::from(ok);
+        non_finite |= bad;
     }
     (converged, non_finite)
+}
+
+/// [`fista_update_rows`] compiled with AVX2 enabled (no FMA: the same operations, so the same
+/// result, in wider registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fista_update_rows_avx2<F: Scalar>(
+    gs: &[F],
+    step: FistaStep<F>,
+    xs: &mut [F],
+    zs: &mut [F],
+    zos: &mut [F],
+    fs: &mut [F],
+    l: usize,
+) -> (usize, bool) {
+    fista_update_rows(gs, step, xs, zs, zos, fs, l)
+}
+
+/// One row of [`Backend::fista_update`]: `z_old <- z`; the new `z` by the previous flag `f`
+/// (the proximal step for an active row, the projection or a copy of `x` for a flagged one);
+/// `x <- z + coef (z - z_old)`; the convergence test into `f`. Returns whether the row is now
+/// flagged, and whether its change is non-finite.
+#[inline(always)]
+fn fista_update_row<F: Scalar>(
+    g: &[F],
+    s: FistaStep<F>,
+    x: &mut [F],
+    z: &mut [F],
+    z_old: &mut [F],
+    f: &mut F,
+) -> (bool, bool) {
+    let zero = F::zero();
+    // one branch-free element pass per case
+    let (diff, old) = match (*f == zero, s.nonneg) {
+        (true, true) => update_pass::<F, ACTIVE_NONNEG>(g, s, x, z, z_old),
+        (true, false) => update_pass::<F, ACTIVE_SIGNED>(g, s, x, z, z_old),
+        (false, true) => update_pass::<F, FLAGGED_NONNEG>(g, s, x, z, z_old),
+        (false, false) => update_pass::<F, FLAGGED_SIGNED>(g, s, x, z, z_old),
+    };
+    // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
+    let ok = old > zero && diff.sqrt() / old.sqrt() < s.tol;
+    *f = if ok { F::one() } else { zero };
+    (ok, !diff.is_finite())
+}
+
+/// [`new_code`]'s cases: an active row's proximal step, non-negative or soft-thresholded ...
+const ACTIVE_NONNEG: u8 = 0;
+/// ... (the soft threshold) ...
+const ACTIVE_SIGNED: u8 = 1;
+/// ... a flagged row's projection onto the non-negative orthant ...
+const FLAGGED_NONNEG: u8 = 2;
+/// ... or its copy of `x`.
+const FLAGGED_SIGNED: u8 = 3;
+
+/// The new code of one element from `x` and the gradient `g`, by the case `MODE`.
+#[inline(always)]
+fn new_code<F: Scalar, const MODE: u8>(x: F, g: F, s: FistaStep<F>) -> F {
+    let zero = F::zero();
+    match MODE {
+        ACTIVE_NONNEG => {
+            let u = x - s.eta * g - s.thr;
+            if u > zero { u } else { zero }
+        }
+        ACTIVE_SIGNED => {
+            let u = x - s.eta * g;
+            let m = u.abs() - s.thr;
+            if m > zero { m.copysign(u) } else { zero }
+        }
+        FLAGGED_NONNEG => {
+            if x > zero {
+                x
+            } else {
+                zero
+            }
+        }
+        _ => x,
+    }
+}
+
+/// Lanes of the split accumulators in [`update_pass`]: a single running sum is a chain of
+/// dependent additions that cannot vectorise; eight independent partial sums can.
+const LANES: usize = 8;
+
+/// The element pass of [`fista_update_row`], [`new_code`]`::<MODE>` giving the new code: for
+/// each element, `z_old <- z`, `z <- new`, `x <- z + coef (z - z_old)`. Returns
+/// `(||z_old - z||^2, ||z_old||^2)` of the old and new `z`.
+///
+/// The sums are accumulated in [`LANES`] interleaved partial sums (element `i` goes to lane
+/// `i mod LANES`), added pairwise at the end: a fixed order, so the result is deterministic.
+#[inline(always)]
+fn update_pass<F: Scalar, const MODE: u8>(
+    g: &[F],
+    s: FistaStep<F>,
+    x: &mut [F],
+    z: &mut [F],
+    z_old: &mut [F],
+) -> (F, F) {
+    // the element updates, then the two sums, each a loop of its own over the row (in L1 by
+    // then): simple loops, which the compiler turns into vector code
+    let elems = g
+        .iter()
+        .zip(x.iter_mut())
+        .zip(z.iter_mut())
+        .zip(z_old.iter_mut());
+    for (((&gv, xv), zv), ov) in elems {
+        let zo = *zv;
+        let zn = new_code::<F, MODE>(*xv, gv, s);
+        *xv = zn + s.coef * (zn - zo);
+        *zv = zn;
+        *ov = zo;
+    }
+    let diff = lane_sums(z_old, z, |o, n| {
+        let d = o - n;
+        d * d
+    });
+    let old = lane_sums(z_old, z_old, |o, _| o * o);
+    (diff, old)
+}
+
+/// `sum_i term(a[i], b[i])`, accumulated in [`LANES`] interleaved partial sums (element `i`
+/// goes to lane `i mod LANES`) added pairwise at the end: a fixed order, so the result is
+/// deterministic, and the loop vectorises.
+#[inline(always)]
+fn lane_sums<F: Scalar>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
+    let mut acc = [F::zero(); LANES];
+    let (ac, at) = a.as_chunks::<LANES>();
+    let (bc, bt) = b.as_chunks::<LANES>();
+    for (ca, cb) in ac.iter().zip(bc) {
+        for i in 0..LANES {
+            acc[i] = acc[i] + term(ca[i], cb[i]);
+        }
+    }
+    for (i, (&va, &vb)) in at.iter().zip(bt).enumerate() {
+        acc[i] = acc[i] + term(va, vb);
+    }
+    sum_lanes(acc)
 }
 
 /// [`Backend::col_mean_std`] of the columns `j0..j0 + mean.len()` of the row-major `(n, l)`
@@ -475,45 +688,6 @@ fn col_mean_std_cols<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: 
     }
     let inv = F::one() / F::c((n - 1) as f64);
     sd.iter_mut().for_each(|v| *v = (*v * inv).sqrt());
-}
-
-/// Lanes of the split accumulators in [`momentum_and_norms`]: a single running sum is a chain of
-/// dependent additions that cannot vectorise; eight independent partial sums can.
-const LANES: usize = 8;
-
-/// `x <- z + coef (z - z_old)` on one row, returning `(||z_old - z||^2, ||z_old||^2)`.
-///
-/// The sums are accumulated in [`LANES`] interleaved partial sums (element `i` goes to lane
-/// `i mod LANES`), added pairwise at the end: a fixed order, so the result is deterministic,
-/// and the loop vectorises.
-fn momentum_and_norms<F: Scalar>(coef: F, z: &[F], z_old: &[F], x: &mut [F]) -> (F, F) {
-    let zero = F::zero();
-    let mut diff = [zero; LANES];
-    let mut old = [zero; LANES];
-    let mut xc = x.chunks_exact_mut(LANES);
-    let mut zc = z.chunks_exact(LANES);
-    let mut oc = z_old.chunks_exact(LANES);
-    for ((xs, zs), os) in (&mut xc).zip(&mut zc).zip(&mut oc) {
-        for i in 0..LANES {
-            let (zn, zo) = (zs[i], os[i]);
-            xs[i] = zn + coef * (zn - zo);
-            let dd = zo - zn;
-            diff[i] = diff[i] + dd * dd;
-            old[i] = old[i] + zo * zo;
-        }
-    }
-    let tail = xc
-        .into_remainder()
-        .iter_mut()
-        .zip(zc.remainder())
-        .zip(oc.remainder());
-    for (i, ((xv, &zn), &zo)) in tail.enumerate() {
-        *xv = zn + coef * (zn - zo);
-        let dd = zo - zn;
-        diff[i] = diff[i] + dd * dd;
-        old[i] = old[i] + zo * zo;
-    }
-    (sum_lanes(diff), sum_lanes(old))
 }
 
 /// Pairwise sum of the lanes of a split accumulator.
@@ -896,11 +1070,7 @@ impl<F: Scalar> Backend<F> for Cpu {
     fn fista_update(
         &self,
         g: &Array2<F>,
-        eta: F,
-        thr: F,
-        nonneg: bool,
-        coef: F,
-        tol: F,
+        step: FistaStep<F>,
         x: &mut Array2<F>,
         z: &mut Array2<F>,
         z_old: &mut Array2<F>,
@@ -921,9 +1091,9 @@ impl<F: Scalar> Backend<F> for Cpu {
             // not in standard layout: the kernels it fuses
             let zo = z.clone();
             let x_in = x.clone();
-            self.shrink_step(&x_in, g, flags, eta, thr, nonneg, z)?;
-            self.momentum(z, &zo, coef, x)?;
-            let rc = self.converged_rows(&zo, z, tol, flags)?;
+            self.shrink_step(&x_in, g, flags, step.eta, step.thr, step.nonneg, z)?;
+            self.momentum(z, &zo, step.coef, x)?;
+            let rc = self.converged_rows(&zo, z, step.tol, flags)?;
             z_old.assign(&zo);
             return Ok(rc);
         };
@@ -934,6 +1104,7 @@ impl<F: Scalar> Backend<F> for Cpu {
             return Ok(RowConvergence {
                 converged: 0,
                 non_finite: false,
+                active_nonzeros: None,
             });
         }
         let rows_per = n.div_ceil(threads::parts(n, n * l));
@@ -945,15 +1116,97 @@ impl<F: Scalar> Backend<F> for Cpu {
             .zip(zos.chunks_mut(rows_per * l))
             .zip(fs.chunks_mut(rows_per))
             .zip(results.iter_mut());
+        let avx2 = has_avx2();
         threads::for_each_part(work, |(((((g, x), z), zo), f), out)| {
-            *out = fista_update_rows(g, eta, thr, nonneg, coef, tol, x, z, zo, f, l);
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 (`has_avx2`).
+                *out = unsafe { fista_update_rows_avx2(g, step, x, z, zo, f, l) };
+                return;
+            }
+            *out = fista_update_rows(g, step, x, z, zo, f, l);
         });
-        let converged = results.iter().map(|r| r.0).sum();
-        let non_finite = results.iter().any(|r| r.1);
-        Ok(RowConvergence {
-            converged,
-            non_finite,
-        })
+        Ok(row_convergence(&results))
+    }
+
+    /// One pass over the rows where the active rows of `x` are mostly zero (the test of
+    /// [`Backend::gram_grad_active`]'s own one-pass path) and every matrix is stored row-major:
+    /// each row's gradient by the sparse row kernel, then its update, in the same order as the
+    /// two kernels, so the same result to the bit. Otherwise the two kernels.
+    fn gram_fista_step(
+        &self,
+        g: &Array2<F>,
+        c: &Array2<F>,
+        alpha: F,
+        step: FistaStep<F>,
+        x_nonzeros: Option<usize>,
+        x: &mut Array2<F>,
+        z: &mut Array2<F>,
+        z_old: &mut Array2<F>,
+        flags: &mut Array2<F>,
+        grad: &mut Array2<F>,
+        xc: &mut Array2<F>,
+        cc: &mut Array2<F>,
+    ) -> Result<RowConvergence> {
+        let (n, l) = x.dim();
+        same_shape("gram_fista_step: grad", dim(x), dim(grad))?;
+        same_shape("gram_fista_step: c", dim(x), dim(c))?;
+        same_shape("gram_fista_step: z", dim(x), dim(z))?;
+        same_shape("gram_fista_step: z_old", dim(x), dim(z_old))?;
+        same_shape("gram_fista_step: G", (l, l), dim(g))?;
+        col_vec("gram_fista_step: flags", dim(flags), n)?;
+        let sparse = n > 0
+            && l >= 8
+            && match (x.as_slice(), flags.as_slice(), x_nonzeros) {
+                (Some(_), Some(fs), Some(nnz)) => {
+                    sparse_enough(nnz, fs.iter().filter(|&&f| f == F::zero()).count(), l)
+                }
+                (Some(xs), Some(fs), None) => active_mostly_zero(xs, fs, l),
+                _ => false,
+            };
+        if let (true, Some(gs), Some(cs), Some(xs), Some(zs), Some(zos), Some(fs), Some(out)) = (
+            sparse,
+            g.as_slice(),
+            c.as_slice(),
+            x.as_slice_mut(),
+            z.as_slice_mut(),
+            z_old.as_slice_mut(),
+            flags.as_slice_mut(),
+            grad.as_slice_mut(),
+        ) {
+            let rows_per = n.div_ceil(threads::parts(n, n * l * l)).max(1);
+            let mut results = vec![(0usize, false, 0usize); n.div_ceil(rows_per)];
+            let work = xs
+                .chunks_mut(rows_per * l)
+                .zip(zs.chunks_mut(rows_per * l))
+                .zip(zos.chunks_mut(rows_per * l))
+                .zip(cs.chunks(rows_per * l))
+                .zip(out.chunks_mut(rows_per * l))
+                .zip(fs.chunks_mut(rows_per))
+                .zip(results.iter_mut());
+            threads::for_each_part(work, |((((((xp, zp), zop), cp), gp), fp), res)| {
+                run_sparse_job(SparseJob::GramStep {
+                    alpha,
+                    g: gs,
+                    c: cp,
+                    step,
+                    x: xp,
+                    z: zp,
+                    z_old: zop,
+                    flags: fp,
+                    grad: gp,
+                    l,
+                    out: res,
+                });
+            });
+            return Ok(RowConvergence {
+                converged: results.iter().map(|r| r.0).sum(),
+                non_finite: results.iter().any(|r| r.1),
+                active_nonzeros: Some(results.iter().map(|r| r.2).sum()),
+            });
+        }
+        self.gram_grad_active(flags, x, g, c, alpha, grad, xc, cc)?;
+        self.fista_update(grad, step, x, z, z_old, flags)
     }
 
     fn copy(&self, src: &Array2<F>, dst: &mut Array2<F>) -> Result<()> {
@@ -1312,6 +1565,7 @@ impl<F: Scalar> Backend<F> for Cpu {
         Ok(RowConvergence {
             converged,
             non_finite,
+            active_nonzeros: None,
         })
     }
 
@@ -1508,10 +1762,15 @@ mod tests {
         for nonneg in [true, false] {
             let (mut x, mut z, mut zo, mut f) =
                 (x0.clone(), z0.clone(), Array2::zeros((3, 3)), f0.clone());
+            let step = FistaStep {
+                eta: 0.5,
+                thr: 0.05,
+                nonneg,
+                coef: 0.3,
+                tol: 1e-3,
+            };
             let r1 = be
-                .fista_update(
-                    &g, 0.5, 0.05, nonneg, 0.3, 1e-3, &mut x, &mut z, &mut zo, &mut f,
-                )
+                .fista_update(&g, step, &mut x, &mut z, &mut zo, &mut f)
                 .unwrap();
             let (mut x2, mut z2, mut zo2, mut f2) =
                 (x0.clone(), z0.clone(), z0.clone(), f0.clone());
@@ -1521,6 +1780,79 @@ mod tests {
             let r2 = be.converged_rows(&zo2, &z2, 1e-3, &mut f2).unwrap();
             zo2.assign(&z0);
             assert_eq!((x, z, zo, f, r1), (x2, z2, zo2, f2, r2));
+        }
+    }
+
+    #[test]
+    fn fused_update_equals_its_parts_on_long_rows() {
+        // 37 columns: chunks of the lanes and a tail; every fourth row flagged
+        let be = Cpu;
+        let (n, l) = (8, 37);
+        let val = |i: usize, j: usize, k: usize| {
+            let h = (i * 131 + j * 71 + k * 29) % 97;
+            if h.is_multiple_of(3) {
+                0.0
+            } else {
+                h as f64 / 40.0 - 1.2
+            }
+        };
+        let x0 = Array2::from_shape_fn((n, l), |(i, j)| val(i, j, 1));
+        let g = Array2::from_shape_fn((n, l), |(i, j)| val(i, j, 2));
+        let f0 = Array2::from_shape_fn((n, 1), |(i, _)| f64::from(u8::from(i % 4 == 2)));
+        for nonneg in [true, false] {
+            // the flagged rows' codes close to what they become, so that those rows pass the
+            // test and the others do not
+            let z0 = Array2::from_shape_fn((n, l), |(i, j)| match i % 4 {
+                2 if nonneg => val(i, j, 1).max(0.0) + 0.01,
+                2 => val(i, j, 1) + 0.01,
+                _ => val(i, j, 3),
+            });
+            let step = FistaStep {
+                eta: 0.5,
+                thr: 0.05,
+                nonneg,
+                coef: 0.3,
+                tol: 0.2,
+            };
+            let (mut x, mut z, mut zo, mut f) =
+                (x0.clone(), z0.clone(), Array2::zeros((n, l)), f0.clone());
+            let r1 = be
+                .fista_update(&g, step, &mut x, &mut z, &mut zo, &mut f)
+                .unwrap();
+            let (mut x2, mut z2, mut f2) = (x0.clone(), z0.clone(), f0.clone());
+            be.shrink_step(&x0, &g, &f0, 0.5, 0.05, nonneg, &mut z2)
+                .unwrap();
+            be.momentum(&z2, &z0, 0.3, &mut x2).unwrap();
+            let r2 = be.converged_rows(&z0, &z2, 0.2, &mut f2).unwrap();
+            let ratios: Vec<f64> = (0..n)
+                .map(|i| {
+                    let d = (&z.row(i) - &zo.row(i)).mapv(|v| v * v).sum();
+                    (d / zo.row(i).mapv(|v| v * v).sum()).sqrt()
+                })
+                .collect();
+            assert!(r1.converged > 0 && r1.converged < n, "{r1:?} {ratios:?}");
+            assert_eq!((x, z, zo, f, r1), (x2, z2, z0.clone(), f2, r2));
+        }
+    }
+
+    #[test]
+    fn nonzero_columns_lists_the_non_zeros_in_order() {
+        for len in [0usize, 1, 7, 31, 32, 33, 64, 100] {
+            let row: Vec<f32> = (0..len)
+                .map(|j| match j % 5 {
+                    0 => 0.0,
+                    1 => -0.0,
+                    2 if j % 3 == 0 => f32::NAN,
+                    _ if j % 7 == 0 => 0.0,
+                    _ => j as f32 - 10.0,
+                })
+                .collect();
+            let want: Vec<usize> = (0..len).filter(|&j| row[j] != 0.0).collect();
+            let mut nz = vec![usize::MAX; len];
+            let cnt = nonzero_columns(&row, &mut nz);
+            assert_eq!(&nz[..cnt], &want[..], "len {len}");
+            // where the NaNs are, they are counted
+            assert!(want.iter().any(|&j| row[j].is_nan()) || len < 13);
         }
     }
 

@@ -17,7 +17,7 @@ use cudarc::driver::{
 };
 use ndarray::{Array2, ArrayView2};
 
-use super::{AdamUpdate, Backend, RowConvergence, Trans, same_shape};
+use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape};
 use crate::error::{Error, Result};
 
 const KERNELS: &str = include_str!("cuda_kernels.cu");
@@ -271,6 +271,7 @@ impl Cuda {
         Ok(RowConvergence {
             converged: c[0].max(0) as usize,
             non_finite: c[1] > 0,
+            active_nonzeros: None,
         })
     }
 
@@ -617,16 +618,19 @@ impl Backend<f32> for Cuda {
     fn fista_update(
         &self,
         g: &CudaMat,
-        eta: f32,
-        thr: f32,
-        nonneg: bool,
-        coef: f32,
-        tol: f32,
+        step: FistaStep<f32>,
         x: &mut CudaMat,
         z: &mut CudaMat,
         z_old: &mut CudaMat,
         flags: &mut CudaMat,
     ) -> Result<RowConvergence> {
+        let FistaStep {
+            eta,
+            thr,
+            nonneg,
+            coef,
+            tol,
+        } = step;
         same_shape("fista_update", dims(g), dims(x))?;
         same_shape("fista_update", dims(g), dims(z))?;
         same_shape("fista_update", dims(g), dims(z_old))?;

@@ -66,6 +66,22 @@ pub struct AdamUpdate<F> {
     pub step: u64,
 }
 
+/// The constants of one constant-step FISTA update ([`Backend::fista_update`],
+/// [`Backend::gram_fista_step`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FistaStep<F> {
+    /// The step size `eta`.
+    pub eta: F,
+    /// The shrinkage threshold, `lambda eta`.
+    pub thr: F,
+    /// Non-negative codes: `max(u - thr, 0)` instead of the soft threshold.
+    pub nonneg: bool,
+    /// The momentum coefficient `(t_k - 1) / t_(k+1)`.
+    pub coef: F,
+    /// The per-row convergence tolerance of [`Backend::converged_rows`].
+    pub tol: F,
+}
+
 /// The outcome of [`Backend::converged_rows`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RowConvergence {
@@ -73,6 +89,10 @@ pub struct RowConvergence {
     pub converged: usize,
     /// Whether any row of the new iterate held a NaN or an infinity.
     pub non_finite: bool,
+    /// The number of non-zeros of the new extrapolated point `x` in the rows not flagged, where
+    /// the kernel counted them ([`Backend::gram_fista_step`] on the CPU); `None` otherwise.
+    /// Passed to the next [`Backend::gram_fista_step`], it spares that step a pass over `x`.
+    pub active_nonzeros: Option<usize>,
 }
 
 /// The kernels the algorithms need, over one element type `F`.
@@ -293,21 +313,52 @@ pub trait Backend<F: Scalar> {
     /// One whole FISTA update in a single pass over the rows (constant step): for each row,
     /// `z_old <- z`, then [`Backend::shrink_step`] into `z` with the previous `flags`, then the
     /// extrapolation `x <- z + coef (z - z_old)`, then [`Backend::converged_rows`]'s test into
-    /// `flags`. Equal to calling those kernels in that order.
-    #[allow(clippy::too_many_arguments)]
+    /// `flags`. Equal to calling those kernels in that order, with the constants of `step`.
     fn fista_update(
         &self,
         g: &Self::Mat,
-        eta: F,
-        thr: F,
-        nonneg: bool,
-        coef: F,
-        tol: F,
+        step: FistaStep<F>,
         x: &mut Self::Mat,
         z: &mut Self::Mat,
         z_old: &mut Self::Mat,
         flags: &mut Self::Mat,
     ) -> Result<RowConvergence>;
+    /// One constant-step FISTA iteration of the linear decoder's Gram path when the smooth part
+    /// is the reconstruction alone (no variance hinge, no proximity term):
+    /// [`Backend::gram_grad_active`] of `x` into `grad` (with `flags`, `g`, `c`, `alpha`,
+    /// scratch `xc` and `cc`), then [`Backend::fista_update`] with that gradient.
+    ///
+    /// The default calls the two kernels. The CPU backend, where `x`'s active rows are mostly
+    /// zeros, does both in one pass over the rows: each row's gradient is computed and used at
+    /// once, while it is in the L1 cache, and the threads meet once per iteration instead of
+    /// twice. Each element sees the same operations in the same order, so the result is the
+    /// same to the bit.
+    ///
+    /// `x_nonzeros` is the number of non-zeros in the rows of `x` not flagged, when the caller
+    /// knows it: the previous step's [`RowConvergence::active_nonzeros`]. The CPU backend then
+    /// decides between its two paths without reading `x` (a pass on the calling thread over
+    /// rows that the other threads wrote); `None` makes it count. A wrong count only picks the
+    /// other path, whose result may differ in the last bits.
+    #[allow(clippy::too_many_arguments)]
+    fn gram_fista_step(
+        &self,
+        g: &Self::Mat,
+        c: &Self::Mat,
+        alpha: F,
+        step: FistaStep<F>,
+        x_nonzeros: Option<usize>,
+        x: &mut Self::Mat,
+        z: &mut Self::Mat,
+        z_old: &mut Self::Mat,
+        flags: &mut Self::Mat,
+        grad: &mut Self::Mat,
+        xc: &mut Self::Mat,
+        cc: &mut Self::Mat,
+    ) -> Result<RowConvergence> {
+        let _ = x_nonzeros;
+        self.gram_grad_active(flags, x, g, c, alpha, grad, xc, cc)?;
+        self.fista_update(grad, step, x, z, z_old, flags)
+    }
     /// FISTA's extrapolation `x <- z + coef (z - z_old)`.
     fn momentum(&self, z: &Self::Mat, z_old: &Self::Mat, coef: F, x: &mut Self::Mat) -> Result<()>;
     /// The per-sample convergence test of the authors' code: row `i` is flagged (`flags[i,0] = 1`)
