@@ -659,8 +659,50 @@ fn lane_sums<F: Scalar>(a: &[F], b: &[F], term: impl Fn(F, F) -> F) -> F {
 }
 
 /// [`Backend::col_mean_std`] of the columns `j0..j0 + mean.len()` of the row-major `(n, l)`
-/// matrix `xs`, `n >= 2`.
+/// matrix `xs`, `n >= 2`: in blocks of [`STATS_BLOCK`] columns, through the AVX2 instantiation
+/// where the CPU has it (no FMA: the same operations, so the same result).
 fn col_mean_std_cols<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU supports AVX2 (`has_avx2`).
+        unsafe { col_mean_std_cols_avx2(xs, l, j0, m, sd) };
+        return;
+    }
+    col_mean_std_blocks(xs, l, j0, m, sd);
+}
+
+/// [`col_mean_std_blocks`] compiled with AVX2 enabled.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn col_mean_std_cols_avx2<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: &mut [F]) {
+    col_mean_std_blocks(xs, l, j0, m, sd);
+}
+
+/// Columns per block of [`col_mean_std_blocks`]: its running sums stay in registers (four AVX2
+/// registers of `f32`) while the rows pass, instead of a load and a store per row.
+const STATS_BLOCK: usize = 32;
+
+/// The loop of [`col_mean_std_cols`]: [`col_mean_std_block`] on each whole block of
+/// [`STATS_BLOCK`] columns, then on the shorter rest.
+#[inline(always)]
+fn col_mean_std_blocks<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: &mut [F]) {
+    let (mb, mt) = m.as_chunks_mut::<STATS_BLOCK>();
+    let (sb, st) = sd.as_chunks_mut::<STATS_BLOCK>();
+    let mut c0 = j0;
+    for (m, sd) in mb.iter_mut().zip(sb) {
+        col_mean_std_block(xs, l, c0, m, sd);
+        c0 += STATS_BLOCK;
+    }
+    if !mt.is_empty() {
+        col_mean_std_block(xs, l, c0, mt, st);
+    }
+}
+
+/// [`Backend::col_mean_std`] of the columns `c0..c0 + W` of the row-major `(n, l)` matrix `xs`,
+/// `n >= 2`, with `W` known to the compiler where it is a whole block (`&mut [F; W]` coerced to
+/// a slice of that length).
+#[inline(always)]
+fn col_mean_std_block<F: Scalar>(xs: &[F], l: usize, c0: usize, m: &mut [F], sd: &mut [F]) {
     let w = m.len();
     let n = xs.len() / l;
     // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)).
@@ -668,26 +710,30 @@ fn col_mean_std_cols<F: Scalar>(xs: &[F], l: usize, j0: usize, m: &mut [F], sd: 
     // twice per FISTA iteration when beta > 0.
     // Shifted by the first row: a constant column then has a mean equal to its value and
     // a std of exactly 0 (the hinge's gradient must vanish there), and rounding is smaller.
-    let first = &xs[j0..j0 + w];
-    m.fill(F::zero());
-    sd.fill(F::zero());
+    let mut acc = [F::zero(); STATS_BLOCK];
+    let mut first = [F::zero(); STATS_BLOCK];
+    let (acc, first) = (&mut acc[..w], &mut first[..w]);
+    first.copy_from_slice(&xs[c0..c0 + w]);
     for row in xs.chunks_exact(l).skip(1) {
-        for ((acc, &v), &v0) in m.iter_mut().zip(&row[j0..j0 + w]).zip(first) {
-            *acc = *acc + (v - v0);
+        for ((a, &v), &v0) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(first.iter()) {
+            *a = *a + (v - v0);
         }
     }
     let inv_n = F::one() / F::c(n as f64);
-    m.iter_mut()
-        .zip(first)
-        .for_each(|(v, &v0)| *v = v0 + *v * inv_n);
+    for ((mu, &a), &v0) in m.iter_mut().zip(acc.iter()).zip(first.iter()) {
+        *mu = v0 + a * inv_n;
+    }
+    acc.fill(F::zero());
     for row in xs.chunks_exact(l) {
-        for ((acc, &v), &mu) in sd.iter_mut().zip(&row[j0..j0 + w]).zip(m.iter()) {
+        for ((a, &v), &mu) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(m.iter()) {
             let d = v - mu;
-            *acc = *acc + d * d;
+            *a = *a + d * d;
         }
     }
     let inv = F::one() / F::c((n - 1) as f64);
-    sd.iter_mut().for_each(|v| *v = (*v * inv).sqrt());
+    for (s, &a) in sd.iter_mut().zip(acc.iter()) {
+        *s = (a * inv).sqrt();
+    }
 }
 
 /// Pairwise sum of the lanes of a split accumulator.
@@ -1832,6 +1878,40 @@ mod tests {
                 .collect();
             assert!(r1.converged > 0 && r1.converged < n, "{r1:?} {ratios:?}");
             assert_eq!((x, z, zo, f, r1), (x2, z2, z0.clone(), f2, r2));
+        }
+    }
+
+    #[test]
+    fn col_mean_std_equals_a_plain_two_pass_reference_in_blocks_and_tails() {
+        let be = Cpu;
+        for (n, l) in [(2, 1), (5, 31), (7, 32), (9, 33), (40, 70), (3, 100)] {
+            let mut x = Array2::from_shape_fn((n, l), |(i, j)| {
+                ((i * 37 + j * 11) % 23) as f64 / 7.0 - 1.5 + j as f64
+            });
+            // a constant column: its std must be exactly zero
+            x.column_mut(l / 2).fill(0.3);
+            let (mut mean, mut std) = (Array2::zeros((1, l)), Array2::zeros((1, l)));
+            be.col_mean_std(&x, &mut mean, &mut std).unwrap();
+            for j in 0..l {
+                let col = x.column(j);
+                let mu = col.sum() / n as f64;
+                let var = col.iter().map(|v| (v - mu) * (v - mu)).sum::<f64>() / (n - 1) as f64;
+                assert!(
+                    (mean[(0, j)] - mu).abs() <= 1e-12 * (1.0 + mu.abs()),
+                    "{n}x{l} {j}"
+                );
+                assert!((std[(0, j)] - var.sqrt()).abs() <= 1e-12, "{n}x{l} {j}");
+            }
+            assert_eq!(std[(0, l / 2)], 0.0);
+            assert_eq!(mean[(0, l / 2)], 0.3);
+            // the same bits on every thread count
+            for t in [2, 3] {
+                let (mut m2, mut s2) = (Array2::zeros((1, l)), Array2::zeros((1, l)));
+                super::threads::with_threads(t, || be.col_mean_std(&x, &mut m2, &mut s2))
+                    .unwrap()
+                    .unwrap();
+                assert_eq!((&m2, &s2), (&mean, &std), "{n}x{l}, {t} threads");
+            }
         }
     }
 
