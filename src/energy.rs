@@ -188,6 +188,12 @@ pub fn hinge<F: Scalar, B: Backend<F>>(
     }
 }
 
+/// `2 gamma / l`, the coefficient of the proximity term's gradient `(2 gamma / l)(x - e)` for
+/// codes of `l` columns (see [`proximity`]).
+pub(crate) fn proximity_grad_coef<F: Scalar>(gamma: F, l: usize) -> F {
+    F::c(2.0) * gamma / F::c(l.max(1) as f64)
+}
+
 /// The proximity term `gamma sum_i (1/l) ||x_i - e_i||^2` (`e = 0` when `target` is `None`);
 /// when `grad` is given, `(2 gamma / l)(x - e)` is **added** to it. Zero when `gamma = 0`.
 ///
@@ -205,7 +211,7 @@ pub fn proximity<F: Scalar, B: Backend<F>>(
         return Ok(F::zero());
     }
     let l = F::c(be.shape(x).1.max(1) as f64);
-    let c = F::c(2.0) * gamma / l;
+    let c = proximity_grad_coef(gamma, be.shape(x).1);
     if let Some(g) = grad {
         match target {
             Some(e) => be.add_scaled_diff(c, x, e, g)?,

@@ -396,13 +396,11 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
         F::c(2.0) / F::c(self.decoder.input_dim() as f64)
     }
 
-    /// Whether the gradient is the linear decoder's Gram-path reconstruction gradient alone
-    /// (no hinge, no proximity term), so that [`Backend::gram_fista_step`] can take the step.
-    fn gram_alone(&self) -> bool {
-        self.use_gram
-            && self.decoder.kind() == DecoderKind::Linear
-            && self.beta == F::zero()
-            && self.gamma == F::zero()
+    /// Whether the gradient is the linear decoder's Gram-path reconstruction gradient with at
+    /// most the proximity term (no hinge), so that [`Backend::gram_fista_step`] can take the
+    /// step.
+    fn gram_without_hinge(&self) -> bool {
+        self.use_gram && self.decoder.kind() == DecoderKind::Linear && self.beta == F::zero()
     }
 
     /// `grad f(point)` on the active rows (`flags = 0`) only, zero on the others: what a
@@ -633,13 +631,16 @@ pub fn solve<F: Scalar, B: Backend<F>>(
                 coef,
                 tol,
             };
-            let rc = match (smooth.gram_alone(), gram.as_mut()) {
-                // the linear Gram path with nothing but the reconstruction in the gradient:
-                // gradient and update in one kernel
+            let rc = match (smooth.gram_without_hinge(), gram.as_mut()) {
+                // the linear Gram path without the hinge: gradient (reconstruction and
+                // proximity terms) and update in one kernel
                 (true, Some(GramBuffers { g: g_mat, c, .. })) => be.gram_fista_step(
                     g_mat,
                     c,
                     smooth.two_over_d(),
+                    // zero when gamma is, as energy::proximity skips the term
+                    energy::proximity_grad_coef(smooth.gamma, l),
+                    smooth.target,
                     step,
                     x_nonzeros,
                     x,

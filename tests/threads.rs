@@ -12,7 +12,9 @@
 
 use ndarray::Array2;
 use varsparse::backend::threads::{current_threads, with_threads};
-use varsparse::backend::{Backend, Cpu, FistaStep, Trans, gram_grad_active_composed};
+use varsparse::backend::{
+    Backend, Cpu, FistaStep, Trans, gram_fista_step_composed, gram_grad_active_composed,
+};
 use varsparse::decoder::{Decoder, DecoderKind};
 use varsparse::encoder::Lista;
 use varsparse::energy::EnergyParams;
@@ -157,10 +159,11 @@ fn gram_grad_active_equals_the_composition_f32_and_f64() {
     gram_grad_active_equals_the_composition::<f64>();
 }
 
-/// The CPU backend's fused Gram step equals its two kernels, `gram_grad_active` then
-/// `fista_update`, bit for bit: on both sides of the sparse threshold, for every pattern of
-/// converged rows, both shrinkages, with and without the caller's count of non-zeros, on every
-/// thread count; and the count it returns is the count of the new `x`.
+/// The CPU backend's fused Gram step equals its kernels (`gram_grad_active`, the proximity
+/// term, `fista_update`) bit for bit: on both sides of the sparse threshold, for every pattern of
+/// converged rows, both shrinkages, without and with a proximity term (to zero or to a target),
+/// with and without the caller's count of non-zeros, on every thread count; and the count it
+/// returns is the count of the new `x`.
 fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
     let be = Cpu;
     // 37 columns: chunks of 8 and 32 with a tail
@@ -169,6 +172,7 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
         let c = sparse::<F>(32, n, l, 1.0);
         let dense = sparse::<F>(33, n, l, 1.0);
         let z0 = sparse::<F>(34, n, l, 0.3);
+        let target = sparse::<F>(35, n, l, 0.5);
         let alpha = F::c(2.0 / 784.0);
         for (density, seed) in [(0.0, 40), (0.05, 41), (0.2, 42), (0.3, 43), (0.7, 44)] {
             let x0 = sparse::<F>(seed, n, l, density);
@@ -185,7 +189,12 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
                     .filter(|&i| !flagged(i))
                     .map(|i| x0.row(i).iter().filter(|&&v| v != F::zero()).count())
                     .sum::<usize>();
-                for nonneg in [true, false] {
+                let proximities = [(0.0, None), (0.3, None), (0.3, Some(&target))];
+                for (nonneg, (prox, target)) in [true, false]
+                    .into_iter()
+                    .flat_map(|nn| proximities.map(|p| (nn, p)))
+                {
+                    let prox = F::c(prox);
                     let step = FistaStep {
                         eta: F::c(0.7),
                         thr: F::c(0.01),
@@ -200,21 +209,24 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
                         let (mut xc, mut cc) = (Array2::zeros((n, l)), Array2::zeros((n, l)));
                         let rc = if fused {
                             be.gram_fista_step(
-                                &g, &c, alpha, step, hint, &mut x, &mut z, &mut zo, &mut flags,
-                                &mut grad, &mut xc, &mut cc,
+                                &g, &c, alpha, prox, target, step, hint, &mut x, &mut z, &mut zo,
+                                &mut flags, &mut grad, &mut xc, &mut cc,
                             )
                             .unwrap()
                         } else {
-                            be.gram_grad_active(
-                                &flags, &x, &g, &c, alpha, &mut grad, &mut xc, &mut cc,
+                            gram_fista_step_composed(
+                                &be, &g, &c, alpha, prox, target, step, &mut x, &mut z, &mut zo,
+                                &mut flags, &mut grad, &mut xc, &mut cc,
                             )
-                            .unwrap();
-                            be.fista_update(&grad, step, &mut x, &mut z, &mut zo, &mut flags)
-                                .unwrap()
+                            .unwrap()
                         };
                         (vec![x, z, zo, flags, grad], rc)
                     };
-                    let what = format!("{n}x{l}, density {density}, flags {p}, nonneg {nonneg}");
+                    let what = format!(
+                        "{n}x{l}, density {density}, flags {p}, nonneg {nonneg}, \
+                         prox {prox} {}",
+                        target.is_some()
+                    );
                     for t in [1, 2, 3] {
                         let want = with_threads(t, || run(false, None)).unwrap();
                         for hint in [None, Some(active_nnz)] {

@@ -280,14 +280,17 @@ enum SparseJob<'a, F> {
         out: &'a mut [F],
         l: usize,
     },
-    /// [`Backend::gram_fista_step`]'s one pass: each row's gradient as in `GramGrad`, written
-    /// to `grad`, then that row's [`fista_update_row`]. To `out`: the count of rows flagged,
-    /// whether any was non-finite, and the non-zeros of the new `x` in the rows not flagged. All
-    /// slices `(m, l)` but `g` `(l, l)` and `flags` `(m)`.
+    /// [`Backend::gram_fista_step`]'s one pass: each row's gradient as in `GramGrad`, plus
+    /// the proximity term's `prox (x - target)` unless `prox` is zero, written to `grad`; then
+    /// that row's [`fista_update_row`]. To `out`: the count of rows flagged, whether any was
+    /// non-finite, and the non-zeros of the new `x` in the rows not flagged. All slices
+    /// `(m, l)` (`target` empty when there is none) but `g` `(l, l)` and `flags` `(m)`.
     GramStep {
         alpha: F,
         g: &'a [F],
         c: &'a [F],
+        prox: F,
+        target: &'a [F],
         step: FistaStep<F>,
         x: &'a mut [F],
         z: &'a mut [F],
@@ -370,6 +373,8 @@ fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]) {
             alpha,
             g,
             c,
+            prox,
+            target,
             step,
             x,
             z,
@@ -387,11 +392,27 @@ fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]) {
                 .zip(c.chunks_exact(l))
                 .zip(grad.chunks_exact_mut(l))
                 .zip(flags.iter_mut());
+            let mut targets = target.chunks_exact(l);
             for (((((xrow, zrow), zorow), crow), grow), f) in rows {
                 if *f == F::zero() {
                     sparse_row(alpha, xrow, g, -alpha, Some(crow), grow, l, nz);
                 } else {
                     grow.fill(F::zero());
+                }
+                if prox != F::zero() {
+                    // as add_scaled_diff, or axpby with beta = 1 (1 * g is g)
+                    match targets.next() {
+                        Some(erow) => {
+                            for ((gv, &xv), &ev) in grow.iter_mut().zip(xrow.iter()).zip(erow) {
+                                *gv = *gv + prox * (xv - ev);
+                            }
+                        }
+                        None => {
+                            for (gv, &xv) in grow.iter_mut().zip(xrow.iter()) {
+                                *gv = prox * xv + *gv;
+                            }
+                        }
+                    }
                 }
                 let (ok, bad) = fista_update_row(grow, step, xrow, zrow, zorow, f);
                 converged += usize::from(ok);
@@ -1184,6 +1205,8 @@ impl<F: Scalar> Backend<F> for Cpu {
         g: &Array2<F>,
         c: &Array2<F>,
         alpha: F,
+        prox: F,
+        target: Option<&Array2<F>>,
         step: FistaStep<F>,
         x_nonzeros: Option<usize>,
         x: &mut Array2<F>,
@@ -1201,6 +1224,14 @@ impl<F: Scalar> Backend<F> for Cpu {
         same_shape("gram_fista_step: z_old", dim(x), dim(z_old))?;
         same_shape("gram_fista_step: G", (l, l), dim(g))?;
         col_vec("gram_fista_step: flags", dim(flags), n)?;
+        if let Some(e) = target {
+            same_shape("gram_fista_step: target", dim(x), dim(e))?;
+        }
+        // the target's rows, empty when there is none (or no term)
+        let es = match target {
+            Some(e) if prox != F::zero() => e.as_slice(),
+            _ => Some(&[][..]),
+        };
         let sparse = n > 0
             && l >= 8
             && match (x.as_slice(), flags.as_slice(), x_nonzeros) {
@@ -1210,8 +1241,19 @@ impl<F: Scalar> Backend<F> for Cpu {
                 (Some(xs), Some(fs), None) => active_mostly_zero(xs, fs, l),
                 _ => false,
             };
-        if let (true, Some(gs), Some(cs), Some(xs), Some(zs), Some(zos), Some(fs), Some(out)) = (
+        if let (
+            true,
+            Some(es),
+            Some(gs),
+            Some(cs),
+            Some(xs),
+            Some(zs),
+            Some(zos),
+            Some(fs),
+            Some(out),
+        ) = (
             sparse,
+            es,
             g.as_slice(),
             c.as_slice(),
             x.as_slice_mut(),
@@ -1229,12 +1271,15 @@ impl<F: Scalar> Backend<F> for Cpu {
                 .zip(cs.chunks(rows_per * l))
                 .zip(out.chunks_mut(rows_per * l))
                 .zip(fs.chunks_mut(rows_per))
-                .zip(results.iter_mut());
-            threads::for_each_part(work, |((((((xp, zp), zop), cp), gp), fp), res)| {
+                .zip(results.iter_mut())
+                .zip(es.chunks(rows_per * l).chain(std::iter::repeat(&[][..])));
+            threads::for_each_part(work, |(((((((xp, zp), zop), cp), gp), fp), res), ep)| {
                 run_sparse_job(SparseJob::GramStep {
                     alpha,
                     g: gs,
                     c: cp,
+                    prox,
+                    target: ep,
                     step,
                     x: xp,
                     z: zp,
@@ -1251,8 +1296,9 @@ impl<F: Scalar> Backend<F> for Cpu {
                 active_nonzeros: Some(results.iter().map(|r| r.2).sum()),
             });
         }
-        self.gram_grad_active(flags, x, g, c, alpha, grad, xc, cc)?;
-        self.fista_update(grad, step, x, z, z_old, flags)
+        super::gram_fista_step_composed(
+            self, g, c, alpha, prox, target, step, x, z, z_old, flags, grad, xc, cc,
+        )
     }
 
     fn copy(&self, src: &Array2<F>, dst: &mut Array2<F>) -> Result<()> {

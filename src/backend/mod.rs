@@ -324,15 +324,17 @@ pub trait Backend<F: Scalar> {
         flags: &mut Self::Mat,
     ) -> Result<RowConvergence>;
     /// One constant-step FISTA iteration of the linear decoder's Gram path when the smooth part
-    /// is the reconstruction alone (no variance hinge, no proximity term):
-    /// [`Backend::gram_grad_active`] of `x` into `grad` (with `flags`, `g`, `c`, `alpha`,
-    /// scratch `xc` and `cc`), then [`Backend::fista_update`] with that gradient.
+    /// has no variance hinge: [`Backend::gram_grad_active`] of `x` into `grad` (with `flags`,
+    /// `g`, `c`, `alpha`, scratch `xc` and `cc`); then, unless `prox` is zero, the proximity
+    /// term's gradient `prox (x - target)` added to every row of `grad` (`target` zero when
+    /// `None`; [`Backend::add_scaled_diff`], or [`Backend::axpby`] with `beta = 1`); then
+    /// [`Backend::fista_update`] with that gradient.
     ///
-    /// The default calls the two kernels. The CPU backend, where `x`'s active rows are mostly
-    /// zeros, does both in one pass over the rows: each row's gradient is computed and used at
+    /// The default calls those kernels. The CPU backend, where `x`'s active rows are mostly
+    /// zeros, does it all in one pass over the rows: each row's gradient is computed and used at
     /// once, while it is in the L1 cache, and the threads meet once per iteration instead of
-    /// twice. Each element sees the same operations in the same order, so the result is the
-    /// same to the bit.
+    /// two or three times. Each element sees the same operations in the same order, so the
+    /// result is the same to the bit.
     ///
     /// `x_nonzeros` is the number of non-zeros in the rows of `x` not flagged, when the caller
     /// knows it: the previous step's [`RowConvergence::active_nonzeros`]. The CPU backend then
@@ -345,6 +347,8 @@ pub trait Backend<F: Scalar> {
         g: &Self::Mat,
         c: &Self::Mat,
         alpha: F,
+        prox: F,
+        target: Option<&Self::Mat>,
         step: FistaStep<F>,
         x_nonzeros: Option<usize>,
         x: &mut Self::Mat,
@@ -356,8 +360,9 @@ pub trait Backend<F: Scalar> {
         cc: &mut Self::Mat,
     ) -> Result<RowConvergence> {
         let _ = x_nonzeros;
-        self.gram_grad_active(flags, x, g, c, alpha, grad, xc, cc)?;
-        self.fista_update(grad, step, x, z, z_old, flags)
+        gram_fista_step_composed(
+            self, g, c, alpha, prox, target, step, x, z, z_old, flags, grad, xc, cc,
+        )
     }
     /// FISTA's extrapolation `x <- z + coef (z - z_old)`.
     fn momentum(&self, z: &Self::Mat, z_old: &Self::Mat, coef: F, x: &mut Self::Mat) -> Result<()>;
@@ -416,6 +421,38 @@ pub(crate) fn same_shape(op: &str, a: (usize, usize), b: (usize, usize)) -> Resu
             format!("operands have shapes {a:?} and {b:?}, which must be equal"),
         ))
     }
+}
+
+/// [`Backend::gram_fista_step`] as the kernels it is made of (the trait's default; public so
+/// that a backend's own version can be tested against it).
+///
+/// # Errors
+/// As the kernels it calls.
+#[allow(clippy::too_many_arguments)]
+pub fn gram_fista_step_composed<F: Scalar, B: Backend<F> + ?Sized>(
+    be: &B,
+    g: &B::Mat,
+    c: &B::Mat,
+    alpha: F,
+    prox: F,
+    target: Option<&B::Mat>,
+    step: FistaStep<F>,
+    x: &mut B::Mat,
+    z: &mut B::Mat,
+    z_old: &mut B::Mat,
+    flags: &mut B::Mat,
+    grad: &mut B::Mat,
+    xc: &mut B::Mat,
+    cc: &mut B::Mat,
+) -> Result<RowConvergence> {
+    be.gram_grad_active(flags, x, g, c, alpha, grad, xc, cc)?;
+    if prox != F::zero() {
+        match target {
+            Some(e) => be.add_scaled_diff(prox, x, e, grad)?,
+            None => be.axpby(prox, x, F::one(), grad)?,
+        }
+    }
+    be.fista_update(grad, step, x, z, z_old, flags)
 }
 
 /// [`Backend::gram_grad_active`] through gather, [`Backend::gemm_rows`] and scatter (the
