@@ -36,6 +36,12 @@
 //! `(2/d)(X G - C)` with `G = W^T W` `(l, l)` and `C = Y W` `(n, l)` formed once per batch
 //! ([`GradientPath::Gram`], the default), instead of `(2/d)(X W^T - Y) W` ([`GradientPath::Direct`]).
 //! Both give the same iterates up to rounding.
+//!
+//! With a constant step an iteration is a gradient of the samples still active, then one fused
+//! update ([`Backend::fista_update`]). On the linear decoder's Gram path without the variance
+//! hinge (the non-negative lasso; SDL), whose gradient is row by row, the two are one kernel,
+//! [`Backend::gram_fista_step`]: the CPU backend computes each row's gradient and applies its
+//! update while the row is in cache, with the same result to the bit.
 
 use crate::backend::{Backend, FistaStep, Trans};
 use crate::decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
