@@ -17,15 +17,15 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::Array2;
 use std::hint::black_box;
-use varsparse::backend::threads::with_threads;
+use varsparse::backend::cpu::threads::with_threads;
 use varsparse::backend::{Backend, Cpu, Trans};
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::encoder::Lista;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
-use varsparse::init::{linear_uniform, rng};
-use varsparse::model::{ModelParams, Preset};
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::encoder::Lista;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
 use varsparse::train::Trainer;
+use varsparse::train::{ModelParams, Preset};
 
 const N: usize = 250;
 const D: usize = 784;

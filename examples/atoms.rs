@@ -3,8 +3,8 @@
 //!
 //!     cargo run --release --example atoms -- [out.png]
 
-use varsparse::dataset::DataSpec;
-use varsparse::figures::{atoms_image, save_gray_png};
+use varsparse::data::DataSpec;
+use varsparse::experiments::figures::{atoms_image, save_gray_png};
 use varsparse::{ModelParams, Preset, SparseCoder};
 
 fn main() -> varsparse::Result<()> {

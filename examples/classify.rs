@@ -6,8 +6,8 @@
 //!     cargo run --release --example classify
 
 use ndarray::Axis;
-use varsparse::classify::{ClassifyParams, first_per_class, train_linear};
-use varsparse::dataset::DataSpec;
+use varsparse::data::DataSpec;
+use varsparse::experiments::classify::{ClassifyParams, first_per_class, train_linear};
 
 fn main() -> varsparse::Result<()> {
     let data = DataSpec::Mnist {
@@ -16,7 +16,7 @@ fn main() -> varsparse::Result<()> {
         train_limit: None,
     }
     .load()?;
-    let labels = |s: &varsparse::dataset::Split| -> Vec<usize> {
+    let labels = |s: &varsparse::data::Split| -> Vec<usize> {
         s.labels
             .as_deref()
             .unwrap_or_default()

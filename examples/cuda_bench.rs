@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use varsparse::backend::{Backend, Cpu, Cuda};
-use varsparse::dataset::DataSpec;
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
-use varsparse::init::{linear_uniform, rng};
-use varsparse::model::FitOptions;
+use varsparse::data::DataSpec;
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
+use varsparse::train::FitOptions;
 use varsparse::{ModelParams, Preset};
 
 fn fista_rate<B: Backend<f32>>(

@@ -3,9 +3,9 @@
 //!
 //!     cargo run --release --example denoise -- [out.png]
 
-use varsparse::dataset::DataSpec;
-use varsparse::denoise::{denoise, denoise_figure};
-use varsparse::figures::save_gray_png;
+use varsparse::data::DataSpec;
+use varsparse::experiments::denoise::{denoise, denoise_figure};
+use varsparse::experiments::figures::save_gray_png;
 use varsparse::{ModelParams, Preset};
 
 fn main() -> varsparse::Result<()> {

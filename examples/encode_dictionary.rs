@@ -3,7 +3,7 @@
 //!     cargo run --release --example encode_dictionary
 
 use ndarray::Array2;
-use varsparse::init::{linear_uniform, rng};
+use varsparse::rng::{linear_uniform, rng};
 use varsparse::{Cpu, Decoder, EnergyParams, FistaParams, fista};
 
 fn main() -> varsparse::Result<()> {

@@ -6,8 +6,8 @@
 
 use std::ops::ControlFlow;
 
-use varsparse::dataset::DataSpec;
-use varsparse::model::{EpochSummary, Observer};
+use varsparse::data::DataSpec;
+use varsparse::train::{EpochSummary, Observer};
 use varsparse::{ModelParams, Preset};
 
 struct Print;

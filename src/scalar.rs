@@ -77,6 +77,26 @@ pub(crate) fn all_finite<F: Scalar>(s: &[F]) -> bool {
     acc.iter().all(|a| *a == F::zero()) && chunks.remainder().iter().all(|v| v.is_finite())
 }
 
+/// Returns [`Error::NonFiniteInput`] naming the first NaN or infinite element of `a`.
+pub(crate) fn check_finite<F: Scalar, S: ndarray::Data<Elem = F>>(
+    what: &str,
+    a: &ndarray::ArrayBase<S, ndarray::Ix2>,
+) -> crate::error::Result<()> {
+    if let Some(s) = a.as_slice_memory_order()
+        && all_finite(s)
+    {
+        return Ok(());
+    }
+    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((index, v)) => Err(crate::error::Error::NonFiniteInput {
+            what: what.to_string(),
+            index,
+            value: v.f(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::all_finite;

@@ -7,14 +7,14 @@ use std::path::Path;
 use assert_cmd::Command;
 use ndarray::{Array2, Axis};
 use rand_chacha::ChaCha8Rng;
-use varsparse::classify::{
+use varsparse::data::DataSpec;
+use varsparse::experiments::classify::{
     ClassifyParams, LabelledSplit, LinearClassifier, ListaClassifier, ListaDims, Method,
     ProtocolData, ProtocolSpec, accuracy_topk, first_per_class, run_protocol, train_linear,
     train_lista_linear,
 };
-use varsparse::dataset::DataSpec;
-use varsparse::init::{linear_uniform, rng, unit_f64};
-use varsparse::model::FitOptions;
+use varsparse::rng::{linear_uniform, rng, unit_f64};
+use varsparse::train::FitOptions;
 use varsparse::{Cpu, Error, Lista, ModelParams, Preset};
 
 /// A standard normal draw (Box–Muller).
@@ -247,7 +247,7 @@ fn bad_inputs_are_typed_errors() {
         vy: &[usize],
         k: usize,
         p: &ClassifyParams,
-    ) -> varsparse::Result<varsparse::classify::Fit<LinearClassifier>> {
+    ) -> varsparse::Result<varsparse::experiments::classify::Fit<LinearClassifier>> {
         train_linear(x.view(), y, vx.view(), vy, k, p)
     }
     // labels and rows disagree
@@ -875,7 +875,7 @@ fn cli_classify_needs_a_model_or_a_baseline() {
 
 #[test]
 fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
-    use varsparse::classify::{ClassifyReport, ClassifyRow, Method, ProtocolSpec};
+    use varsparse::experiments::classify::{ClassifyReport, ClassifyRow, Method, ProtocolSpec};
     let row = |method, encoder: Option<&str>, n, val: f64| ClassifyRow {
         method,
         encoder: encoder.map(String::from),

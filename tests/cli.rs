@@ -4,7 +4,7 @@ use assert_cmd::Command;
 use ndarray::Array2;
 use ndarray_npy::{ReadNpyExt, WriteNpyExt};
 use predicates::prelude::*;
-use varsparse::init::{linear_uniform, rng};
+use varsparse::rng::{linear_uniform, rng};
 
 fn write(path: &std::path::Path, a: &Array2<f32>) {
     a.write_npy(std::fs::File::create(path).unwrap()).unwrap();

@@ -8,12 +8,12 @@
 
 use ndarray::Array2;
 use varsparse::backend::{AdamUpdate, Backend, Cpu, Cuda, FistaStep, Trans};
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::encoder::Lista;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
-use varsparse::init::{linear_uniform, rng};
-use varsparse::optim::{AdamParams, LrSchedule};
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::encoder::Lista;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
+use varsparse::train::optim::{AdamParams, LrSchedule};
 use varsparse::train::{StepConfig, Trainer};
 
 fn gpu() -> Option<Cuda> {

@@ -2,10 +2,10 @@
 
 use ndarray::Array2;
 use varsparse::backend::Cpu;
-use varsparse::decoder::Decoder;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, FistaWorkspace, StepRule};
-use varsparse::init::{linear_uniform, rng};
+use varsparse::model::decoder::Decoder;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, StepRule};
 use varsparse::{Error, io};
 
 fn w() -> Array2<f32> {
@@ -260,9 +260,9 @@ fn missing_and_malformed_npy() {
 
 #[test]
 fn diverging_training_names_the_term() {
-    use varsparse::decoder::DecoderKind;
-    use varsparse::encoder::Lista;
-    use varsparse::optim::{AdamParams, LrSchedule};
+    use varsparse::model::decoder::DecoderKind;
+    use varsparse::model::encoder::Lista;
+    use varsparse::train::optim::{AdamParams, LrSchedule};
     use varsparse::train::{StepConfig, Trainer};
     let be = Cpu;
     let mut r = rng(0);

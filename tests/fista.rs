@@ -2,10 +2,10 @@
 
 use ndarray::{Array2, Axis};
 use varsparse::backend::Cpu;
-use varsparse::decoder::{Decoder, HiddenGram};
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
-use varsparse::init::{linear_uniform, rng};
+use varsparse::model::decoder::{Decoder, HiddenGram};
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
 
 fn random(rows: usize, cols: usize, seed: u64) -> Array2<f64> {
     linear_uniform::<f64>(&mut rng(seed), rows, cols, 1)
@@ -328,7 +328,7 @@ fn gram_path_on_sparse_codes_equals_direct_path() {
         };
         let what = format!("gamma {gamma}, target {}", target.is_some());
         let run = |path| {
-            varsparse::backend::threads::with_threads(2, || {
+            varsparse::backend::cpu::threads::with_threads(2, || {
                 solve(&w, &y, target, &FistaParams { path, ..base })
             })
             .unwrap()

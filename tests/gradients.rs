@@ -9,9 +9,9 @@
 use ndarray::Array2;
 use proptest::prelude::*;
 use varsparse::backend::Cpu;
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::encoder::Lista;
-use varsparse::energy;
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::encoder::Lista;
+use varsparse::model::energy;
 
 const H: f64 = 1e-6;
 

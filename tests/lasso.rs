@@ -2,11 +2,11 @@
 
 use ndarray::Array2;
 use varsparse::backend::Cpu;
-use varsparse::decoder::Decoder;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, FistaParams, StepRule};
-use varsparse::init::{linear_uniform, rng};
-use varsparse::lasso::{nonneg_lasso, objective};
+use varsparse::model::decoder::Decoder;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{self, FistaParams, StepRule};
+use varsparse::solve::lasso::{nonneg_lasso, objective};
 
 fn problem(n: usize, d: usize, l: usize, seed: u64) -> (Array2<f32>, Array2<f32>) {
     let mut w: Array2<f32> = linear_uniform(&mut rng(seed), d, l, 1);

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ndarray::{Array2, Axis};
-use varsparse::dataset::{DataSpec, LoadedData};
-use varsparse::decoder::DecoderKind;
-use varsparse::model::FitOptions;
+use varsparse::data::{DataSpec, LoadedData};
+use varsparse::model::decoder::DecoderKind;
+use varsparse::train::FitOptions;
 use varsparse::{Cpu, Error, ModelParams, Preset, SparseCoder};
 
 fn mnist() -> &'static LoadedData {
@@ -38,11 +38,11 @@ fn each_model_kind_learns_in_two_epochs() {
         Preset::MnistVdlNl,
     ] {
         let mut summaries = vec![];
-        struct Keep<'a>(&'a mut Vec<varsparse::model::EpochSummary>);
-        impl varsparse::model::Observer for Keep<'_> {
+        struct Keep<'a>(&'a mut Vec<varsparse::train::EpochSummary>);
+        impl varsparse::train::Observer for Keep<'_> {
             fn on_epoch(
                 &mut self,
-                s: &varsparse::model::EpochSummary,
+                s: &varsparse::train::EpochSummary,
             ) -> std::ops::ControlFlow<()> {
                 self.0.push(s.clone());
                 std::ops::ControlFlow::Continue(())
@@ -220,7 +220,7 @@ fn bad_data_is_an_error() {
     let mut nan = d.val.head(300).x;
     nan[(7, 3)] = f32::NAN;
     let mut data = d.train_data();
-    data.val = varsparse::model::Samples::new(nan.view(), 1.0);
+    data.val = varsparse::data::Samples::new(nan.view(), 1.0);
     let err = ModelParams::preset(Preset::MnistVdl)
         .epochs(1)
         .validate()

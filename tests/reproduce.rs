@@ -4,13 +4,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use ndarray::{Array2, s};
-use varsparse::dataset::{DataSpec, LoadedData};
-use varsparse::denoise::{denoise, denoise_figure, gaussian_noise};
-use varsparse::figures::{
+use varsparse::data::Samples;
+use varsparse::data::{DataSpec, LoadedData};
+use varsparse::experiments::denoise::{denoise, denoise_figure, gaussian_noise};
+use varsparse::experiments::figures::{
     GridLayout, LinePlot, Series, TileScale, atoms_image, render_plot, save_gray_png, tile_grid,
 };
-use varsparse::model::{FitOptions, Samples};
-use varsparse::sweep::{SweepConfig, SweepEvent, run_sweep};
+use varsparse::experiments::sweep::{SweepConfig, SweepEvent, run_sweep};
+use varsparse::train::FitOptions;
 use varsparse::{Cpu, Error, ModelParams, Preset, SparseCoder};
 
 fn mnist() -> &'static LoadedData {
@@ -236,7 +237,7 @@ fn the_sweep_skips_finished_runs() {
     assert!(first.iter().all(|r| r.epochs == 1 && r.best_epoch == 1));
     // each lambda trains its own model
     assert_ne!(first[0].test_psnr, first[1].test_psnr, "{first:?}");
-    let csv = varsparse::sweep::to_csv(&first);
+    let csv = varsparse::experiments::sweep::to_csv(&first);
     assert_eq!(csv.lines().count(), 5);
     assert!(csv.starts_with("preset,lambda,seed,"));
 
@@ -276,7 +277,7 @@ fn the_sweep_skips_finished_runs() {
     .unwrap();
     assert_eq!(from, vec![1]);
 
-    let plot = varsparse::sweep::plot(&first, "sweep");
+    let plot = varsparse::experiments::sweep::plot(&first, "sweep");
     assert_eq!(plot.series.len(), 2);
     render_plot(&plot).unwrap();
 }

@@ -11,17 +11,17 @@
 //! to a tolerance instead of bit for bit.
 
 use ndarray::Array2;
-use varsparse::backend::threads::{current_threads, with_threads};
+use varsparse::backend::cpu::threads::{current_threads, with_threads};
 use varsparse::backend::{
     Backend, Cpu, FistaStep, Trans, gram_fista_step_composed, gram_grad_active_composed,
 };
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::encoder::Lista;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{FistaParams, StepRule};
-use varsparse::init::{linear_uniform, rng, unit_f64};
-use varsparse::optim::{AdamParams, LrSchedule};
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::encoder::Lista;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng, unit_f64};
 use varsparse::scalar::Scalar;
+use varsparse::solve::fista::{FistaParams, StepRule};
+use varsparse::train::optim::{AdamParams, LrSchedule};
 use varsparse::train::{StepConfig, Trainer};
 
 /// A seeded `(rows, cols)` matrix in [-1, 1) with about `density` of its entries non-zero.

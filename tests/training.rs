@@ -2,12 +2,12 @@
 
 use ndarray::{Array2, Axis};
 use varsparse::backend::{Backend, Cpu};
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::encoder::Lista;
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{FistaParams, StepRule};
-use varsparse::init::{linear_uniform, rng};
-use varsparse::optim::{AdamParams, AdamState, LrSchedule, adam_step};
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::encoder::Lista;
+use varsparse::model::energy::EnergyParams;
+use varsparse::rng::{linear_uniform, rng};
+use varsparse::solve::fista::{FistaParams, StepRule};
+use varsparse::train::optim::{AdamParams, AdamState, LrSchedule, adam_step};
 use varsparse::train::{StepConfig, Trainer};
 
 const N: usize = 40;

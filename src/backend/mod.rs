@@ -19,8 +19,6 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
-mod packed;
-pub mod threads;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]

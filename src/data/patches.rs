@@ -34,7 +34,6 @@ use std::borrow::Cow;
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use image::imageops::FilterType;
 use ndarray::{Array2, ArrayView2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -82,6 +81,7 @@ pub const MAX_CANDIDATES_PER_PATCH: usize = 100;
 
 /// Largest image, in pixels after resizing, that [`load_natural_image`] accepts (an aspect ratio
 /// of 4096:1 at a shorter side of 256).
+#[cfg(feature = "images")]
 const MAX_RESIZED_PIXELS: u64 = 1 << 28;
 
 /// Half-width of the window: the offset of a 'valid' filtering's output in its input.
@@ -326,14 +326,34 @@ pub fn lcn(crops: ArrayView2<'_, f32>) -> Result<PatchSet, DataError> {
 ///
 /// [`DataError::Image`] if it cannot be decoded, [`DataError::BadImageSize`] if it is empty or
 /// its aspect ratio is more extreme than 4096:1.
+///
+/// Decoding needs the `images` feature (on with `cli` and `experiments`); without it this returns
+/// [`DataError::FeatureDisabled`].
+#[cfg(not(feature = "images"))]
 pub fn load_natural_image(path: &Path) -> Result<NaturalImage, DataError> {
+    let _ = path;
+    Err(DataError::FeatureDisabled {
+        what: "decoding PNG/JPEG images",
+        feature: "images",
+    })
+}
+
+/// Loads one image: grey, resized so that its shorter side is 256, standardised.
+///
+/// # Errors
+///
+/// [`DataError::Image`] if it cannot be decoded, [`DataError::BadImageSize`] if it is empty or
+/// its aspect ratio is more extreme than 4096:1.
+#[cfg(feature = "images")]
+pub fn load_natural_image(path: &Path) -> Result<NaturalImage, DataError> {
+    use image::imageops::FilterType;
     let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
     let img = image::open(path).map_err(|source| DataError::Image {
         path: path.to_path_buf(),
-        source,
+        source: Box::new(source),
     })?;
     let grey = img.to_luma32f();
     let (w, h) = grey.dimensions();

@@ -16,10 +16,13 @@
 
 use ndarray::{Array2, ArrayView2, Axis, Zip};
 
-pub use super::packed::PackedRhs;
-use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape, threads};
+mod packed;
+pub mod threads;
+
+use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
+pub use packed::PackedRhs;
 
 thread_local! {
     /// Per-thread scratch of the sparse product: one row's non-zero columns.
@@ -922,7 +925,7 @@ impl<F: Scalar> Backend<F> for Cpu {
                 ),
             ));
         }
-        super::packed::gemm_packed(
+        packed::gemm_packed(
             alpha,
             a.slice(ndarray::s![..rows, ..]),
             b,
@@ -941,7 +944,7 @@ impl<F: Scalar> Backend<F> for Cpu {
                 format!("packed b has {n} columns, g is {:?}", g.dim()),
             ));
         }
-        super::packed::gram_packed(b, g.view_mut());
+        packed::gram_packed(b, g.view_mut());
         Ok(())
     }
 
@@ -986,7 +989,7 @@ impl<F: Scalar> Backend<F> for Cpu {
                 ),
             ));
         }
-        super::packed::gemm_packed(
+        packed::gemm_packed(
             alpha,
             a.slice(ndarray::s![..rows, ..]),
             b,

@@ -23,20 +23,20 @@
 //! [`load`] finds the previous checkpoint under its aside name.
 //!
 //! The random state needs no saving: the training order of epoch `k` is drawn from the ChaCha8
-//! stream `k` of the run's seed ([`crate::model::epoch_order`]).
+//! stream `k` of the run's seed ([`crate::train::epoch_order`]).
 
 use std::path::{Path, PathBuf};
 
 use ndarray::Array2;
 
 use crate::backend::Backend;
-use crate::decoder::{Decoder, DecoderKind};
-use crate::encoder::Lista;
 use crate::error::{Error, Result};
 use crate::io::{read_npy_f32, write_json, write_npy_f32};
-use crate::model::{BestEpoch, EpochSummary, ModelParams, SparseCoder};
-use crate::optim::AdamState;
+use crate::model::decoder::{Decoder, DecoderKind};
+use crate::model::encoder::Lista;
 use crate::train::Trainer;
+use crate::train::optim::AdamState;
+use crate::train::{BestEpoch, EpochSummary, ModelParams, SparseCoder};
 
 /// The manifest's format name.
 pub const FORMAT: &str = "varsparse-checkpoint";

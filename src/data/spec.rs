@@ -5,10 +5,20 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, s};
 
+use crate::data::samples::{PixelScale, Samples, TrainData};
 use crate::data::{self, PatchParams, PatchSet};
 use crate::error::{Error, Result};
 use crate::io::read_npy_f32;
-use crate::model::{PixelScale, Samples, TrainData};
+
+/// Which bundled data set a preset trains on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataKind {
+    /// MNIST (`data/mnist`).
+    Mnist,
+    /// Natural-image patches (`data/natural`).
+    Patches,
+}
 
 /// A data source.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -111,7 +121,7 @@ impl DataSpec {
                 train_limit,
             } => {
                 let m = data::load_mnist_subset(dir, *split_seed, *train_limit)?;
-                let split = |s: data::Split| Split {
+                let split = |s: data::mnist::Split| Split {
                     x: s.images,
                     scale_map: None,
                     labels: Some(s.labels),
@@ -179,7 +189,7 @@ impl DataSpec {
                         let n = x.nrows();
                         let n_val = n / 10;
                         let perm =
-                            data::sampling::permutation(n, &mut crate::init::rng(*split_seed));
+                            data::sampling::permutation(n, &mut crate::rng::rng(*split_seed));
                         let take = |idx: &[usize]| x.select(ndarray::Axis(0), idx);
                         (take(&perm[n_val..]), take(&perm[..n_val]))
                     }
@@ -223,7 +233,7 @@ impl Split {
 }
 
 impl LoadedData {
-    /// The training and validation splits for [`crate::model::ValidParams::fit`].
+    /// The training and validation splits for [`crate::train::ValidParams::fit`].
     pub fn train_data(&self) -> TrainData<'_> {
         TrainData {
             train: self.train.samples(self.pixel_scale),

@@ -1,7 +1,7 @@
 //! FISTA over a batch of codes (Beck & Teboulle 2009), with the released code's semantics.
 //!
 //! Minimises `E(Z) = f(Z) + lambda ||Z||_1` (plus `Z >= 0` by default) where `f` is the smooth
-//! part of the energy (reconstruction, variance hinge, proximity; see [`crate::energy`]). Each
+//! part of the energy (reconstruction, variance hinge, proximity; see [`crate::model::energy`]). Each
 //! iteration, with `x` the extrapolated point and `a_i = 0` for samples flagged converged at the
 //! previous iteration, `1` otherwise (REFERENCE §2):
 //!
@@ -44,9 +44,9 @@
 //! update while the row is in cache, with the same result to the bit.
 
 use crate::backend::{Backend, FistaStep, Trans};
-use crate::decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
-use crate::energy::{self, EnergyParams, EnergyTerms};
 use crate::error::{Error, Result};
+use crate::model::decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
+use crate::model::energy::{self, EnergyParams, EnergyTerms};
 use crate::scalar::Scalar;
 
 /// How FISTA chooses its step.
@@ -867,7 +867,7 @@ pub(crate) fn check_finite_mat<F: Scalar, B: Backend<F>>(
     if be.all_finite(a)? {
         return Ok(());
     }
-    crate::decoder::check_finite(what, &be.download(a)?)
+    crate::scalar::check_finite(what, &be.download(a)?)
 }
 
 /// One batch's entry in [`solve_batches`]'s report.
@@ -923,9 +923,9 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
             format!("is {:?}, expected ({n}, {l})", e.dim()),
         ));
     }
-    crate::decoder::check_finite("Y", y)?;
+    crate::scalar::check_finite("Y", y)?;
     if let Some(e) = warm {
-        crate::decoder::check_finite("warm start", e)?;
+        crate::scalar::check_finite("warm start", e)?;
     }
     let mut codes = ndarray::Array2::<F>::zeros((n, l));
     let mut reports = Vec::with_capacity(n.div_ceil(batch_size));

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
 use crate::error::{Error, Result};
-use crate::init::linear_uniform;
+use crate::rng::linear_uniform;
 use crate::scalar::Scalar;
 
 /// The LISTA encoder's parameters `[U, b, S]` and iteration count.
@@ -100,7 +100,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
             ));
         };
         for (name, p) in [("U", u), ("b", b), ("S", s)] {
-            crate::decoder::check_finite(name, p)?;
+            crate::scalar::check_finite(name, p)?;
         }
         let (l, d) = u.dim();
         if l == 0

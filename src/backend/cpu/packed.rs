@@ -142,7 +142,7 @@ pub(crate) fn gemm_packed<F: Scalar>(
     let plain = b.nr == 0
         || k == 0
         || a.as_slice()
-            .is_some_and(|a| n >= 8 && super::cpu::mostly_zero(a));
+            .is_some_and(|a| n >= 8 && super::mostly_zero(a));
     let strided_base = base.is_some_and(|(m, _)| m.ncols() > 1 && m.strides()[1] != 1);
     if plain || strided_base || (c.ncols() > 1 && c.strides()[1] != 1) {
         if let Some((m, idx)) = base {
@@ -151,7 +151,7 @@ pub(crate) fn gemm_packed<F: Scalar>(
             }
         }
         if plain {
-            super::cpu::mat_mul(alpha, a, b.plain.view(), beta, c);
+            super::mat_mul(alpha, a, b.plain.view(), beta, c);
         } else {
             let mut dense = c.as_standard_layout().into_owned();
             gemm_packed(alpha, a, b, beta, None, dense.view_mut());
@@ -217,7 +217,7 @@ pub(crate) fn gram_packed<F: Scalar>(b: &PackedRhs<F>, mut c: ArrayViewMut2<'_, 
         return;
     }
     if b.nr == 0 || k == 0 {
-        super::cpu::mat_mul(
+        super::mat_mul(
             F::one(),
             b.plain.t(),
             b.plain.view(),

@@ -19,10 +19,11 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::backend::Backend;
+use crate::data::{PixelScale, Samples};
 use crate::error::{Error, Result};
-use crate::figures::{GridLayout, TileScale, tile_grid};
-use crate::model::{PixelScale, Samples, SparseCoder};
+use crate::experiments::figures::{GridLayout, TileScale, tile_grid};
 use crate::train::PSNR_MSE_FLOOR;
+use crate::train::SparseCoder;
 
 /// One noise level's results.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -78,14 +79,14 @@ impl DenoiseReport {
 /// A standard normal draw (Box–Muller on two uniforms from the stream).
 pub fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
     // u1 in (0, 1] so that ln(u1) is finite.
-    let u1 = 1.0 - crate::init::unit_f64(rng);
-    let u2 = crate::init::unit_f64(rng);
+    let u1 = 1.0 - crate::rng::unit_f64(rng);
+    let u2 = crate::rng::unit_f64(rng);
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// `n x d` standard normal draws, row-major, from a stream seeded with `seed`.
 pub fn gaussian_noise(n: usize, d: usize, seed: u64) -> Array2<f32> {
-    let mut r = crate::init::rng(seed);
+    let mut r = crate::rng::rng(seed);
     Array2::from_shape_simple_fn((n, d), || standard_normal(&mut r) as f32)
 }
 
@@ -161,7 +162,7 @@ pub fn denoise<B: Backend<f32>>(
     if n == 0 {
         return Err(Error::shape("denoise: samples", "no samples"));
     }
-    crate::decoder::check_finite("denoise: samples", &y)?;
+    crate::scalar::check_finite("denoise: samples", &y)?;
     if let PixelScale::PerElement(m) = samples.scale
         && m.dim() != y.dim()
     {
@@ -236,7 +237,7 @@ pub fn denoise_figure<B: Backend<f32>>(
         ));
     }
     let y = samples.slice(s![..show, ..]).to_owned();
-    crate::decoder::check_finite("denoise figure: samples", &y.view())?;
+    crate::scalar::check_finite("denoise figure: samples", &y.view())?;
     // The stream is drawn row by row, so its first `show` rows are those `denoise` adds to the
     // first `show` samples: no need to draw all `n`.
     let noise = gaussian_noise(show, d, seed);

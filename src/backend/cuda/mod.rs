@@ -1,6 +1,6 @@
 //! The CUDA backend (feature `cuda`): the kernel trait on an NVIDIA GPU, data resident on the
 //! device. GEMMs go to cuBLAS (row-major through the operand swap); the element-wise and
-//! reduction kernels are CUDA C (`cuda_kernels.cu`) compiled with NVRTC once per process.
+//! reduction kernels are CUDA C (`kernels.cu`) compiled with NVRTC once per process.
 //! Per call, only scalars come back to the host (a reduction's value, a count of flags).
 //!
 //! The libraries are loaded at run time (cudarc's `dynamic-loading`), so the crate builds and its
@@ -20,7 +20,7 @@ use ndarray::{Array2, ArrayView2};
 use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape};
 use crate::error::{Error, Result};
 
-const KERNELS: &str = include_str!("cuda_kernels.cu");
+const KERNELS: &str = include_str!("kernels.cu");
 const TPB: u32 = 256;
 
 /// A row-major `f32` matrix on the GPU.

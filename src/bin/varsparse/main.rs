@@ -11,19 +11,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use varsparse::backend::Cpu;
-use varsparse::classify::{
+use varsparse::data::spec::parse_image_shape;
+use varsparse::data::{DataSpec, LoadedData};
+use varsparse::experiments::classify::{
     ClassifyParams, EncodeFn, LabelledSplit, ListaDims, Method, ProtocolData, ProtocolSpec,
     run_protocol,
 };
-use varsparse::dataset::{DataSpec, LoadedData, parse_image_shape};
-use varsparse::decoder::{Decoder, DecoderKind};
-use varsparse::energy::EnergyParams;
-use varsparse::fista::{self, BatchReport, FistaParams, GradientPath, StepRule};
 use varsparse::io::{read_npy_f32, write_atomic, write_json, write_npy_f32};
-use varsparse::model::{EpochSummary, EvalStats, FitOptions, Observer, RunInfo};
-use varsparse::optim::LrSchedule;
+use varsparse::model::decoder::{Decoder, DecoderKind};
+use varsparse::model::energy::EnergyParams;
+use varsparse::solve::fista::{self, BatchReport, FistaParams, GradientPath, StepRule};
 use varsparse::train::StepStats;
-use varsparse::{Error, ModelParams, Preset, Result, SparseCoder, checkpoint};
+use varsparse::train::checkpoint;
+use varsparse::train::optim::LrSchedule;
+use varsparse::train::{EpochSummary, EvalStats, FitOptions, Observer, RunInfo};
+use varsparse::{Error, ModelParams, Preset, Result, SparseCoder};
 
 #[derive(Parser)]
 #[command(
@@ -456,7 +458,7 @@ fn main() -> ExitCode {
     // The kernels split each batch over a pool of `threads` threads (backend::threads); BLAS runs
     // single-threaded inside each part, so the two never compete for the cores.
     varsparse::backend::cpu::set_blas_threads(1);
-    let result = varsparse::backend::threads::with_threads(threads, || match cli.command {
+    let result = varsparse::backend::cpu::threads::with_threads(threads, || match cli.command {
         Command::Infer(args) => infer(args),
         Command::Train(args) => train(*args),
         Command::Encode(args) => encode(args),
@@ -649,7 +651,7 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
         return Ok(None);
     };
     match preset.data() {
-        varsparse::model::DataKind::Mnist => {
+        varsparse::data::DataKind::Mnist => {
             if d.patches.is_some() {
                 return Err(Error::param(
                     "patches",
@@ -663,7 +665,7 @@ fn data_spec(d: &DataArgs, preset: Option<Preset>) -> Result<Option<DataSpec>> {
                 train_limit: d.train_limit,
             }))
         }
-        varsparse::model::DataKind::Patches => {
+        varsparse::data::DataKind::Patches => {
             if d.train_limit.is_some() {
                 return Err(Error::param(
                     "train-limit",
@@ -1161,7 +1163,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         mnist.test.len(),
         t0.elapsed().as_secs_f64()
     );
-    fn split(s: &varsparse::data::Split) -> LabelledSplit<'_> {
+    fn split(s: &varsparse::data::mnist::Split) -> LabelledSplit<'_> {
         LabelledSplit {
             x: s.images.view(),
             labels: &s.labels,
@@ -1174,7 +1176,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
         n_classes: 10,
     };
     let t1 = Instant::now();
-    let mut on_row = |r: &varsparse::classify::ClassifyRow| {
+    let mut on_row = |r: &varsparse::experiments::classify::ClassifyRow| {
         eprintln!(
             "{} N = {}: top-1 {:.2}% ± {:.2}, top-3 {:.2}% ± {:.2} ({} seeds, {:.1} s)",
             r.method.name(),
@@ -1196,7 +1198,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
             .collect(),
         ..spec.clone()
     };
-    let mut report: Option<varsparse::classify::ClassifyReport> = None;
+    let mut report: Option<varsparse::experiments::classify::ClassifyReport> = None;
     for (m, path) in models.iter().zip(&a.model) {
         if models.len() > 1 {
             eprintln!("codes of {}", path.display());
@@ -1273,7 +1275,7 @@ fn classify(a: ClassifyArgs) -> Result<()> {
     let csv = report.to_csv();
     write_atomic(&csv_path, |w| w.write_all(csv.as_bytes()))?;
     let png = out.join("classify.png");
-    varsparse::figures::save_plot(
+    varsparse::experiments::figures::save_plot(
         &report.plot("Low-data classification on frozen codes (MNIST test)"),
         &png,
     )?;
@@ -1294,7 +1296,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         .unwrap_or_else(DataSpec::default_dir)
         .join("mnist");
     let t0 = Instant::now();
-    let p = varsparse::bench::Problem::mnist(&dir, a.seed, a.sparsity)?;
+    let p = varsparse::experiments::bench::Problem::mnist(&dir, a.seed, a.sparsity)?;
     eprintln!(
         "problem: Y {:?}, W {:?}, lambda {:.6e} ({:.1} s to set up)",
         p.y.dim(),
@@ -1302,7 +1304,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         p.lambda,
         t0.elapsed().as_secs_f64()
     );
-    let (rows, refs) = varsparse::bench::run(&p, threads, a.repeats, !a.no_fista)?;
+    let (rows, refs) = varsparse::experiments::bench::run(&p, threads, a.repeats, !a.no_fista)?;
     println!(
         "threads {threads}, build: {}",
         if cfg!(feature = "openblas") {
@@ -1354,8 +1356,12 @@ fn denoise(a: DenoiseArgs) -> Result<()> {
     let (data, split) = load_split(&a.model, a.data_dir.clone(), &a.split)?;
     let part = data.split(&split)?;
     let t0 = Instant::now();
-    let report =
-        varsparse::denoise::denoise(&model, &part.samples(data.pixel_scale), &a.sigma, a.seed)?;
+    let report = varsparse::experiments::denoise::denoise(
+        &model,
+        &part.samples(data.pixel_scale),
+        &a.sigma,
+        a.seed,
+    )?;
     let out = a.out.clone().unwrap_or_else(|| parent_dir(&a.model));
     create_dir(&out)?;
     write_json(
@@ -1364,7 +1370,7 @@ fn denoise(a: DenoiseArgs) -> Result<()> {
     )?;
     if let Some(shape) = model.image_shape().or(data.image_shape) {
         for &sigma in &a.sigma {
-            let img = varsparse::denoise::denoise_figure(
+            let img = varsparse::experiments::denoise::denoise_figure(
                 &model,
                 part.x.view(),
                 shape,
@@ -1373,7 +1379,7 @@ fn denoise(a: DenoiseArgs) -> Result<()> {
                 a.show,
             )?;
             let path = out.join(format!("denoise_sigma{sigma}.png"));
-            varsparse::figures::save_gray_png(&img, &path)?;
+            varsparse::experiments::figures::save_gray_png(&img, &path)?;
             eprintln!("wrote {}", path.display());
         }
     }
@@ -1389,8 +1395,8 @@ fn denoise(a: DenoiseArgs) -> Result<()> {
 
 fn atoms(a: AtomsArgs) -> Result<()> {
     let model = SparseCoder::load(&a.model)?;
-    let img = varsparse::figures::atoms_image(&model, a.cols)?;
-    varsparse::figures::save_gray_png(&img, &a.out)?;
+    let img = varsparse::experiments::figures::atoms_image(&model, a.cols)?;
+    varsparse::experiments::figures::save_gray_png(&img, &a.out)?;
     eprintln!(
         "{} atoms, {}x{} pixels -> {}",
         model.decoder().code_dim(),
@@ -1412,7 +1418,7 @@ fn sweep(a: SweepArgs) -> Result<()> {
     }
     let spec = data_spec(&a.data, presets.first().copied())?
         .ok_or_else(|| Error::param("data", "missing", "no data"))?;
-    let cfg = varsparse::sweep::SweepConfig {
+    let cfg = varsparse::experiments::sweep::SweepConfig {
         presets,
         lambdas: a.lambdas.clone(),
         seeds: (1..=a.seeds).collect(),
@@ -1428,44 +1434,48 @@ fn sweep(a: SweepArgs) -> Result<()> {
         }
         eprintln!("\nstopping after this batch (Ctrl-C again to quit at once)");
     });
-    let results = varsparse::sweep::run_sweep(&cfg, &data, Some(&STOP), |ev| match ev {
-        varsparse::sweep::SweepEvent::Skipped(r) => eprintln!(
-            "skip   {} lambda {} seed {}: already done ({:.2} dB, {:.1}%)",
-            r.preset,
-            r.lambda,
-            r.seed,
-            r.test_psnr,
-            100.0 * r.test_sparsity
-        ),
-        varsparse::sweep::SweepEvent::Training {
-            preset,
-            lambda,
-            seed,
-            from,
-            dir,
-        } => eprintln!(
-            "train  {} lambda {lambda} seed {seed} from epoch {from} -> {}",
-            preset.name(),
-            dir.display()
-        ),
-        varsparse::sweep::SweepEvent::Finished(r) => eprintln!(
-            "done   {} lambda {} seed {}: test {:.2} dB, {:.1}% zeros ({:.1} s)",
-            r.preset,
-            r.lambda,
-            r.seed,
-            r.test_psnr,
-            100.0 * r.test_sparsity,
-            r.seconds
-        ),
-    })?;
+    let results =
+        varsparse::experiments::sweep::run_sweep(&cfg, &data, Some(&STOP), |ev| match ev {
+            varsparse::experiments::sweep::SweepEvent::Skipped(r) => eprintln!(
+                "skip   {} lambda {} seed {}: already done ({:.2} dB, {:.1}%)",
+                r.preset,
+                r.lambda,
+                r.seed,
+                r.test_psnr,
+                100.0 * r.test_sparsity
+            ),
+            varsparse::experiments::sweep::SweepEvent::Training {
+                preset,
+                lambda,
+                seed,
+                from,
+                dir,
+            } => eprintln!(
+                "train  {} lambda {lambda} seed {seed} from epoch {from} -> {}",
+                preset.name(),
+                dir.display()
+            ),
+            varsparse::experiments::sweep::SweepEvent::Finished(r) => eprintln!(
+                "done   {} lambda {} seed {}: test {:.2} dB, {:.1}% zeros ({:.1} s)",
+                r.preset,
+                r.lambda,
+                r.seed,
+                r.test_psnr,
+                100.0 * r.test_sparsity,
+                r.seconds
+            ),
+        })?;
     let csv = a.out.join("sweep.csv");
-    varsparse::sweep::write_csv(&results, &csv)?;
+    varsparse::experiments::sweep::write_csv(&results, &csv)?;
     let png = a.out.join("sweep.png");
-    varsparse::figures::save_plot(
-        &varsparse::sweep::plot(&results, "Test PSNR against sparsity (encoder codes)"),
+    varsparse::experiments::figures::save_plot(
+        &varsparse::experiments::sweep::plot(
+            &results,
+            "Test PSNR against sparsity (encoder codes)",
+        ),
         &png,
     )?;
-    print!("{}", varsparse::sweep::to_csv(&results));
+    print!("{}", varsparse::experiments::sweep::to_csv(&results));
     eprintln!(
         "{} runs ({:.1} s) -> {}, {}",
         results.len(),

@@ -67,8 +67,8 @@ pub fn nonneg_lasso(
     if threads == 0 {
         return Err(Error::param("threads", 0, "must be at least 1"));
     }
-    crate::decoder::check_finite("dictionary W", w)?;
-    crate::decoder::check_finite("Y", y)?;
+    crate::scalar::check_finite("dictionary W", w)?;
+    crate::scalar::check_finite("Y", y)?;
     let n = y.nrows();
     // G in f64 (l x l, cheap); C = Y W in f32 through the backend's GEMM (the dominant cost).
     let w64 = w.mapv(|v| v as f64);

@@ -13,11 +13,11 @@ use std::time::Instant;
 use ndarray::{Array2, s};
 
 use crate::backend::{Backend, Cpu, Trans};
-use crate::decoder::Decoder;
-use crate::energy::EnergyParams;
 use crate::error::Result;
-use crate::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
-use crate::lasso::{nonneg_lasso, objective};
+use crate::model::decoder::Decoder;
+use crate::model::energy::EnergyParams;
+use crate::solve::fista::{self, FistaParams, FistaWorkspace, GradientPath, StepRule};
+use crate::solve::lasso::{nonneg_lasso, objective};
 
 /// The benchmark problem.
 pub struct Problem {
@@ -37,7 +37,7 @@ impl Problem {
     pub fn mnist(dir: &Path, seed: u64, target_sparsity: f64) -> Result<Problem> {
         let m = crate::data::load_mnist(dir, crate::data::DEFAULT_SPLIT_SEED)?;
         let idx =
-            crate::data::sampling::permutation(m.train.images.nrows(), &mut crate::init::rng(seed));
+            crate::data::sampling::permutation(m.train.images.nrows(), &mut crate::rng::rng(seed));
         let mut w = m
             .train
             .images
@@ -115,8 +115,8 @@ fn time<T>(repeats: usize, mut f: impl FnMut() -> Result<T>) -> Result<(f64, T)>
 /// # Errors
 /// Backend errors.
 pub fn gemm_gflops(m: usize, k: usize, n: usize, repeats: usize) -> Result<f64> {
-    let a = crate::init::linear_uniform::<f32>(&mut crate::init::rng(1), m, k, 1);
-    let b = crate::init::linear_uniform::<f32>(&mut crate::init::rng(2), k, n, 1);
+    let a = crate::rng::linear_uniform::<f32>(&mut crate::rng::rng(1), m, k, 1);
+    let b = crate::rng::linear_uniform::<f32>(&mut crate::rng::rng(2), k, n, 1);
     let mut c = Array2::<f32>::zeros((m, n));
     let inner = (2e8 / (2.0 * (m * k * n) as f64)).ceil().max(1.0) as usize;
     let (t, _) = time(repeats, || {

@@ -9,13 +9,13 @@
 //! Decoder and encoder train together from the first batch.
 
 use crate::backend::Backend;
-use crate::decoder::{Decoder, DecoderScratch};
-use crate::encoder::{Lista, ListaTape};
-use crate::energy::EnergyTerms;
 use crate::error::{Error, Result};
-use crate::fista::{self, FistaParams, FistaWorkspace};
-use crate::optim::{AdamParams, AdamState, LrSchedule, adam_step};
+use crate::model::decoder::{Decoder, DecoderScratch};
+use crate::model::encoder::{Lista, ListaTape};
+use crate::model::energy::EnergyTerms;
 use crate::scalar::Scalar;
+use crate::solve::fista::{self, FistaParams, FistaWorkspace};
+use crate::train::optim::{AdamParams, AdamState, LrSchedule, adam_step};
 
 /// The per-image MSE floor of the authors' PSNR (an exact reconstruction scores 40 dB).
 pub const PSNR_MSE_FLOOR: f64 = 1e-4;

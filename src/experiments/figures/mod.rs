@@ -451,9 +451,9 @@ pub fn save_plot(plot: &LinePlot, path: &Path) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Shape`] when the model does not know its image shape (train with an image shape, or
-/// use [`tile_grid`] on [`crate::model::SparseCoder::atoms`] yourself); those of [`tile_grid`].
+/// use [`tile_grid`] on [`crate::train::SparseCoder::atoms`] yourself); those of [`tile_grid`].
 pub fn atoms_image<B: crate::backend::Backend<f32>>(
-    model: &crate::model::SparseCoder<B>,
+    model: &crate::train::SparseCoder<B>,
     cols: usize,
 ) -> Result<GrayImage> {
     let shape = model.image_shape().ok_or_else(|| {

@@ -5,7 +5,7 @@
 //! `best/` checkpoints and `log.jsonl`), and writes `result.json` once it is trained and
 //! evaluated. The sweep is resumable: a run whose `result.json` matches the request is skipped;
 //! a run interrupted mid-training continues from its `latest/` checkpoint (bit-identically, see
-//! [`crate::model::ValidParams::fit_with`]). The best checkpoint (lowest validation energy) is
+//! [`crate::train::ValidParams::fit_with`]). The best checkpoint (lowest validation energy) is
 //! the one evaluated, as in the paper's protocol.
 
 use std::path::{Path, PathBuf};
@@ -14,11 +14,11 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::LoadedData;
+use crate::data::spec::LoadedData;
 use crate::error::{Error, Result};
-use crate::figures::{LinePlot, Series};
+use crate::experiments::figures::{LinePlot, Series};
 use crate::io::{write_atomic, write_json};
-use crate::model::{FitOptions, ModelParams, Preset, SparseCoder};
+use crate::train::{FitOptions, ModelParams, Preset, SparseCoder};
 
 /// What to sweep.
 #[derive(Clone, Debug)]
@@ -177,7 +177,7 @@ pub fn run_sweep(
                 }
                 let t0 = Instant::now();
                 let latest = dir.join("latest");
-                let done = crate::checkpoint::read_manifest(&latest)
+                let done = crate::train::checkpoint::read_manifest(&latest)
                     .ok()
                     .filter(|m| {
                         // same run, perhaps asked for fewer epochs then: continue it
@@ -264,7 +264,7 @@ pub fn write_csv(results: &[SweepResult], path: &Path) -> Result<()> {
 pub fn plot(results: &[SweepResult], title: &str) -> LinePlot {
     let mut plot = LinePlot::new(title, "sparsity of E(y) (%)", "PSNR of D(E(y)) (dB)");
     // the curves fall from the upper left to the lower right
-    plot.legend = crate::figures::LegendCorner::UpperRight;
+    plot.legend = crate::experiments::figures::LegendCorner::UpperRight;
     let mut presets: Vec<&str> = Vec::new();
     for r in results {
         if !presets.contains(&r.preset.as_str()) {

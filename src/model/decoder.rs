@@ -15,8 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
 use crate::error::{Error, Result};
-use crate::init::linear_uniform;
-use crate::scalar::Scalar;
+use crate::rng::linear_uniform;
+use crate::scalar::{Scalar, check_finite};
 
 /// Which decoder, with its dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -568,7 +568,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
     /// [`Decoder::recon_grad_active`] of the one-hidden-layer decoder through the hidden-layer
     /// Gram matrix `G2 = W2^T W2` and `c2 = Y W2` `(n, m)`, with the operands `packed` by
     /// [`Decoder::pack_hidden_gram`] (see
-    /// [`crate::fista::GradientPath`]): for the active rows, `H = relu(Z W1^T + b1)`, then
+    /// [`crate::solve::fista::GradientPath`]): for the active rows, `H = relu(Z W1^T + b1)`, then
     /// `dH = (2/d)(H G2 - C2) * [H > 0]`, then `grad = dH W1`; the other rows of `grad` are set
     /// to zero. `q` `(n, m)` is scratch. Returns the number of active rows.
     ///
@@ -782,25 +782,5 @@ fn check_dim(name: &'static str, v: usize) -> Result<()> {
         Err(Error::param(name, v, "must be at least 1"))
     } else {
         Ok(())
-    }
-}
-
-/// Returns [`Error::NonFiniteInput`] naming the first NaN or infinite element of `a`.
-pub(crate) fn check_finite<F: Scalar, S: ndarray::Data<Elem = F>>(
-    what: &str,
-    a: &ndarray::ArrayBase<S, ndarray::Ix2>,
-) -> Result<()> {
-    if let Some(s) = a.as_slice_memory_order()
-        && crate::scalar::all_finite(s)
-    {
-        return Ok(());
-    }
-    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        None => Ok(()),
-        Some((index, v)) => Err(Error::NonFiniteInput {
-            what: what.to_string(),
-            index,
-            value: v.f(),
-        }),
     }
 }

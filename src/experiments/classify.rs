@@ -20,7 +20,7 @@
 //! dW = dA^T X,   db = colsum(dA),   dX = dA W   (into the LISTA encoder for `lista-raw`)
 //! ```
 //!
-//! Training ([`ClassifyParams`]): Adam (PyTorch semantics, [`crate::optim`]) at `lr` 1e-3,
+//! Training ([`ClassifyParams`]): Adam (PyTorch semantics, [`crate::train::optim`]) at `lr` 1e-3,
 //! batches of 250 from a per-epoch reshuffle (the last, partial batch is kept; a training set
 //! smaller than a batch is one batch), 100 epochs. After every epoch the mean validation loss is
 //! computed; the parameters of the epoch with the lowest one are copied aside and returned
@@ -37,12 +37,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::Cpu;
 use crate::data::sampling::permutation;
-use crate::decoder::check_finite;
-use crate::encoder::{Lista, ListaTape};
 use crate::error::{Error, Result};
-use crate::init::{self, linear_uniform};
-use crate::optim::{AdamParams, AdamState, adam_step};
+use crate::model::encoder::{Lista, ListaTape};
+use crate::rng::{self, linear_uniform};
 use crate::scalar::Scalar;
+use crate::scalar::check_finite;
+use crate::train::optim::{AdamParams, AdamState, adam_step};
 
 /// Rows per forward pass when a LISTA classifier scores a large set (bounds the tape's memory).
 const EVAL_CHUNK: usize = 1000;
@@ -949,7 +949,7 @@ pub fn train_linear<F: Scalar>(
     params: &ClassifyParams,
 ) -> Result<Fit<LinearClassifier<F>>> {
     check_train_val((&train_x, train_y), (&val_x, val_y), n_classes, params)?;
-    let mut rng = init::rng(params.seed);
+    let mut rng = rng::rng(params.seed);
     let model = LinearClassifier::init(train_x.ncols(), n_classes, &mut rng)?;
     fit(model, (train_x, train_y), (val_x, val_y), params, &mut rng)
 }
@@ -971,7 +971,7 @@ pub fn train_lista_linear<F: Scalar>(
     params: &ClassifyParams,
 ) -> Result<Fit<ListaClassifier<F>>> {
     check_train_val((&train_x, train_y), (&val_x, val_y), n_classes, params)?;
-    let mut rng = init::rng(params.seed);
+    let mut rng = rng::rng(params.seed);
     let model = ListaClassifier::init(train_x.ncols(), dims, n_classes, &mut rng)?;
     fit(model, (train_x, train_y), (val_x, val_y), params, &mut rng)
 }
@@ -1281,8 +1281,8 @@ impl ClassifyReport {
     }
     /// Figure 9: top-1 test accuracy (%) against training samples per class (log axis), one line
     /// per method, error bars one standard deviation over seeds.
-    pub fn plot(&self, title: &str) -> crate::figures::LinePlot {
-        let mut plot = crate::figures::LinePlot::new(
+    pub fn plot(&self, title: &str) -> crate::experiments::figures::LinePlot {
+        let mut plot = crate::experiments::figures::LinePlot::new(
             title,
             "training samples per class",
             "top-1 test accuracy (%)",
@@ -1296,7 +1296,7 @@ impl ClassifyReport {
         }
         for name in names {
             let rows: Vec<&ClassifyRow> = self.rows.iter().filter(|r| r.series() == name).collect();
-            plot.series.push(crate::figures::Series {
+            plot.series.push(crate::experiments::figures::Series {
                 label: name,
                 points: rows
                     .iter()

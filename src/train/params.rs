@@ -1,0 +1,328 @@
+//! A model's hyper-parameters: the paper's presets ([`Preset`]), every value overridable
+//! ([`ModelParams`]), checked once ([`ModelParams::validate`] → [`ValidParams`]).
+
+use crate::data::DataKind;
+use crate::error::{Error, Result};
+use crate::model::{DecoderKind, EnergyParams};
+use crate::solve::fista::{FistaParams, GradientPath, StepRule};
+use crate::train::optim::{AdamParams, LrSchedule};
+use crate::train::step::StepConfig;
+
+/// The paper's eight configurations (Table 3 and REFERENCE §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Standard dictionary learning (column-normalised), MNIST.
+    MnistSdl,
+    /// Variance-regularised dictionary learning, MNIST.
+    MnistVdl,
+    /// SDL with a one-hidden-layer decoder (m 1024), MNIST.
+    MnistSdlNl,
+    /// VDL with a one-hidden-layer decoder (m 1024), MNIST.
+    MnistVdlNl,
+    /// SDL on natural-image patches.
+    PatchesSdl,
+    /// VDL on natural-image patches.
+    PatchesVdl,
+    /// SDL-NL on natural-image patches (m 2048).
+    PatchesSdlNl,
+    /// VDL-NL on natural-image patches (m 2048).
+    PatchesVdlNl,
+}
+
+impl Preset {
+    /// Every preset.
+    pub const ALL: [Preset; 8] = [
+        Preset::MnistSdl,
+        Preset::MnistVdl,
+        Preset::MnistSdlNl,
+        Preset::MnistVdlNl,
+        Preset::PatchesSdl,
+        Preset::PatchesVdl,
+        Preset::PatchesSdlNl,
+        Preset::PatchesVdlNl,
+    ];
+
+    /// The command-line name (`"mnist-vdl"`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::MnistSdl => "mnist-sdl",
+            Preset::MnistVdl => "mnist-vdl",
+            Preset::MnistSdlNl => "mnist-sdl-nl",
+            Preset::MnistVdlNl => "mnist-vdl-nl",
+            Preset::PatchesSdl => "patches-sdl",
+            Preset::PatchesVdl => "patches-vdl",
+            Preset::PatchesSdlNl => "patches-sdl-nl",
+            Preset::PatchesVdlNl => "patches-vdl-nl",
+        }
+    }
+
+    /// Parses a command-line name.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] listing the valid names.
+    pub fn from_name(name: &str) -> Result<Preset> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<_> = Preset::ALL.iter().map(|p| p.name()).collect();
+                Error::param(
+                    "preset",
+                    name,
+                    format!("valid presets: {}", names.join(", ")),
+                )
+            })
+    }
+
+    /// The data set the preset trains on.
+    pub fn data(self) -> DataKind {
+        match self {
+            Preset::MnistSdl | Preset::MnistVdl | Preset::MnistSdlNl | Preset::MnistVdlNl => {
+                DataKind::Mnist
+            }
+            _ => DataKind::Patches,
+        }
+    }
+}
+
+/// A model's hyper-parameters (authors' energy scaling; see [`crate::model::energy`]).
+///
+/// | field | MNIST VDL preset | valid |
+/// |---|---|---|
+/// | `kind` | linear | linear, or one hidden layer of width `>= 1` |
+/// | `code_dim` (`l`) | 128 | `>= 1` |
+/// | `encoder_iters` (LISTA `L`) | 3 | any |
+/// | `energy` | `lambda` 0.02, `beta` 10, `T` 0.5, `gamma` 5 | see [`EnergyParams`] |
+/// | `eta` (FISTA step) | 0.5 | `> 0` |
+/// | `max_iter`, `tol` | 200, 1e-3 | `>= 1`, `>= 0` |
+/// | `lr_decoder`, `lr_encoder` | 3e-4, 1e-4 | `> 0` |
+/// | `wd_hidden_bias` (`b1`), `wd_encoder_bias` (`b`) | 0, 0 | `>= 0` |
+/// | `decoder_schedule` | constant | halving every `>= 1` epochs |
+/// | `column_norm` (SDL) | false | |
+/// | `epochs` | 200 | `>= 1` |
+/// | `batch_size` | 250 | `>= 2` when `beta > 0` |
+/// | `seed` | 0 | any |
+/// | `patience` | none | `>= 1` |
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelParams {
+    /// The preset these parameters started from, if any (informational).
+    pub preset: Option<Preset>,
+    /// The decoder.
+    pub kind: DecoderKind,
+    /// Code dimension `l`.
+    pub code_dim: usize,
+    /// LISTA iterations `L`.
+    pub encoder_iters: usize,
+    /// The energy's hyper-parameters.
+    pub energy: EnergyParams,
+    /// FISTA's constant step.
+    pub eta: f64,
+    /// FISTA's iteration cap.
+    pub max_iter: usize,
+    /// FISTA's per-sample relative tolerance.
+    pub tol: f64,
+    /// The decoder's Adam learning rate.
+    pub lr_decoder: f64,
+    /// The encoder's Adam learning rate.
+    pub lr_encoder: f64,
+    /// L2 weight decay of the one-hidden-layer decoder's bias `b1`.
+    pub wd_hidden_bias: f64,
+    /// L2 weight decay of the encoder's bias `b`.
+    pub wd_encoder_bias: f64,
+    /// The decoder's learning-rate schedule.
+    pub decoder_schedule: LrSchedule,
+    /// SDL column normalisation of the decoder.
+    pub column_norm: bool,
+    /// Epochs to run.
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Seed of the initialisation and of the per-epoch shuffles.
+    pub seed: u64,
+    /// Stop when the validation energy has not improved for this many epochs (off by default).
+    pub patience: Option<usize>,
+}
+
+impl ModelParams {
+    /// The hyper-parameters of a preset (REFERENCE §9).
+    pub fn preset(p: Preset) -> ModelParams {
+        let mnist = p.data() == DataKind::Mnist;
+        let (code_dim, hidden, epochs) = if mnist {
+            (128, 1024, 200)
+        } else {
+            (256, 2048, 100)
+        };
+        let e = |lambda, gamma, beta| EnergyParams {
+            lambda,
+            beta,
+            threshold: 0.5,
+            gamma,
+        };
+        let linear = DecoderKind::Linear;
+        let nl = DecoderKind::OneHidden { hidden };
+        // (kind, energy, lr_D, lr_E, eta, column norm, wd b1, wd b_E)
+        let (kind, energy, lr_d, lr_e, eta, sdl, wd_b1, wd_be) = match p {
+            Preset::MnistSdl => (linear, e(0.005, 1.0, 0.0), 1e-3, 3e-4, 1.0, true, 0.0, 0.0),
+            Preset::MnistVdl => (linear, e(0.02, 5.0, 10.0), 3e-4, 1e-4, 0.5, false, 0.0, 0.0),
+            Preset::MnistSdlNl => (nl, e(0.01, 1.0, 0.0), 1e-3, 1e-4, 1.0, true, 1e-3, 0.0),
+            Preset::MnistVdlNl => (nl, e(0.01, 100.0, 10.0), 3e-4, 1e-4, 0.5, false, 1e-3, 0.0),
+            Preset::PatchesSdl => (linear, e(0.005, 1.0, 0.0), 1e-3, 1e-4, 0.5, true, 0.0, 1e-2),
+            Preset::PatchesVdl => (
+                linear,
+                e(0.01, 5.0, 10.0),
+                3e-4,
+                1e-4,
+                0.5,
+                false,
+                0.0,
+                1e-2,
+            ),
+            Preset::PatchesSdlNl => (nl, e(0.01, 1.0, 0.0), 1e-3, 1e-4, 0.5, true, 1e-2, 1e-2),
+            Preset::PatchesVdlNl => (nl, e(0.01, 40.0, 10.0), 5e-5, 1e-4, 0.5, false, 1e-1, 1e-2),
+        };
+        let decoder_schedule = match p {
+            Preset::MnistVdlNl | Preset::PatchesVdlNl => LrSchedule::StepHalving { every: 30 },
+            _ => LrSchedule::Constant,
+        };
+        ModelParams {
+            preset: Some(p),
+            kind,
+            code_dim,
+            encoder_iters: 3,
+            energy,
+            eta,
+            max_iter: 200,
+            tol: 1e-3,
+            lr_decoder: lr_d,
+            lr_encoder: lr_e,
+            wd_hidden_bias: wd_b1,
+            wd_encoder_bias: wd_be,
+            decoder_schedule,
+            column_norm: sdl,
+            epochs,
+            batch_size: 250,
+            seed: 0,
+            patience: None,
+        }
+    }
+
+    /// Sets the number of epochs.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// Sets the seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets `lambda`.
+    pub fn lambda(mut self, lambda: f64) -> Self {
+        self.energy.lambda = lambda;
+        self
+    }
+
+    /// Sets the training batch size.
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n;
+        self
+    }
+
+    /// Sets the hidden width of a one-hidden-layer decoder (no effect on a linear one).
+    pub fn hidden(mut self, m: usize) -> Self {
+        if let DecoderKind::OneHidden { .. } = self.kind {
+            self.kind = DecoderKind::OneHidden { hidden: m };
+        }
+        self
+    }
+
+    /// Sets the code dimension.
+    pub fn code_dim(mut self, l: usize) -> Self {
+        self.code_dim = l;
+        self
+    }
+
+    /// Sets a patience (epochs without improvement of the validation energy before stopping).
+    pub fn patience(mut self, epochs: Option<usize>) -> Self {
+        self.patience = epochs;
+        self
+    }
+
+    /// The FISTA parameters these hyper-parameters imply (constant step, non-negative codes).
+    pub fn fista(&self) -> FistaParams {
+        FistaParams {
+            energy: self.energy,
+            step: StepRule::Constant { eta: self.eta },
+            max_iter: self.max_iter,
+            tol: self.tol,
+            nonneg: true,
+            path: GradientPath::Auto,
+            record_trace: false,
+        }
+    }
+
+    /// The training step's configuration for data with the given PSNR pixel scale.
+    pub fn step_config(&self, pixel_scale: f64) -> StepConfig {
+        let n_dec = match self.kind {
+            DecoderKind::Linear => 1,
+            DecoderKind::OneHidden { .. } => 3,
+        };
+        let mut dec = AdamParams::new(self.lr_decoder, n_dec);
+        if n_dec == 3 {
+            dec.weight_decay[1] = self.wd_hidden_bias;
+        }
+        let mut enc = AdamParams::new(self.lr_encoder, 3);
+        enc.weight_decay[1] = self.wd_encoder_bias;
+        StepConfig {
+            fista: self.fista(),
+            decoder_adam: dec,
+            encoder_adam: enc,
+            decoder_schedule: self.decoder_schedule,
+            encoder_schedule: LrSchedule::Constant,
+            column_norm: self.column_norm,
+            pixel_scale,
+        }
+    }
+
+    /// Checks every value's range.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the first bad value.
+    pub fn validate(self) -> Result<ValidParams> {
+        self.step_config(1.0).validate()?;
+        if self.code_dim == 0 {
+            return Err(Error::param("code_dim", 0, "must be at least 1"));
+        }
+        if let DecoderKind::OneHidden { hidden: 0 } = self.kind {
+            return Err(Error::param("hidden", 0, "must be at least 1"));
+        }
+        if self.epochs == 0 {
+            return Err(Error::param("epochs", 0, "must be at least 1"));
+        }
+        if self.batch_size == 0 || (self.energy.beta > 0.0 && self.batch_size < 2) {
+            return Err(Error::param(
+                "batch_size",
+                self.batch_size,
+                "must be at least 1, and at least 2 when beta > 0 (the variance hinge)",
+            ));
+        }
+        if self.patience == Some(0) {
+            return Err(Error::param("patience", 0, "must be at least 1 epoch"));
+        }
+        Ok(ValidParams(self))
+    }
+}
+
+/// Validated hyper-parameters; the only way to [`fit`](ValidParams::fit).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidParams(pub(crate) ModelParams);
+
+impl ValidParams {
+    /// The parameters.
+    pub fn params(&self) -> &ModelParams {
+        &self.0
+    }
+}
