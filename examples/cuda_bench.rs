@@ -26,7 +26,7 @@ fn fista_rate<B: Backend<f32>>(
 ) -> varsparse::Result<f64> {
     let (n, d, l) = (250, 784, 128);
     let host: Decoder<f32, Cpu> = Decoder::init(&Cpu, kind, d, l, &mut rng(4))?;
-    let dec = Decoder::from_params(be, kind, &host.to_host(&Cpu)?)?;
+    let dec = Decoder::from_params(be, &host.to_host(&Cpu)?)?;
     let w = linear_uniform::<f32>(&mut rng(1), d, l, l);
     let z = linear_uniform::<f32>(&mut rng(2), n, l, 1).mapv(|v| (v - 0.8).max(0.0) * 5.0);
     let y: Array2<f32> = z.dot(&w.t()) + linear_uniform::<f32>(&mut rng(3), n, d, 1) * 0.1;

@@ -13,6 +13,7 @@ use varsparse::experiments::classify::{
     ProtocolData, ProtocolSpec, accuracy_topk, first_per_class, run_protocol, train_linear,
     train_lista_linear,
 };
+use varsparse::model::{ListaParams, ParamSet};
 use varsparse::rng::{linear_uniform, rng, unit_f64};
 use varsparse::train::FitOptions;
 use varsparse::{Cpu, Error, Lista, ModelParams, Preset};
@@ -657,13 +658,25 @@ fn check_params(
     }
 }
 
+fn flat(p: &ListaParams<Array2<f64>>) -> Vec<Array2<f64>> {
+    p.named().into_iter().map(|(_, a)| a.clone()).collect()
+}
+
+fn unflat(v: &[Array2<f64>]) -> ListaParams<Array2<f64>> {
+    ListaParams {
+        u: v[0].clone(),
+        b: v[1].clone(),
+        s: v[2].clone(),
+    }
+}
+
 #[test]
 fn lista_backward_from_matches_finite_differences() {
     let mut r = rng(11);
     let (n, d, l, iters) = (6, 7, 5, 3);
     let mut enc = Lista::<f64, Cpu>::init(&Cpu, d, l, iters, &mut r).unwrap();
     // a non-zero bias so that units sit away from the ReLU's kink on both sides
-    enc.params_mut()[1] = Array2::from_shape_simple_fn((1, l), || 0.3 * normal(&mut r));
+    enc.params_mut().b = Array2::from_shape_simple_fn((1, l), || 0.3 * normal(&mut r));
     let y = Array2::from_shape_simple_fn((n, d), || normal(&mut r));
     let g = Array2::from_shape_simple_fn((n, l), || normal(&mut r));
     let mut tape = enc.tape(&Cpu, n).unwrap();
@@ -672,13 +685,13 @@ fn lista_backward_from_matches_finite_differences() {
     let mut grads = enc.zeros_like_params(&Cpu).unwrap();
     enc.backward_from(&Cpu, &y, &mut tape, &g, &mut grads)
         .unwrap();
-    let params = enc.to_host(&Cpu).unwrap();
+    let params = flat(&enc.to_host(&Cpu).unwrap());
     let loss = |p: &[Array2<f64>]| {
-        let e = Lista::<f64, Cpu>::from_params(&Cpu, p, iters).unwrap();
+        let e = Lista::<f64, Cpu>::from_params(&Cpu, &unflat(p), iters).unwrap();
         let mut t = e.tape(&Cpu, n).unwrap();
         (e.forward(&Cpu, &y, &mut t).unwrap() * &g).sum()
     };
-    check_params(&params, &grads, &["U", "b", "S"], &loss, 1e-6);
+    check_params(&params, &flat(&grads), &["U", "b", "S"], &loss, 1e-6);
 
     // shapes are checked
     let wrong = Array2::<f64>::zeros((n, l + 1));
@@ -712,18 +725,21 @@ fn the_joint_lista_classifier_gradient_matches_finite_differences() {
     .encoder()
     .to_host(&Cpu)
     .unwrap();
-    params[1] = Array2::from_shape_simple_fn((1, l), || 0.3 * normal(&mut r));
+    params.b = Array2::from_shape_simple_fn((1, l), || 0.3 * normal(&mut r));
+    let mut params = flat(&params);
     params.push(Array2::from_shape_simple_fn((c, l), || normal(&mut r)));
     params.push(Array2::from_shape_simple_fn((1, c), || normal(&mut r)));
     let build = |p: &[Array2<f64>]| {
         ListaClassifier::from_parts(
-            Lista::from_params(&Cpu, &p[..3], iters).unwrap(),
+            Lista::from_params(&Cpu, &unflat(&p[..3]), iters).unwrap(),
             LinearClassifier::from_params(p[3].clone(), p[4].clone()).unwrap(),
         )
         .unwrap()
     };
     let m = build(&params);
-    let (loss, grads) = m.loss_grads(x.view(), &labels).unwrap();
+    let (loss, (g_enc, g_head)) = m.loss_grads(x.view(), &labels).unwrap();
+    let mut grads = flat(&g_enc);
+    grads.extend([g_head.weight, g_head.bias]);
     assert_eq!(loss, m.loss(x.view(), &labels).unwrap());
     let f = |p: &[Array2<f64>]| build(p).loss(x.view(), &labels).unwrap();
     check_params(&params, &grads, &["U", "b", "S", "W", "b_out"], &f, 1e-6);

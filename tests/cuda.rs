@@ -8,6 +8,7 @@
 
 use ndarray::Array2;
 use varsparse::backend::{AdamUpdate, Backend, Cpu, Cuda, FistaStep, Trans};
+use varsparse::model::ParamSet;
 use varsparse::model::decoder::{Decoder, DecoderKind};
 use varsparse::model::encoder::Lista;
 use varsparse::model::energy::EnergyParams;
@@ -334,7 +335,7 @@ fn fista_on<B: Backend<f32>>(
     let mut r = rng(11);
     let dec_host: Decoder<f32, Cpu> = Decoder::init(&Cpu, kind, d, l, &mut r).unwrap();
     let params = dec_host.to_host(&Cpu).unwrap();
-    let dec = Decoder::from_params(be, kind, &params).unwrap();
+    let dec = Decoder::from_params(be, &params).unwrap();
     let y = be.upload(m(n, d, 12).view()).unwrap();
     let e = be.upload(m(n, l, 13).mapv(|v| v.max(0.0)).view()).unwrap();
     let mut ws = FistaWorkspace::new(be, &dec, n).unwrap();
@@ -411,16 +412,15 @@ fn lista_and_step_on<B: Backend<f32>>(
     let enc_h: Lista<f32, Cpu> = Lista::init(&Cpu, d, l, 3, &mut r).unwrap();
     let dec_h: Decoder<f32, Cpu> = Decoder::init(&Cpu, kind, d, l, &mut r).unwrap();
     let enc = Lista::from_params(be, &enc_h.to_host(&Cpu).unwrap(), 3).unwrap();
-    let dec = Decoder::from_params(be, kind, &dec_h.to_host(&Cpu).unwrap()).unwrap();
-    let n_dec = if kind == DecoderKind::Linear { 1 } else { 3 };
+    let dec = Decoder::from_params(be, &dec_h.to_host(&Cpu).unwrap()).unwrap();
     let cfg = StepConfig {
         fista: FistaParams {
             energy: energy(),
             step: StepRule::Constant { eta: 0.1 },
             ..FistaParams::default()
         },
-        decoder_adam: AdamParams::new(1e-3, n_dec),
-        encoder_adam: AdamParams::new(1e-3, 3),
+        decoder_adam: AdamParams::new(1e-3),
+        encoder_adam: AdamParams::new(1e-3),
         decoder_schedule: LrSchedule::Constant,
         encoder_schedule: LrSchedule::Constant,
         column_norm: kind == DecoderKind::Linear,
@@ -429,9 +429,10 @@ fn lista_and_step_on<B: Backend<f32>>(
     let mut t = Trainer::new(be, enc, dec, cfg).unwrap();
     let y = be.upload(m(n, d, 22).view()).unwrap();
     let stats = t.step(be, &y, 0).unwrap();
+    let flat = |named: Vec<(&str, &Array2<f32>)>| named.into_iter().map(|p| p.1.clone()).collect();
     (
-        t.encoder.to_host(be).unwrap(),
-        t.decoder.to_host(be).unwrap(),
+        flat(t.encoder.to_host(be).unwrap().named()),
+        flat(t.decoder.to_host(be).unwrap().named()),
         stats.psnr,
     )
 }
@@ -463,10 +464,7 @@ fn lista_adam_and_a_training_step_agree_with_the_cpu() {
         .loss_grads(&g, &gy, &gt, &mut gtape, &mut ggrads)
         .unwrap();
     close("LISTA forward", &out_c, &out_g, d);
-    for (name, (a, b)) in ["dU", "db", "dS"]
-        .iter()
-        .zip(grads.iter().zip(ggrads.iter()))
-    {
+    for ((name, a), (_, b)) in grads.named().into_iter().zip(ggrads.named()) {
         close(name, a, &g.download(b).unwrap(), n * l);
     }
     // a whole training step

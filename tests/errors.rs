@@ -273,8 +273,8 @@ fn diverging_training_names_the_term() {
             step: StepRule::Constant { eta: 1e6 },
             ..vdl()
         },
-        decoder_adam: AdamParams::new(1e-3, 1),
-        encoder_adam: AdamParams::new(1e-3, 3),
+        decoder_adam: AdamParams::new(1e-3),
+        encoder_adam: AdamParams::new(1e-3),
         decoder_schedule: LrSchedule::Constant,
         encoder_schedule: LrSchedule::Constant,
         column_norm: false,

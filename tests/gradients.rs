@@ -12,6 +12,7 @@ use varsparse::backend::Cpu;
 use varsparse::model::decoder::{Decoder, DecoderKind};
 use varsparse::model::encoder::Lista;
 use varsparse::model::energy;
+use varsparse::model::{DecoderParams, ListaParams};
 
 const H: f64 = 1e-6;
 
@@ -155,7 +156,8 @@ proptest! {
             let mut g = dec.zeros_like_params(&be).expect("grads");
             dec.loss_grads(&be, &y, &z, &mut s, &mut g).expect("loss")
         });
-        assert_grad("dloss/dW", &grads[0], &num)?;
+        let DecoderParams::Linear { w: gw } = &grads else { unreachable!() };
+        assert_grad("dloss/dW", gw, &num)?;
     }
 
     #[test]
@@ -174,9 +176,10 @@ proptest! {
             let mut g = dec.zeros_like_params(&be).expect("grads");
             dec.loss_grads(&be, &y, &z, &mut s, &mut g).expect("loss")
         };
-        assert_grad("dloss/dW1", &grads[0], &numeric_grad(&w1, |p| loss(p, &b1, &w2)))?;
-        assert_grad("dloss/db1", &grads[1], &numeric_grad(&b1, |p| loss(&w1, p, &w2)))?;
-        assert_grad("dloss/dW2", &grads[2], &numeric_grad(&w2, |p| loss(&w1, &b1, p)))?;
+        let DecoderParams::OneHidden { w1: g1, b1: gb, w2: g2 } = &grads else { unreachable!() };
+        assert_grad("dloss/dW1", g1, &numeric_grad(&w1, |p| loss(p, &b1, &w2)))?;
+        assert_grad("dloss/db1", gb, &numeric_grad(&b1, |p| loss(&w1, p, &w2)))?;
+        assert_grad("dloss/dW2", g2, &numeric_grad(&w2, |p| loss(&w1, &b1, p)))?;
     }
 
     #[test]
@@ -186,20 +189,20 @@ proptest! {
     ) {
         let be = Cpu;
         let loss = |u: &Array2<f64>, b: &Array2<f64>, s: &Array2<f64>| {
-            let enc = Lista::from_params(&be, &[u.clone(), b.clone(), s.clone()], n_iter).expect("encoder");
+            let enc = Lista::from_params(&be, &ListaParams { u: u.clone(), b: b.clone(), s: s.clone() }, n_iter).expect("encoder");
             let mut tape = enc.tape(&be, N).expect("tape");
             let mut g = enc.zeros_like_params(&be).expect("grads");
             enc.forward(&be, &y, &mut tape).expect("forward");
             enc.loss_grads(&be, &y, &target, &mut tape, &mut g).expect("loss")
         };
-        let enc = Lista::from_params(&be, &[u.clone(), b.clone(), s.clone()], n_iter).expect("encoder");
+        let enc = Lista::from_params(&be, &ListaParams { u: u.clone(), b: b.clone(), s: s.clone() }, n_iter).expect("encoder");
         let mut tape = enc.tape(&be, N).expect("tape");
         let mut grads = enc.zeros_like_params(&be).expect("grads");
         enc.forward(&be, &y, &mut tape).expect("forward");
         enc.loss_grads(&be, &y, &target, &mut tape, &mut grads).expect("loss");
-        assert_grad("dloss/dU", &grads[0], &numeric_grad(&u, |p| loss(p, &b, &s)))?;
-        assert_grad("dloss/db", &grads[1], &numeric_grad(&b, |p| loss(&u, p, &s)))?;
-        assert_grad("dloss/dS", &grads[2], &numeric_grad(&s, |p| loss(&u, &b, p)))?;
+        assert_grad("dloss/dU", &grads.u, &numeric_grad(&u, |p| loss(p, &b, &s)))?;
+        assert_grad("dloss/db", &grads.b, &numeric_grad(&b, |p| loss(&u, p, &s)))?;
+        assert_grad("dloss/dS", &grads.s, &numeric_grad(&s, |p| loss(&u, &b, p)))?;
     }
 }
 

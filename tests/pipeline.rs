@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use ndarray::{Array2, Axis};
 use varsparse::data::{DataSpec, LoadedData};
-use varsparse::model::decoder::DecoderKind;
+use varsparse::model::{DecoderParams, ParamSet};
 use varsparse::train::FitOptions;
 use varsparse::{Cpu, Error, ModelParams, Preset, SparseCoder};
 
@@ -74,9 +74,9 @@ fn each_model_kind_learns_in_two_epochs() {
         assert!(fista_codes.iter().all(|&v| v >= 0.0));
         if model.params().column_norm {
             let params = model.decoder().to_host(&Cpu).unwrap();
-            let weights: Vec<&Array2<f32>> = match model.params().kind {
-                DecoderKind::Linear => vec![&params[0]],
-                DecoderKind::OneHidden { .. } => vec![&params[0], &params[2]],
+            let weights: Vec<&Array2<f32>> = match &params {
+                DecoderParams::Linear { w } => vec![w],
+                DecoderParams::OneHidden { w1, w2, .. } => vec![w1, w2],
             };
             for w in weights {
                 for c in w.axis_iter(Axis(1)) {
@@ -88,8 +88,10 @@ fn each_model_kind_learns_in_two_epochs() {
 }
 
 fn weights(m: &SparseCoder) -> Vec<Array2<f32>> {
-    let mut w = m.encoder().to_host(&Cpu).unwrap();
-    w.extend(m.decoder().to_host(&Cpu).unwrap());
+    let enc = m.encoder().to_host(&Cpu).unwrap();
+    let dec = m.decoder().to_host(&Cpu).unwrap();
+    let mut w: Vec<Array2<f32>> = enc.named().into_iter().map(|p| p.1.clone()).collect();
+    w.extend(dec.named().into_iter().map(|p| p.1.clone()));
     w
 }
 

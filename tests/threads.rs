@@ -18,6 +18,7 @@ use varsparse::backend::{
 use varsparse::model::decoder::{Decoder, DecoderKind};
 use varsparse::model::encoder::Lista;
 use varsparse::model::energy::EnergyParams;
+use varsparse::model::{DecoderParams, ListaParams, ParamSet};
 use varsparse::rng::{linear_uniform, rng, unit_f64};
 use varsparse::scalar::Scalar;
 use varsparse::solve::fista::{FistaParams, StepRule};
@@ -487,8 +488,8 @@ fn a_vdl_training_run_is_bit_identical_on_one_and_two_threads() {
                 step: StepRule::Constant { eta: 0.5 },
                 ..FistaParams::default()
             },
-            decoder_adam: AdamParams::new(1e-3, 1),
-            encoder_adam: AdamParams::new(3e-4, 3),
+            decoder_adam: AdamParams::new(1e-3),
+            encoder_adam: AdamParams::new(3e-4),
             decoder_schedule: LrSchedule::Constant,
             encoder_schedule: LrSchedule::Constant,
             column_norm: false,
@@ -509,7 +510,11 @@ fn a_vdl_training_run_is_bit_identical_on_one_and_two_threads() {
     if GEMM_BITWISE {
         assert_eq!(one, two);
     } else {
-        let flat = |r: &(Vec<Array2<f32>>, Vec<Array2<f32>>)| [r.0.clone(), r.1.clone()].concat();
+        let flat = |r: &(DecoderParams<Array2<f32>>, ListaParams<Array2<f32>>)| {
+            let mut v: Vec<Array2<f32>> = r.0.named().into_iter().map(|p| p.1.clone()).collect();
+            v.extend(r.1.named().into_iter().map(|p| p.1.clone()));
+            v
+        };
         assert!(gemm_equal(&flat(&one), &flat(&two)));
     }
 }

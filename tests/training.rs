@@ -2,6 +2,7 @@
 
 use ndarray::{Array2, Axis};
 use varsparse::backend::{Backend, Cpu};
+use varsparse::model::DecoderParams;
 use varsparse::model::decoder::{Decoder, DecoderKind};
 use varsparse::model::encoder::Lista;
 use varsparse::model::energy::EnergyParams;
@@ -14,11 +15,7 @@ const N: usize = 40;
 const D: usize = 30;
 const L: usize = 12;
 
-fn config(kind: DecoderKind, sdl: bool) -> StepConfig {
-    let n_dec = match kind {
-        DecoderKind::Linear => 1,
-        DecoderKind::OneHidden { .. } => 3,
-    };
+fn config(sdl: bool) -> StepConfig {
     StepConfig {
         fista: FistaParams {
             energy: EnergyParams {
@@ -30,8 +27,8 @@ fn config(kind: DecoderKind, sdl: bool) -> StepConfig {
             step: StepRule::Constant { eta: 0.5 },
             ..FistaParams::default()
         },
-        decoder_adam: AdamParams::new(1e-3, n_dec),
-        encoder_adam: AdamParams::new(3e-4, 3),
+        decoder_adam: AdamParams::new(1e-3),
+        encoder_adam: AdamParams::new(3e-4),
         decoder_schedule: LrSchedule::Constant,
         encoder_schedule: LrSchedule::Constant,
         column_norm: sdl,
@@ -44,7 +41,7 @@ fn trainer(kind: DecoderKind, sdl: bool, seed: u64) -> Trainer<f32, Cpu> {
     let mut r = rng(seed);
     let enc = Lista::init(&be, D, L, 3, &mut r).unwrap();
     let dec = Decoder::init(&be, kind, D, L, &mut r).unwrap();
-    Trainer::new(&be, enc, dec, config(kind, sdl)).unwrap()
+    Trainer::new(&be, enc, dec, config(sdl)).unwrap()
 }
 
 fn batch(seed: u64) -> Array2<f32> {
@@ -86,9 +83,9 @@ fn sdl_columns_have_unit_norm_after_a_step() {
         let mut t = trainer(kind, true, 2);
         t.step(&Cpu, &y, 0).unwrap();
         let params = t.decoder.to_host(&Cpu).unwrap();
-        let weights: Vec<&Array2<f32>> = match kind {
-            DecoderKind::Linear => vec![&params[0]],
-            DecoderKind::OneHidden { .. } => vec![&params[0], &params[2]],
+        let weights: Vec<&Array2<f32>> = match &params {
+            DecoderParams::Linear { w } => vec![w],
+            DecoderParams::OneHidden { w1, w2, .. } => vec![w1, w2],
         };
         for w in weights {
             for c in w.axis_iter(Axis(1)) {
@@ -142,21 +139,18 @@ fn adam_matches_a_hand_computed_two_step_example() {
         ),
     ];
     for (p0, lr, wd, gs, want) in cases {
-        let mut hp = AdamParams::new(lr, 1);
-        hp.weight_decay[0] = wd;
-        let mut p: Vec<Array2<f64>> = vec![Array2::from_elem((1, 1), p0)];
-        let mut st = AdamState::new(vec![Array2::zeros((1, 1))], vec![Array2::zeros((1, 1))]);
+        let hp = AdamParams::new(lr).with_weight_decay("W", wd);
+        let one = |v: f64| DecoderParams::Linear {
+            w: Array2::from_elem((1, 1), v),
+        };
+        let mut p = one(p0);
+        let mut st = AdamState::new(one(0.0), one(0.0));
         for (g, w) in gs.iter().zip(want) {
-            adam_step(
-                &be,
-                &hp,
-                lr,
-                &mut p,
-                &[Array2::from_elem((1, 1), *g)],
-                &mut st,
-            )
-            .unwrap();
-            assert!((p[0][(0, 0)] - w).abs() < 1e-15, "{} vs {w}", p[0][(0, 0)]);
+            adam_step(&be, &hp, lr, &mut p, &one(*g), &mut st).unwrap();
+            let DecoderParams::Linear { w: got } = &p else {
+                unreachable!()
+            };
+            assert!((got[(0, 0)] - w).abs() < 1e-15, "{} vs {w}", got[(0, 0)]);
         }
         assert_eq!(st.step, 2);
     }
@@ -178,18 +172,19 @@ fn atoms_of_both_decoders() {
     let mut r = rng(3);
     let lin: Decoder<f32, Cpu> = Decoder::init(&be, DecoderKind::Linear, D, L, &mut r).unwrap();
     let atoms = lin.atoms(&be, 1.0).unwrap();
-    assert_eq!(atoms, be.download(&lin.params()[0]).unwrap().t().to_owned());
+    let DecoderParams::Linear { w } = lin.params() else {
+        unreachable!()
+    };
+    assert_eq!(atoms, be.download(w).unwrap().t().to_owned());
     let mlp: Decoder<f64, Cpu> =
         Decoder::init(&be, DecoderKind::OneHidden { hidden: 9 }, D, L, &mut r).unwrap();
     let atoms = mlp.atoms(&be, 2.0).unwrap();
     assert_eq!(atoms.dim(), (L, D));
     // D(2 e_3) - D(0) by hand
-    let p = mlp.to_host(&be).unwrap();
-    let h = |z: &Array2<f64>| {
-        (z.dot(&p[0].t()) + &p[1])
-            .mapv(|v| v.max(0.0))
-            .dot(&p[2].t())
+    let DecoderParams::OneHidden { w1, b1, w2 } = mlp.to_host(&be).unwrap() else {
+        unreachable!()
     };
+    let h = |z: &Array2<f64>| (z.dot(&w1.t()) + &b1).mapv(|v| v.max(0.0)).dot(&w2.t());
     let mut e3 = Array2::zeros((1, L));
     e3[(0, 3)] = 2.0;
     let want = h(&e3) - h(&Array2::zeros((1, L)));

@@ -39,6 +39,7 @@ use crate::backend::Cpu;
 use crate::data::sampling::permutation;
 use crate::error::{Error, Result};
 use crate::model::encoder::{Lista, ListaTape};
+use crate::model::params::{ListaParams, ParamSet};
 use crate::rng::{self, linear_uniform};
 use crate::scalar::Scalar;
 use crate::scalar::check_finite;
@@ -303,8 +304,36 @@ fn argmax<F: Scalar>(row: ndarray::ArrayView1<'_, F>) -> usize {
 /// stores it, `b` `(1, C)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinearClassifier<F: Scalar = f32> {
-    /// `[W, b]`, the order Adam sees them in.
-    params: Vec<Array2<F>>,
+    params: LinearParams<Array2<F>>,
+}
+
+/// A linear layer's parameters (or anything shaped like them): `W` `(C, d)` and `b` `(1, C)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearParams<T> {
+    /// `W` `(C, d)`.
+    pub weight: T,
+    /// `b` `(1, C)`.
+    pub bias: T,
+}
+
+impl<T> LinearParams<T> {
+    /// The same structure with `f` applied to every value.
+    pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> LinearParams<U> {
+        LinearParams {
+            weight: f(&self.weight),
+            bias: f(&self.bias),
+        }
+    }
+}
+
+impl<T> ParamSet<T> for LinearParams<T> {
+    fn named(&self) -> Vec<(&'static str, &T)> {
+        vec![("W", &self.weight), ("b", &self.bias)]
+    }
+
+    fn named_mut(&mut self) -> Vec<(&'static str, &mut T)> {
+        vec![("W", &mut self.weight), ("b", &mut self.bias)]
+    }
 }
 
 impl<F: Scalar> LinearClassifier<F> {
@@ -320,7 +349,9 @@ impl<F: Scalar> LinearClassifier<F> {
         }
         let w = linear_uniform::<F>(rng, n_classes, input_dim, input_dim);
         let b = linear_uniform::<F>(rng, 1, n_classes, input_dim);
-        Ok(LinearClassifier { params: vec![w, b] })
+        Ok(LinearClassifier {
+            params: LinearParams { weight: w, bias: b },
+        })
     }
 
     /// A classifier from its weight `W` `(C, d)` and bias `b` (`C` values, one row or column).
@@ -346,28 +377,28 @@ impl<F: Scalar> LinearClassifier<F> {
         let bias = Array2::from_shape_vec((1, c), bias.iter().copied().collect())
             .map_err(|e| Error::shape("classifier b", e.to_string()))?;
         Ok(LinearClassifier {
-            params: vec![weight, bias],
+            params: LinearParams { weight, bias },
         })
     }
 
     /// The weight `W` `(C, d)`.
     pub fn weight(&self) -> &Array2<F> {
-        &self.params[0]
+        &self.params.weight
     }
 
     /// The bias `b` `(1, C)`.
     pub fn bias(&self) -> &Array2<F> {
-        &self.params[1]
+        &self.params.bias
     }
 
     /// The input dimension `d`.
     pub fn input_dim(&self) -> usize {
-        self.params[0].ncols()
+        self.params.weight.ncols()
     }
 
     /// The number of classes `C`.
     pub fn n_classes(&self) -> usize {
-        self.params[0].nrows()
+        self.params.weight.nrows()
     }
 
     fn check_x(&self, what: &str, x: &ArrayView2<'_, F>) -> Result<()> {
@@ -391,8 +422,8 @@ impl<F: Scalar> LinearClassifier<F> {
     /// One GEMM: `X W^T + b`.
     fn logits_unchecked(&self, x: &ArrayView2<'_, F>) -> Array2<F> {
         let mut a = Array2::zeros((x.nrows(), self.n_classes()));
-        ndarray::linalg::general_mat_mul(F::one(), x, &self.params[0].t(), F::zero(), &mut a);
-        let b = self.params[1].row(0);
+        ndarray::linalg::general_mat_mul(F::one(), x, &self.params.weight.t(), F::zero(), &mut a);
+        let b = self.params.bias.row(0);
         for mut row in a.outer_iter_mut() {
             row.zip_mut_with(&b, |v, &c| *v = *v + c);
         }
@@ -451,33 +482,30 @@ impl<F: Scalar> LinearClassifier<F> {
         labels: &[usize],
     ) -> Result<(f64, Array2<F>, Array2<F>)> {
         self.check_xy("loss", &x, labels)?;
-        let mut g = vec![
-            Array2::zeros(self.params[0].dim()),
-            Array2::zeros(self.params[1].dim()),
-        ];
+        let mut g = self.params.map(|a| Array2::zeros(a.dim()));
         let loss = self.batch_loss_grads(&x, labels, &mut g, None);
-        let db = g.pop().unwrap_or_default();
-        let dw = g.pop().unwrap_or_default();
-        Ok((loss, dw, db))
+        Ok((loss, g.weight, g.bias))
     }
 
-    /// Mean loss over the batch, `grads <- [dW, db]`; `d_x`, when given `(n, d)`, receives
+    /// Mean loss over the batch, `grads <- (dW, db)`; `d_x`, when given `(n, d)`, receives
     /// `dA W`. Inputs must be checked.
     fn batch_loss_grads(
         &self,
         x: &ArrayView2<'_, F>,
         labels: &[usize],
-        grads: &mut [Array2<F>],
+        grads: &mut LinearParams<Array2<F>>,
         d_x: Option<&mut Array2<F>>,
     ) -> f64 {
         let n = x.nrows();
         let logits = self.logits_unchecked(x);
         let mut d_a = Array2::zeros(logits.dim());
         let loss = xent_sum(&logits.view(), labels, Some((&mut d_a, 1.0 / n as f64))) / n as f64;
-        ndarray::linalg::general_mat_mul(F::one(), &d_a.t(), x, F::zero(), &mut grads[0]);
-        grads[1].assign(&d_a.sum_axis(Axis(0)).insert_axis(Axis(0)));
+        ndarray::linalg::general_mat_mul(F::one(), &d_a.t(), x, F::zero(), &mut grads.weight);
+        grads
+            .bias
+            .assign(&d_a.sum_axis(Axis(0)).insert_axis(Axis(0)));
         if let Some(d_x) = d_x {
-            ndarray::linalg::general_mat_mul(F::one(), &d_a, &self.params[0], F::zero(), d_x);
+            ndarray::linalg::general_mat_mul(F::one(), &d_a, &self.params.weight, F::zero(), d_x);
         }
         loss
     }
@@ -679,9 +707,9 @@ impl<F: Scalar> ListaClassifier<F> {
         Ok(xent_sum(&a.view(), labels, None) / x.nrows() as f64)
     }
 
-    /// The mean softmax cross-entropy on `(x, labels)` and its gradients with respect to
-    /// `[U, b, S, W, b_out]` (the encoder's, through [`Lista::backward_from`], then the linear
-    /// layer's), in one batch.
+    /// The mean softmax cross-entropy on `(x, labels)` and its gradients with respect to the
+    /// encoder's parameters (through [`Lista::backward_from`]) and the linear layer's, in one
+    /// batch.
     ///
     /// # Errors
     /// [`Error::Shape`], [`Error::InvalidLabel`], [`Error::NonFiniteInput`] for bad input.
@@ -689,32 +717,34 @@ impl<F: Scalar> ListaClassifier<F> {
         &self,
         x: ArrayView2<'_, F>,
         labels: &[usize],
-    ) -> Result<(f64, Vec<Array2<F>>)> {
+    ) -> Result<(f64, ListaGrads<F>)> {
         check_set("loss", &x, labels, self.n_classes(), Some(self.input_dim()))?;
-        let mut grads = zeros_like(&self.groups());
+        let mut grads = self.zero_grads();
         let loss =
             self.batch_loss_grads(&mut TapeCache::new(), &x.to_owned(), labels, &mut grads)?;
-        Ok((loss, grads.into_iter().flatten().collect()))
+        Ok((loss, grads))
     }
 
-    /// Mean loss over the batch; `grads <- [[dU, db, dS], [dW, db_out]]`.
+    fn zero_grads(&self) -> ListaGrads<F> {
+        (
+            self.encoder.params().map(|a| Array2::zeros(a.dim())),
+            self.head.params.map(|a| Array2::zeros(a.dim())),
+        )
+    }
+
+    /// Mean loss over the batch; `grads <- (encoder's, layer's)`.
     fn batch_loss_grads(
         &self,
         tapes: &mut TapeCache<F>,
         x: &Array2<F>,
         labels: &[usize],
-        grads: &mut [Vec<Array2<F>>],
+        grads: &mut ListaGrads<F>,
     ) -> Result<f64> {
         let n = x.nrows();
         let tape = tapes.get(&self.encoder, n)?;
         let z = self.encoder.forward(&Cpu, x, tape)?.clone();
         let mut d_z = Array2::zeros(z.dim());
-        let [g_enc, g_head] = grads else {
-            return Err(Error::shape(
-                "LISTA classifier",
-                format!("2 gradient groups needed, got {}", grads.len()),
-            ));
-        };
+        let (g_enc, g_head) = grads;
         let loss = self
             .head
             .batch_loss_grads(&z.view(), labels, g_head, Some(&mut d_z));
@@ -725,19 +755,30 @@ impl<F: Scalar> ListaClassifier<F> {
 
 // ---- the training loop --------------------------------------------------------------------
 
-/// What the training loop needs of a model: its parameters as Adam groups, a batch's loss and
-/// gradients, and the loss of a whole set. Inputs reaching these are already checked.
+/// The gradients of a [`ListaClassifier`]: the encoder's and the linear layer's.
+pub type ListaGrads<F> = (ListaParams<Array2<F>>, LinearParams<Array2<F>>);
+
+/// What the training loop needs of a model: a snapshot of its parameters, its Adam groups, a
+/// batch's loss and gradients, and the loss of a whole set. Inputs reaching these are already
+/// checked.
 trait Trainable<F: Scalar> {
     type Workspace;
+    /// The parameters (and the gradients, shaped like them).
+    type Params: Clone;
+    /// Adam's states, one per group.
+    type Opt;
     fn workspace(&self) -> Self::Workspace;
-    fn groups(&self) -> Vec<&[Array2<F>]>;
-    fn groups_mut(&mut self) -> Vec<&mut [Array2<F>]>;
+    fn snapshot(&self) -> Self::Params;
+    fn restore(&mut self, p: &Self::Params);
+    fn zero_grads(&self) -> Self::Params;
+    fn new_opt(&self) -> Self::Opt;
+    fn adam(&mut self, hp: &AdamParams, grads: &Self::Params, opt: &mut Self::Opt) -> Result<()>;
     fn batch(
         &self,
         ws: &mut Self::Workspace,
         x: &Array2<F>,
         labels: &[usize],
-        grads: &mut [Vec<Array2<F>>],
+        grads: &mut Self::Params,
     ) -> Result<f64>;
     fn set_loss(
         &self,
@@ -747,23 +788,38 @@ trait Trainable<F: Scalar> {
     ) -> Result<f64>;
 }
 
+fn zero_state<P: Clone>(zeros: P) -> AdamState<P> {
+    AdamState::new(zeros.clone(), zeros)
+}
+
 impl<F: Scalar> Trainable<F> for LinearClassifier<F> {
     type Workspace = ();
+    type Params = LinearParams<Array2<F>>;
+    type Opt = AdamState<LinearParams<Array2<F>>>;
     fn workspace(&self) {}
-    fn groups(&self) -> Vec<&[Array2<F>]> {
-        vec![&self.params[..]]
+    fn snapshot(&self) -> Self::Params {
+        self.params.clone()
     }
-    fn groups_mut(&mut self) -> Vec<&mut [Array2<F>]> {
-        vec![&mut self.params[..]]
+    fn restore(&mut self, p: &Self::Params) {
+        self.params.clone_from(p);
+    }
+    fn zero_grads(&self) -> Self::Params {
+        self.params.map(|a| Array2::zeros(a.dim()))
+    }
+    fn new_opt(&self) -> Self::Opt {
+        zero_state(self.zero_grads())
+    }
+    fn adam(&mut self, hp: &AdamParams, grads: &Self::Params, opt: &mut Self::Opt) -> Result<()> {
+        adam_step(&Cpu, hp, hp.lr, &mut self.params, grads, opt)
     }
     fn batch(
         &self,
         _: &mut (),
         x: &Array2<F>,
         labels: &[usize],
-        grads: &mut [Vec<Array2<F>>],
+        grads: &mut Self::Params,
     ) -> Result<f64> {
-        Ok(self.batch_loss_grads(&x.view(), labels, &mut grads[0], None))
+        Ok(self.batch_loss_grads(&x.view(), labels, grads, None))
     }
     fn set_loss(&self, _: &mut (), x: &ArrayView2<'_, F>, labels: &[usize]) -> Result<f64> {
         Ok(self.loss_unchecked(x, labels))
@@ -772,21 +828,45 @@ impl<F: Scalar> Trainable<F> for LinearClassifier<F> {
 
 impl<F: Scalar> Trainable<F> for ListaClassifier<F> {
     type Workspace = TapeCache<F>;
+    type Params = ListaGrads<F>;
+    type Opt = (
+        AdamState<ListaParams<Array2<F>>>,
+        AdamState<LinearParams<Array2<F>>>,
+    );
     fn workspace(&self) -> TapeCache<F> {
         TapeCache::new()
     }
-    fn groups(&self) -> Vec<&[Array2<F>]> {
-        vec![self.encoder.params(), &self.head.params[..]]
+    fn snapshot(&self) -> Self::Params {
+        (self.encoder.params().clone(), self.head.params.clone())
     }
-    fn groups_mut(&mut self) -> Vec<&mut [Array2<F>]> {
-        vec![self.encoder.params_mut(), &mut self.head.params[..]]
+    fn restore(&mut self, p: &Self::Params) {
+        self.encoder.params_mut().clone_from(&p.0);
+        self.head.params.clone_from(&p.1);
+    }
+    fn zero_grads(&self) -> Self::Params {
+        ListaClassifier::zero_grads(self)
+    }
+    fn new_opt(&self) -> Self::Opt {
+        let (e, h) = ListaClassifier::zero_grads(self);
+        (zero_state(e), zero_state(h))
+    }
+    fn adam(&mut self, hp: &AdamParams, grads: &Self::Params, opt: &mut Self::Opt) -> Result<()> {
+        adam_step(
+            &Cpu,
+            hp,
+            hp.lr,
+            self.encoder.params_mut(),
+            &grads.0,
+            &mut opt.0,
+        )?;
+        adam_step(&Cpu, hp, hp.lr, &mut self.head.params, &grads.1, &mut opt.1)
     }
     fn batch(
         &self,
         ws: &mut TapeCache<F>,
         x: &Array2<F>,
         labels: &[usize],
-        grads: &mut [Vec<Array2<F>>],
+        grads: &mut Self::Params,
     ) -> Result<f64> {
         self.batch_loss_grads(ws, x, labels, grads)
     }
@@ -797,21 +877,6 @@ impl<F: Scalar> Trainable<F> for ListaClassifier<F> {
         labels: &[usize],
     ) -> Result<f64> {
         self.loss_unchecked(ws, x, labels)
-    }
-}
-
-fn zeros_like<F: Scalar>(groups: &[&[Array2<F>]]) -> Vec<Vec<Array2<F>>> {
-    groups
-        .iter()
-        .map(|g| g.iter().map(|p| Array2::zeros(p.dim())).collect())
-        .collect()
-}
-
-fn copy_params<F: Scalar>(src: &[&[Array2<F>]], dst: &mut [Vec<Array2<F>>]) {
-    for (s, d) in src.iter().zip(dst.iter_mut()) {
-        for (s, d) in s.iter().zip(d.iter_mut()) {
-            d.assign(s);
-        }
     }
 }
 
@@ -827,22 +892,10 @@ fn fit<F: Scalar, M: Trainable<F>>(
     let (n, d) = x.dim();
     let bs = p.batch_size.min(n);
     let mut ws = model.workspace();
-    let mut grads = zeros_like(&model.groups());
-    let mut states: Vec<AdamState<Array2<F>>> = model
-        .groups()
-        .iter()
-        .map(|g| {
-            let z = || g.iter().map(|p| Array2::zeros(p.dim())).collect();
-            AdamState::new(z(), z())
-        })
-        .collect();
-    let adam: Vec<AdamParams> = model
-        .groups()
-        .iter()
-        .map(|g| AdamParams::new(p.lr, g.len()))
-        .collect();
-    let mut best = zeros_like(&model.groups());
-    copy_params(&model.groups(), &mut best);
+    let mut grads = model.zero_grads();
+    let mut opt = model.new_opt();
+    let adam = AdamParams::new(p.lr);
+    let mut best = model.snapshot();
     // Batch buffers: the full batch and the last partial one.
     let mut bufs: Vec<Array2<F>> = Vec::new();
     let mut labels = Vec::with_capacity(bs);
@@ -879,15 +932,7 @@ fn fit<F: Scalar, M: Trainable<F>>(
                 });
             }
             sum += loss * m as f64;
-            for (((params, g), state), hp) in model
-                .groups_mut()
-                .into_iter()
-                .zip(&grads)
-                .zip(&mut states)
-                .zip(&adam)
-            {
-                adam_step(&Cpu, hp, p.lr, params, g, state)?;
-            }
+            model.adam(&adam, &grads, &mut opt)?;
         }
         let val_loss = model.set_loss(&mut ws, &val.0, val.1)?;
         if !val_loss.is_finite() {
@@ -902,14 +947,10 @@ fn fit<F: Scalar, M: Trainable<F>>(
         if val_loss < history.best_val_loss {
             history.best_val_loss = val_loss;
             history.best_epoch = epoch + 1;
-            copy_params(&model.groups(), &mut best);
+            best = model.snapshot();
         }
     }
-    for (dst, src) in model.groups_mut().into_iter().zip(&best) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            d.assign(s);
-        }
-    }
+    model.restore(&best);
     Ok(Fit { model, history })
 }
 

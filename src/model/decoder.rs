@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
 use crate::error::{Error, Result};
+use crate::model::params::{DecoderParams, ParamSet};
 use crate::rng::linear_uniform;
 use crate::scalar::{Scalar, check_finite};
 
@@ -33,13 +34,12 @@ pub enum DecoderKind {
 
 /// A decoder's parameters, resident on a backend.
 ///
-/// Parameters are held in a fixed order, the same everywhere (optimiser state, checkpoints):
-/// linear `[W]`; one-hidden-layer `[W1, b1, W2]` (see [`Decoder::param_names`]).
+/// The parameters are a [`DecoderParams`]: `W`, or `W1`, `b1`, `W2`, by name.
 pub struct Decoder<F: Scalar, B: Backend<F>> {
     kind: DecoderKind,
     d: usize,
     l: usize,
-    params: Vec<B::Mat>,
+    params: DecoderParams<B::Mat>,
 }
 
 /// The one-hidden-layer decoder's operands for one FISTA solve on the hidden-layer Gram path
@@ -96,18 +96,18 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         check_dim("input_dim", input_dim)?;
         check_dim("code_dim", code_dim)?;
         let params = match kind {
-            DecoderKind::Linear => {
-                vec![be.upload(linear_uniform::<F>(rng, input_dim, code_dim, code_dim).view())?]
-            }
+            DecoderKind::Linear => DecoderParams::Linear {
+                w: be.upload(linear_uniform::<F>(rng, input_dim, code_dim, code_dim).view())?,
+            },
             DecoderKind::OneHidden { hidden } => {
                 check_dim("hidden", hidden)?;
                 let w1 = linear_uniform::<F>(rng, hidden, code_dim, code_dim);
                 let w2 = linear_uniform::<F>(rng, input_dim, hidden, hidden);
-                vec![
-                    be.upload(w1.view())?,
-                    be.zeros(1, hidden)?,
-                    be.upload(w2.view())?,
-                ]
+                DecoderParams::OneHidden {
+                    w1: be.upload(w1.view())?,
+                    b1: be.zeros(1, hidden)?,
+                    w2: be.upload(w2.view())?,
+                }
             }
         };
         Ok(Decoder {
@@ -135,7 +135,9 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             kind: DecoderKind::Linear,
             d,
             l,
-            params: vec![be.upload(w.view())?],
+            params: DecoderParams::Linear {
+                w: be.upload(w.view())?,
+            },
         })
     }
 
@@ -179,39 +181,22 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             kind: DecoderKind::OneHidden { hidden: m },
             d,
             l,
-            params: vec![
-                be.upload(w1.view())?,
-                be.upload(b1.view())?,
-                be.upload(w2.view())?,
-            ],
+            params: DecoderParams::OneHidden {
+                w1: be.upload(w1.view())?,
+                b1: be.upload(b1.view())?,
+                w2: be.upload(w2.view())?,
+            },
         })
     }
 
-    /// Rebuilds a decoder from parameters in [`Decoder::param_names`] order (e.g. a checkpoint).
+    /// Rebuilds a decoder from host copies of its parameters (e.g. a checkpoint).
     ///
     /// # Errors
-    /// [`Error::Shape`] if the number or shapes of the parameters do not fit `kind`.
-    pub fn from_params(be: &B, kind: DecoderKind, params: &[Array2<F>]) -> Result<Self> {
-        match (kind, params) {
-            (DecoderKind::Linear, [w]) => Self::linear(be, w),
-            (DecoderKind::OneHidden { hidden }, [w1, b1, w2]) => {
-                let dec = Self::one_hidden(be, w1, b1, w2)?;
-                if w1.nrows() != hidden {
-                    return Err(Error::shape(
-                        "decoder",
-                        format!("hidden width {} but kind says {hidden}", w1.nrows()),
-                    ));
-                }
-                Ok(dec)
-            }
-            _ => Err(Error::shape(
-                "decoder",
-                format!(
-                    "{kind:?} takes {} parameters, got {}",
-                    Self::names(kind).len(),
-                    params.len()
-                ),
-            )),
+    /// As [`Decoder::linear`] and [`Decoder::one_hidden`].
+    pub fn from_params(be: &B, params: &DecoderParams<Array2<F>>) -> Result<Self> {
+        match params {
+            DecoderParams::Linear { w } => Self::linear(be, w),
+            DecoderParams::OneHidden { w1, b1, w2 } => Self::one_hidden(be, w1, b1, w2),
         }
     }
 
@@ -230,48 +215,48 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         self.l
     }
 
-    fn names(kind: DecoderKind) -> &'static [&'static str] {
-        match kind {
-            DecoderKind::Linear => &["W"],
-            DecoderKind::OneHidden { .. } => &["W1", "b1", "W2"],
-        }
-    }
-
     /// The parameters' names in storage order: `["W"]` or `["W1", "b1", "W2"]`.
     pub fn param_names(&self) -> &'static [&'static str] {
-        Self::names(self.kind)
+        DecoderParams::<()>::names(self.kind)
     }
 
-    /// The parameters in [`Decoder::param_names`] order.
-    pub fn params(&self) -> &[B::Mat] {
+    /// The parameters.
+    pub fn params(&self) -> &DecoderParams<B::Mat> {
         &self.params
     }
 
     /// Mutable access to the parameters (the optimiser's view).
-    pub fn params_mut(&mut self) -> &mut [B::Mat] {
+    pub fn params_mut(&mut self) -> &mut DecoderParams<B::Mat> {
         &mut self.params
     }
 
-    /// Copies the parameters to the host, in [`Decoder::param_names`] order.
+    /// Copies the parameters to the host.
     ///
     /// # Errors
     /// A backend transfer error.
-    pub fn to_host(&self, be: &B) -> Result<Vec<Array2<F>>> {
-        self.params.iter().map(|p| be.download(p)).collect()
+    pub fn to_host(&self, be: &B) -> Result<DecoderParams<Array2<F>>> {
+        self.params.try_map(|p| be.download(p))
     }
 
     /// Zero-initialised buffers shaped like the parameters (for gradients and optimiser moments).
     ///
     /// # Errors
     /// A backend allocation error.
-    pub fn zeros_like_params(&self, be: &B) -> Result<Vec<B::Mat>> {
-        self.params
-            .iter()
-            .map(|p| {
-                let (r, c) = be.shape(p);
-                be.zeros(r, c)
-            })
-            .collect()
+    pub fn zeros_like_params(&self, be: &B) -> Result<DecoderParams<B::Mat>> {
+        self.params.try_map(|p| {
+            let (r, c) = be.shape(p);
+            be.zeros(r, c)
+        })
+    }
+
+    /// `(W1, b1, W2)` of the one-hidden-layer decoder.
+    fn hidden_params(&self, what: &str) -> Result<(&B::Mat, &B::Mat, &B::Mat)> {
+        match &self.params {
+            DecoderParams::OneHidden { w1, b1, w2 } => Ok((w1, b1, w2)),
+            DecoderParams::Linear { .. } => {
+                Err(Error::shape(what, "the decoder has no hidden layer"))
+            }
+        }
     }
 
     /// Work buffers for batches of `n` samples.
@@ -337,45 +322,24 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         s: &mut DecoderScratch<B::Mat>,
         out: &mut B::Mat,
     ) -> Result<()> {
-        match self.kind {
-            DecoderKind::Linear => be.gemm(
-                F::one(),
-                z,
-                Trans::N,
-                &self.params[0],
-                Trans::T,
-                F::zero(),
-                out,
-            ),
-            DecoderKind::OneHidden { .. } => {
+        match &self.params {
+            DecoderParams::Linear { w } => {
+                be.gemm(F::one(), z, Trans::N, w, Trans::T, F::zero(), out)
+            }
+            DecoderParams::OneHidden { w2, .. } => {
                 let h =
                     s.h.as_mut()
                         .ok_or_else(|| Error::shape("forward", "scratch lacks the hidden layer"))?;
                 self.hidden(be, z, h)?;
-                be.gemm(
-                    F::one(),
-                    h,
-                    Trans::N,
-                    &self.params[2],
-                    Trans::T,
-                    F::zero(),
-                    out,
-                )
+                be.gemm(F::one(), h, Trans::N, w2, Trans::T, F::zero(), out)
             }
         }
     }
 
     fn hidden(&self, be: &B, z: &B::Mat, h: &mut B::Mat) -> Result<()> {
-        be.gemm(
-            F::one(),
-            z,
-            Trans::N,
-            &self.params[0],
-            Trans::T,
-            F::zero(),
-            h,
-        )?;
-        be.add_row_bias(&self.params[1], h)?;
+        let (w1, b1, _) = self.hidden_params("hidden layer")?;
+        be.gemm(F::one(), z, Trans::N, w1, Trans::T, F::zero(), h)?;
+        be.add_row_bias(b1, h)?;
         be.relu(h)
     }
 
@@ -388,31 +352,17 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         s: &mut DecoderScratch<B::Mat>,
     ) -> Result<()> {
         be.copy(y, &mut s.r)?;
-        match self.kind {
-            DecoderKind::Linear => be.gemm(
-                F::one(),
-                z,
-                Trans::N,
-                &self.params[0],
-                Trans::T,
-                -F::one(),
-                &mut s.r,
-            ),
-            DecoderKind::OneHidden { .. } => {
+        match &self.params {
+            DecoderParams::Linear { w } => {
+                be.gemm(F::one(), z, Trans::N, w, Trans::T, -F::one(), &mut s.r)
+            }
+            DecoderParams::OneHidden { w2, .. } => {
                 let h = s
                     .h
                     .as_mut()
                     .ok_or_else(|| Error::shape("residual", "scratch lacks the hidden layer"))?;
                 self.hidden(be, z, h)?;
-                be.gemm(
-                    F::one(),
-                    h,
-                    Trans::N,
-                    &self.params[2],
-                    Trans::T,
-                    -F::one(),
-                    &mut s.r,
-                )
+                be.gemm(F::one(), h, Trans::N, w2, Trans::T, -F::one(), &mut s.r)
             }
         }
     }
@@ -442,31 +392,15 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         };
         if let Some(g) = grad {
             let two_d = F::c(2.0) * inv_d;
-            match self.kind {
-                DecoderKind::Linear => {
-                    be.gemm(
-                        two_d,
-                        &s.r,
-                        Trans::N,
-                        &self.params[0],
-                        Trans::N,
-                        F::zero(),
-                        g,
-                    )?;
+            match &self.params {
+                DecoderParams::Linear { w } => {
+                    be.gemm(two_d, &s.r, Trans::N, w, Trans::N, F::zero(), g)?;
                 }
-                DecoderKind::OneHidden { .. } => {
+                DecoderParams::OneHidden { w1, w2, .. } => {
                     let (r, h, dh) = hidden_pair(s)?;
-                    be.gemm(two_d, r, Trans::N, &self.params[2], Trans::N, F::zero(), dh)?;
+                    be.gemm(two_d, r, Trans::N, w2, Trans::N, F::zero(), dh)?;
                     be.relu_mask(h, dh)?;
-                    be.gemm(
-                        F::one(),
-                        dh,
-                        Trans::N,
-                        &self.params[0],
-                        Trans::N,
-                        F::zero(),
-                        g,
-                    )?;
+                    be.gemm(F::one(), dh, Trans::N, w1, Trans::N, F::zero(), g)?;
                 }
             }
         }
@@ -503,13 +437,12 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         // r[..k] = D(xc[..k]) - y[active]
         be.gather_active_rows(flags, y, &mut s.r)?;
         let two_d = F::c(2.0) / F::c(self.d as f64);
-        match self.kind {
-            DecoderKind::Linear => {
-                let w = &self.params[0];
+        match &self.params {
+            DecoderParams::Linear { w } => {
                 be.gemm_rows(k, F::one(), &s.xc, w, Trans::T, -F::one(), &mut s.r)?;
                 be.gemm_rows(k, two_d, &s.r, w, Trans::N, F::zero(), &mut s.gc)?;
             }
-            DecoderKind::OneHidden { .. } => {
+            DecoderParams::OneHidden { w2, .. } => {
                 let (h, dh) = match (s.h.as_mut(), s.dh.as_mut()) {
                     (Some(h), Some(dh)) => (h, dh),
                     _ => {
@@ -520,16 +453,8 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                     }
                 };
                 self.hidden_rows(be, k, &s.xc, None, h)?;
-                be.gemm_rows(
-                    k,
-                    F::one(),
-                    h,
-                    &self.params[2],
-                    Trans::T,
-                    -F::one(),
-                    &mut s.r,
-                )?;
-                be.gemm_rows(k, two_d, &s.r, &self.params[2], Trans::N, F::zero(), dh)?;
+                be.gemm_rows(k, F::one(), h, w2, Trans::T, -F::one(), &mut s.r)?;
+                be.gemm_rows(k, two_d, &s.r, w2, Trans::N, F::zero(), dh)?;
                 self.hidden_back_rows(be, k, h, dh, None, &mut s.gc)?;
             }
         }
@@ -561,8 +486,9 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
             ));
         }
         be.pack_rhs(g2, Trans::N, &mut out.g2)?;
-        be.pack_rhs(&self.params[0], Trans::T, &mut out.w1t)?;
-        be.pack_rhs(&self.params[0], Trans::N, &mut out.w1)
+        let (w1, _, _) = self.hidden_params("hidden-layer Gram operands")?;
+        be.pack_rhs(w1, Trans::T, &mut out.w1t)?;
+        be.pack_rhs(w1, Trans::N, &mut out.w1)
     }
 
     /// [`Decoder::recon_grad_active`] of the one-hidden-layer decoder through the hidden-layer
@@ -643,11 +569,12 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         packed: Option<&HiddenGram<B::Packed>>,
         h: &mut B::Mat,
     ) -> Result<()> {
+        let (w1, b1, _) = self.hidden_params("hidden layer")?;
         match packed {
             Some(p) => be.gemm_rows_packed(k, F::one(), xc, &p.w1t, F::zero(), h)?,
-            None => be.gemm_rows(k, F::one(), xc, &self.params[0], Trans::T, F::zero(), h)?,
+            None => be.gemm_rows(k, F::one(), xc, w1, Trans::T, F::zero(), h)?,
         }
-        be.add_row_bias(&self.params[1], h)?;
+        be.add_row_bias(b1, h)?;
         be.relu(h)
     }
 
@@ -665,31 +592,35 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         be.relu_mask(h, dh)?;
         match packed {
             Some(p) => be.gemm_rows_packed(k, F::one(), dh, &p.w1, F::zero(), gc),
-            None => be.gemm_rows(k, F::one(), dh, &self.params[0], Trans::N, F::zero(), gc),
+            None => {
+                let (w1, _, _) = self.hidden_params("hidden layer")?;
+                be.gemm_rows(k, F::one(), dh, w1, Trans::N, F::zero(), gc)
+            }
         }
     }
 
     /// The decoder's training loss `(1/(n d)) sum_i ||y_i - D(z_i)||^2` and its gradients with
-    /// respect to every parameter, written into `grads` (in [`Decoder::param_names`] order).
+    /// respect to every parameter, written into `grads` (shaped like the parameters,
+    /// [`Decoder::zeros_like_params`]).
     ///
     /// # Errors
-    /// [`Error::Shape`] on inconsistent shapes or a wrong number of gradient buffers.
+    /// [`Error::Shape`] on inconsistent shapes or gradients of the other decoder kind.
     pub fn loss_grads(
         &self,
         be: &B,
         y: &B::Mat,
         z: &B::Mat,
         s: &mut DecoderScratch<B::Mat>,
-        grads: &mut [B::Mat],
+        grads: &mut DecoderParams<B::Mat>,
     ) -> Result<F> {
         let n = self.check_batch(be, "decoder loss", y, z, s)?;
-        if grads.len() != self.params.len() {
+        if grads.is_one_hidden() != self.params.is_one_hidden() {
             return Err(Error::shape(
                 "decoder loss",
                 format!(
-                    "{} gradient buffers for {} parameters",
-                    grads.len(),
-                    self.params.len()
+                    "gradients {:?} for parameters {:?}",
+                    grads.named().iter().map(|p| p.0).collect::<Vec<_>>(),
+                    self.param_names()
                 ),
             ));
         }
@@ -697,21 +628,32 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         let inv = F::one() / F::c((n * self.d) as f64);
         let loss = be.sum_sq(&s.r)? * inv;
         let two = F::c(2.0) * inv;
-        match self.kind {
-            DecoderKind::Linear => {
+        match (&self.params, grads) {
+            (DecoderParams::Linear { .. }, DecoderParams::Linear { w: g_w }) => {
                 // dW = (2/(n d)) R^T Z
-                be.gemm(two, &s.r, Trans::T, z, Trans::N, F::zero(), &mut grads[0])?;
+                be.gemm(two, &s.r, Trans::T, z, Trans::N, F::zero(), g_w)?;
             }
-            DecoderKind::OneHidden { .. } => {
-                let (g_w1, rest) = grads.split_at_mut(1);
-                let (g_b1, g_w2) = rest.split_at_mut(1);
+            (
+                DecoderParams::OneHidden { w2, .. },
+                DecoderParams::OneHidden {
+                    w1: g_w1,
+                    b1: g_b1,
+                    w2: g_w2,
+                },
+            ) => {
                 let (r, h, dh) = hidden_pair(s)?;
                 // dW2 = (2/(n d)) R^T H; dH = (2/(n d)) R W2 * 1[H > 0]; dW1 = dH^T Z; db1 = colsum(dH)
-                be.gemm(two, r, Trans::T, h, Trans::N, F::zero(), &mut g_w2[0])?;
-                be.gemm(two, r, Trans::N, &self.params[2], Trans::N, F::zero(), dh)?;
+                be.gemm(two, r, Trans::T, h, Trans::N, F::zero(), g_w2)?;
+                be.gemm(two, r, Trans::N, w2, Trans::N, F::zero(), dh)?;
                 be.relu_mask(h, dh)?;
-                be.gemm(F::one(), dh, Trans::T, z, Trans::N, F::zero(), &mut g_w1[0])?;
-                be.col_sums(F::one(), dh, F::zero(), &mut g_b1[0])?;
+                be.gemm(F::one(), dh, Trans::T, z, Trans::N, F::zero(), g_w1)?;
+                be.col_sums(F::one(), dh, F::zero(), g_b1)?;
+            }
+            _ => {
+                return Err(Error::shape(
+                    "decoder loss",
+                    "gradients of the other decoder kind",
+                ));
             }
         }
         Ok(loss)
@@ -724,11 +666,11 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
     /// # Errors
     /// A backend error.
     pub fn normalize_columns(&mut self, be: &B) -> Result<()> {
-        match self.kind {
-            DecoderKind::Linear => be.normalize_columns(&mut self.params[0]),
-            DecoderKind::OneHidden { .. } => {
-                be.normalize_columns(&mut self.params[0])?;
-                be.normalize_columns(&mut self.params[2])
+        match &mut self.params {
+            DecoderParams::Linear { w } => be.normalize_columns(w),
+            DecoderParams::OneHidden { w1, w2, .. } => {
+                be.normalize_columns(w1)?;
+                be.normalize_columns(w2)
             }
         }
     }
@@ -742,9 +684,9 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         if !c.is_finite() {
             return Err(Error::param("atom amplitude c", c, "must be finite"));
         }
-        match self.kind {
-            DecoderKind::Linear => Ok(be.download(&self.params[0])?.t().to_owned()),
-            DecoderKind::OneHidden { .. } => {
+        match &self.params {
+            DecoderParams::Linear { w } => Ok(be.download(w)?.t().to_owned()),
+            DecoderParams::OneHidden { .. } => {
                 let l = self.l;
                 // Row 0 of the batch is the zero code, rows 1..=l are c e_i.
                 let mut codes = Array2::<F>::zeros((l + 1, l));

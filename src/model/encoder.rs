@@ -24,15 +24,16 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
 use crate::error::{Error, Result};
+use crate::model::params::{ListaParams, ParamSet};
 use crate::rng::linear_uniform;
 use crate::scalar::Scalar;
 
-/// The LISTA encoder's parameters `[U, b, S]` and iteration count.
+/// The LISTA encoder: its parameters `U`, `b`, `S` ([`ListaParams`]) and iteration count.
 pub struct Lista<F: Scalar, B: Backend<F>> {
     d: usize,
     l: usize,
     n_iter: usize,
-    params: Vec<B::Mat>,
+    params: ListaParams<B::Mat>,
 }
 
 /// The forward pass's saved activations, and the backward pass's buffers, for `n` samples.
@@ -80,28 +81,24 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
             d: input_dim,
             l: code_dim,
             n_iter,
-            params: vec![
-                be.upload(u.view())?,
-                be.zeros(1, code_dim)?,
-                be.upload(s.view())?,
-            ],
+            params: ListaParams {
+                u: be.upload(u.view())?,
+                b: be.zeros(1, code_dim)?,
+                s: be.upload(s.view())?,
+            },
         })
     }
 
-    /// Rebuilds an encoder from `[U, b, S]` (e.g. a checkpoint).
+    /// Rebuilds an encoder from host copies of `U`, `b` (a vector of length `l`, as `(1, l)` or
+    /// `(l, 1)`) and `S` (e.g. a checkpoint).
     ///
     /// # Errors
     /// [`Error::Shape`] naming inconsistent shapes; [`Error::NonFiniteInput`].
-    pub fn from_params(be: &B, params: &[Array2<F>], n_iter: usize) -> Result<Self> {
-        let [u, b, s] = params else {
-            return Err(Error::shape(
-                "LISTA encoder",
-                format!("takes 3 parameters [U, b, S], got {}", params.len()),
-            ));
-        };
-        for (name, p) in [("U", u), ("b", b), ("S", s)] {
+    pub fn from_params(be: &B, params: &ListaParams<Array2<F>>, n_iter: usize) -> Result<Self> {
+        for (name, p) in params.named() {
             crate::scalar::check_finite(name, p)?;
         }
+        let ListaParams { u, b, s } = params;
         let (l, d) = u.dim();
         if l == 0
             || d == 0
@@ -126,11 +123,11 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
             d,
             l,
             n_iter,
-            params: vec![
-                be.upload(u.view())?,
-                be.upload(b.view())?,
-                be.upload(s.view())?,
-            ],
+            params: ListaParams {
+                u: be.upload(u.view())?,
+                b: be.upload(b.view())?,
+                s: be.upload(s.view())?,
+            },
         })
     }
 
@@ -149,41 +146,33 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         self.n_iter
     }
 
-    /// The parameters' names in storage order.
-    pub fn param_names(&self) -> &'static [&'static str] {
-        &["U", "b", "S"]
-    }
-
-    /// The parameters `[U, b, S]`.
-    pub fn params(&self) -> &[B::Mat] {
+    /// The parameters.
+    pub fn params(&self) -> &ListaParams<B::Mat> {
         &self.params
     }
 
     /// Mutable access to the parameters (the optimiser's view).
-    pub fn params_mut(&mut self) -> &mut [B::Mat] {
+    pub fn params_mut(&mut self) -> &mut ListaParams<B::Mat> {
         &mut self.params
     }
 
-    /// Copies `[U, b, S]` to the host.
+    /// Copies the parameters to the host.
     ///
     /// # Errors
     /// A backend transfer error.
-    pub fn to_host(&self, be: &B) -> Result<Vec<Array2<F>>> {
-        self.params.iter().map(|p| be.download(p)).collect()
+    pub fn to_host(&self, be: &B) -> Result<ListaParams<Array2<F>>> {
+        self.params.try_map(|p| be.download(p))
     }
 
     /// Zero-initialised buffers shaped like the parameters.
     ///
     /// # Errors
     /// A backend allocation error.
-    pub fn zeros_like_params(&self, be: &B) -> Result<Vec<B::Mat>> {
-        self.params
-            .iter()
-            .map(|p| {
-                let (r, c) = be.shape(p);
-                be.zeros(r, c)
-            })
-            .collect()
+    pub fn zeros_like_params(&self, be: &B) -> Result<ListaParams<B::Mat>> {
+        self.params.try_map(|p| {
+            let (r, c) = be.shape(p);
+            be.zeros(r, c)
+        })
     }
 
     /// A tape for batches of `n` samples.
@@ -226,9 +215,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
                 ),
             ));
         }
-        let [u, b, s] = &self.params[..] else {
-            return Err(Error::shape("LISTA", "corrupt parameter list"));
-        };
+        let ListaParams { u, b, s } = &self.params;
         be.gemm(
             F::one(),
             y,
@@ -257,7 +244,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
     }
 
     /// The encoder's loss `(1/(n l)) sum ||E(y) - target||^2` after [`Lista::forward`] on `tape`,
-    /// and its gradients with respect to `[U, b, S]`, written into `grads`.
+    /// and its gradients with respect to `U`, `b`, `S`, written into `grads`.
     ///
     /// # Errors
     /// [`Error::Shape`] on inconsistent shapes.
@@ -267,7 +254,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         y: &B::Mat,
         target: &B::Mat,
         tape: &mut ListaTape<B::Mat>,
-        grads: &mut [B::Mat],
+        grads: &mut ListaParams<B::Mat>,
     ) -> Result<F> {
         let n = tape.n;
         if be.shape(target) != (n, self.l) {
@@ -291,7 +278,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
 
     /// Backpropagates a gradient `d_out` `(n, l)` with respect to the output `E(Y)` of the last
     /// [`Lista::forward`] on `tape` (for the same `y`) to the parameters: writes `grads` =
-    /// `[dU, db, dS]` (overwritten, not accumulated), with the recursion of the module docs
+    /// `dU`, `db`, `dS` (overwritten, not accumulated), with the recursion of the module docs
     /// started at `dZ_L = d_out`. This is how a loss stacked on the codes (e.g. a classifier
     /// trained jointly with the encoder) trains the encoder.
     ///
@@ -303,7 +290,7 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         y: &B::Mat,
         tape: &mut ListaTape<B::Mat>,
         d_out: &B::Mat,
-        grads: &mut [B::Mat],
+        grads: &mut ListaParams<B::Mat>,
     ) -> Result<()> {
         let n = tape.n;
         if be.shape(y) != (n, self.d)
@@ -326,21 +313,20 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         self.backward(be, y, tape, grads)
     }
 
-    /// Backpropagates `tape.d_z` (the gradient at the output) to `grads` = `[dU, db, dS]`.
+    /// Backpropagates `tape.d_z` (the gradient at the output) to `grads` (`dU`, `db`, `dS`).
     fn backward(
         &self,
         be: &B,
         y: &B::Mat,
         tape: &mut ListaTape<B::Mat>,
-        grads: &mut [B::Mat],
+        grads: &mut ListaParams<B::Mat>,
     ) -> Result<()> {
-        let [g_u, g_b, g_s] = grads else {
-            return Err(Error::shape(
-                "LISTA backward",
-                format!("3 gradient buffers needed, got {}", grads.len()),
-            ));
-        };
-        let s = &self.params[2];
+        let ListaParams {
+            u: g_u,
+            b: g_b,
+            s: g_s,
+        } = grads;
+        let s = &self.params.s;
         be.fill(F::zero(), g_s)?;
         be.fill(F::zero(), &mut tape.d_b)?;
         for k in (1..=self.n_iter).rev() {

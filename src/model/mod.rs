@@ -4,7 +4,9 @@
 pub mod decoder;
 pub mod encoder;
 pub mod energy;
+pub mod params;
 
 pub use decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
 pub use encoder::{Lista, ListaTape};
 pub use energy::{EnergyParams, EnergyTerms, PaperParams};
+pub use params::{DecoderParams, ListaParams, ParamSet};

@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::io::{read_npy_f32, write_json, write_npy_f32};
 use crate::model::decoder::{Decoder, DecoderKind};
 use crate::model::encoder::Lista;
+use crate::model::params::{DecoderParams, ListaParams, ParamSet};
 use crate::train::Trainer;
 use crate::train::optim::AdamState;
 use crate::train::{BestEpoch, EpochSummary, ModelParams, SparseCoder};
@@ -80,20 +81,72 @@ pub struct Manifest {
     pub files: Vec<String>,
 }
 
-fn array_names(kind: DecoderKind) -> Vec<String> {
-    let enc = ["U", "b", "S"].map(|n| format!("encoder_{n}"));
-    let dec: Vec<String> = match kind {
-        DecoderKind::Linear => vec!["decoder_W".into()],
-        DecoderKind::OneHidden { .. } => {
-            ["W1", "b1", "W2"].map(|n| format!("decoder_{n}")).to_vec()
+/// A model's arrays on the host, by name: the parameters and, when the checkpoint has them,
+/// Adam's first and second moments.
+struct HostArrays {
+    encoder: ListaParams<Array2<f32>>,
+    decoder: DecoderParams<Array2<f32>>,
+    /// `(m, v)` of the encoder and decoder groups.
+    moments: Option<(HostGroup, HostGroup)>,
+}
+
+type HostGroup = (ListaParams<Array2<f32>>, DecoderParams<Array2<f32>>);
+
+/// The file stems of the parameters of a group pair, each prefixed: `encoder_U`, ...,
+/// `decoder_W`, ... (the names of [`ListaParams`] and [`DecoderParams`]).
+fn group_entries<'a>(
+    prefix: &str,
+    (encoder, decoder): (&'a ListaParams<Array2<f32>>, &'a DecoderParams<Array2<f32>>),
+) -> Vec<(String, &'a Array2<f32>)> {
+    let enc = encoder
+        .named()
+        .into_iter()
+        .map(|(n, a)| (format!("{prefix}encoder_{n}"), a));
+    let dec = decoder
+        .named()
+        .into_iter()
+        .map(|(n, a)| (format!("{prefix}decoder_{n}"), a));
+    enc.chain(dec).collect()
+}
+
+impl HostArrays {
+    /// Every array with its file stem: parameters, then first moments, then second moments.
+    fn entries(&self) -> Vec<(String, &Array2<f32>)> {
+        let mut all = group_entries("", (&self.encoder, &self.decoder));
+        if let Some(((me, md), (ve, vd))) = &self.moments {
+            all.extend(group_entries("adam_m_", (me, md)));
+            all.extend(group_entries("adam_v_", (ve, vd)));
         }
-    };
-    let params: Vec<String> = enc.iter().cloned().chain(dec).collect();
-    let mut all = params.clone();
-    for moment in ["m", "v"] {
-        all.extend(params.iter().map(|p| format!("adam_{moment}_{p}")));
+        all
     }
-    all
+}
+
+/// Reads a group pair whose files are `{prefix}encoder_*` and `{prefix}decoder_*`.
+fn read_group(dir: &Path, prefix: &str, kind: DecoderKind) -> Result<HostGroup> {
+    let read = |stem: String| {
+        let path = dir.join(format!("{stem}.npy"));
+        read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))
+    };
+    Ok((
+        ListaParams::try_build(|n| read(format!("{prefix}encoder_{n}")))?,
+        DecoderParams::try_build(kind, |n| read(format!("{prefix}decoder_{n}")))?,
+    ))
+}
+
+/// The file stems of a checkpoint of `kind`: parameters, then first and second moments.
+fn file_stems(kind: DecoderKind) -> (Vec<String>, Vec<String>) {
+    let stems = |prefix: &str| -> Vec<String> {
+        let enc = ListaParams::<()>::NAMES
+            .iter()
+            .map(|n| format!("{prefix}encoder_{n}"));
+        let dec = DecoderParams::<()>::names(kind)
+            .iter()
+            .map(|n| format!("{prefix}decoder_{n}"));
+        enc.chain(dec).collect()
+    };
+    let mut moments = stems("adam_m_");
+    moments.extend(stems("adam_v_"));
+    (stems(""), moments)
 }
 
 fn ckpt_err(path: &Path, detail: impl Into<String>) -> Error {
@@ -111,23 +164,17 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
     let be = &model.be;
     let t = &model.trainer;
     let kind = t.decoder.kind();
-    let names = array_names(kind);
-    let mut arrays: Vec<Array2<f32>> = t.encoder.to_host(be)?;
-    arrays.extend(t.decoder.to_host(be)?);
-    for st in [&t.encoder_opt.m, &t.decoder_opt.m] {
-        for m in st.iter() {
-            arrays.push(be.download(m)?);
-        }
-    }
-    // interleave as named: m of encoder, m of decoder, then v of both
-    let mut v_arrays = Vec::new();
-    for st in [&t.encoder_opt.v, &t.decoder_opt.v] {
-        for v in st.iter() {
-            v_arrays.push(be.download(v)?);
-        }
-    }
-    arrays.extend(v_arrays);
-    debug_assert_eq!(arrays.len(), names.len());
+    let download = |p: &DecoderParams<B::Mat>| p.try_map(|x| be.download(x));
+    let download_e = |p: &ListaParams<B::Mat>| p.try_map(|x| be.download(x));
+    let host = HostArrays {
+        encoder: t.encoder.to_host(be)?,
+        decoder: t.decoder.to_host(be)?,
+        moments: Some((
+            (download_e(&t.encoder_opt.m)?, download(&t.decoder_opt.m)?),
+            (download_e(&t.encoder_opt.v)?, download(&t.decoder_opt.v)?),
+        )),
+    };
+    let entries = host.entries();
 
     let manifest = Manifest {
         format: FORMAT.into(),
@@ -146,7 +193,7 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k"
             .into(),
         data: model.data_description.clone(),
-        files: names.iter().map(|n| format!("{n}.npy")).collect(),
+        files: entries.iter().map(|(n, _)| format!("{n}.npy")).collect(),
     };
 
     let parent = dir
@@ -171,7 +218,7 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         source,
     })?;
     let written = (|| {
-        for (n, a) in names.iter().zip(&arrays) {
+        for (n, a) in &entries {
             write_npy_f32(&tmp.join(format!("{n}.npy")), a)?;
         }
         write_json(&tmp.join("model.json"), &manifest)
@@ -251,88 +298,96 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
             "manifest's kind or code dimension contradicts its parameters",
         ));
     }
-    let names = array_names(m.kind);
-    let n_dec = match m.kind {
-        DecoderKind::Linear => 1,
-        DecoderKind::OneHidden { .. } => 3,
-    };
-    let k = 3 + n_dec;
     // The Adam moments are optional as a group: a checkpoint stripped of them (weights only,
     // e.g. for shipping a trained model) loads for inference but cannot be resumed.
-    let moments_present = names[k..]
+    let (_, moment_files) = file_stems(m.kind);
+    let moments_present = moment_files
         .iter()
         .filter(|n| dir.join(format!("{n}.npy")).exists())
         .count();
     let optimizer_state = match moments_present {
         0 => false,
-        n if n == names.len() - k => true,
+        n if n == moment_files.len() => true,
         _ => {
             return Err(ckpt_err(
                 &dir,
                 format!(
                     "only {moments_present} of the {} Adam moment files are present (keep all or none)",
-                    names.len() - k
+                    moment_files.len()
                 ),
             ));
         }
     };
-    let mut arrays = Vec::with_capacity(names.len());
-    for n in &names[..k] {
-        let path = dir.join(format!("{n}.npy"));
-        let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
-        arrays.push(a);
-    }
-    if optimizer_state {
-        for n in &names[k..] {
-            let path = dir.join(format!("{n}.npy"));
-            let a = read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))?;
-            arrays.push(a);
-        }
+    let (encoder, decoder) = read_group(&dir, "", m.kind)?;
+    let moments = if optimizer_state {
+        Some((
+            read_group(&dir, "adam_m_", m.kind)?,
+            read_group(&dir, "adam_v_", m.kind)?,
+        ))
     } else {
-        let zeros: Vec<Array2<f32>> = arrays.iter().map(|a| Array2::zeros(a.dim())).collect();
-        arrays.extend(zeros.iter().cloned());
-        arrays.extend(zeros);
-    }
-    let (params, moments) = arrays.split_at(k);
-    let (m_all, v_all) = moments.split_at(k);
+        None
+    };
+    let host = HostArrays {
+        encoder,
+        decoder,
+        moments,
+    };
     let wrap = |e: Error| ckpt_err(&dir, e.to_string());
-    let encoder = Lista::from_params(&be, &params[..3], m.params.encoder_iters).map_err(wrap)?;
-    let decoder = Decoder::from_params(&be, m.kind, &params[3..]).map_err(wrap)?;
+    let encoder = Lista::from_params(&be, &host.encoder, m.params.encoder_iters).map_err(wrap)?;
+    let decoder = Decoder::from_params(&be, &host.decoder).map_err(wrap)?;
     if encoder.input_dim() != m.input_dim
         || decoder.input_dim() != m.input_dim
         || encoder.code_dim() != m.code_dim
+        || decoder.kind() != m.kind
     {
         return Err(ckpt_err(
             &dir,
             "array shapes contradict the manifest's dimensions",
         ));
     }
-    let state = |ms: &[Array2<f32>],
-                 vs: &[Array2<f32>],
-                 ps: &[Array2<f32>],
-                 step: u64|
-     -> Result<AdamState<B::Mat>> {
-        for ((mm, vv), p) in ms.iter().zip(vs).zip(ps) {
-            if mm.dim() != p.dim() || vv.dim() != p.dim() {
-                return Err(ckpt_err(
-                    &dir,
-                    "an Adam moment's shape differs from its parameter's",
-                ));
-            }
-        }
-        let up = |xs: &[Array2<f32>]| {
-            xs.iter()
-                .map(|x| be.upload(x.view()))
-                .collect::<Result<Vec<_>>>()
-        };
-        Ok(AdamState {
-            m: up(ms)?,
-            v: up(vs)?,
-            step,
-        })
+    let same_shapes = |a: Vec<(&str, &Array2<f32>)>, b: Vec<(&str, &Array2<f32>)>| {
+        a.iter().zip(&b).all(|(x, y)| x.1.dim() == y.1.dim())
     };
-    let enc_opt = state(&m_all[..3], &v_all[..3], &params[..3], m.adam_steps[0])?;
-    let dec_opt = state(&m_all[3..], &v_all[3..], &params[3..], m.adam_steps[1])?;
+    let upload_e = |p: &ListaParams<Array2<f32>>| p.try_map(|x| be.upload(x.view()));
+    let upload_d = |p: &DecoderParams<Array2<f32>>| p.try_map(|x| be.upload(x.view()));
+    let (enc_opt, dec_opt) = match &host.moments {
+        Some(((me, md), (ve, vd))) => {
+            for (e, d) in [(me, md), (ve, vd)] {
+                if !same_shapes(e.named(), host.encoder.named())
+                    || !same_shapes(d.named(), host.decoder.named())
+                {
+                    return Err(ckpt_err(
+                        &dir,
+                        "an Adam moment's shape differs from its parameter's",
+                    ));
+                }
+            }
+            (
+                AdamState {
+                    m: upload_e(me)?,
+                    v: upload_e(ve)?,
+                    step: m.adam_steps[0],
+                },
+                AdamState {
+                    m: upload_d(md)?,
+                    v: upload_d(vd)?,
+                    step: m.adam_steps[1],
+                },
+            )
+        }
+        None => (
+            AdamState {
+                m: encoder.zeros_like_params(&be)?,
+                v: encoder.zeros_like_params(&be)?,
+                step: m.adam_steps[0],
+            },
+            AdamState {
+                m: decoder.zeros_like_params(&be)?,
+                v: decoder.zeros_like_params(&be)?,
+                step: m.adam_steps[1],
+            },
+        ),
+    };
     let trainer = Trainer::from_parts(
         encoder,
         decoder,

@@ -266,16 +266,13 @@ impl ModelParams {
 
     /// The training step's configuration for data with the given PSNR pixel scale.
     pub fn step_config(&self, pixel_scale: f64) -> StepConfig {
-        let n_dec = match self.kind {
-            DecoderKind::Linear => 1,
-            DecoderKind::OneHidden { .. } => 3,
+        let dec = match self.kind {
+            DecoderKind::Linear => AdamParams::new(self.lr_decoder),
+            DecoderKind::OneHidden { .. } => {
+                AdamParams::new(self.lr_decoder).with_weight_decay("b1", self.wd_hidden_bias)
+            }
         };
-        let mut dec = AdamParams::new(self.lr_decoder, n_dec);
-        if n_dec == 3 {
-            dec.weight_decay[1] = self.wd_hidden_bias;
-        }
-        let mut enc = AdamParams::new(self.lr_encoder, 3);
-        enc.weight_decay[1] = self.wd_encoder_bias;
+        let enc = AdamParams::new(self.lr_encoder).with_weight_decay("b", self.wd_encoder_bias);
         StepConfig {
             fista: self.fista(),
             decoder_adam: dec,

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::decoder::{Decoder, DecoderScratch};
 use crate::model::encoder::{Lista, ListaTape};
 use crate::model::energy::EnergyTerms;
+use crate::model::params::{DecoderParams, ListaParams, ParamSet};
 use crate::scalar::Scalar;
 use crate::solve::fista::{self, FistaParams, FistaWorkspace};
 use crate::train::optim::{AdamParams, AdamState, LrSchedule, adam_step};
@@ -96,8 +97,8 @@ struct StepWorkspace<F: Scalar, B: Backend<F>> {
     tape: ListaTape<B::Mat>,
     fista: FistaWorkspace<F, B>,
     dec: DecoderScratch<B::Mat>,
-    dec_grads: Vec<B::Mat>,
-    enc_grads: Vec<B::Mat>,
+    dec_grads: DecoderParams<B::Mat>,
+    enc_grads: ListaParams<B::Mat>,
     /// The epoch and FISTA mean steps of the last step: the next step's forecast
     /// ([`FistaWorkspace::set_forecast`]) within the same epoch.
     last_steps: Option<(usize, f64)>,
@@ -110,9 +111,9 @@ pub struct Trainer<F: Scalar, B: Backend<F>> {
     /// The decoder.
     pub decoder: Decoder<F, B>,
     /// The encoder's Adam state.
-    pub encoder_opt: AdamState<B::Mat>,
+    pub encoder_opt: AdamState<ListaParams<B::Mat>>,
     /// The decoder's Adam state.
-    pub decoder_opt: AdamState<B::Mat>,
+    pub decoder_opt: AdamState<DecoderParams<B::Mat>>,
     config: StepConfig,
     ws: Option<StepWorkspace<F, B>>,
 }
@@ -122,8 +123,8 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// normalised once here (as the released code does at initialisation).
     ///
     /// # Errors
-    /// [`Error::InvalidParameter`] for a bad configuration; [`Error::Shape`] if the encoder and
-    /// decoder dimensions disagree or a weight-decay list does not match its group.
+    /// [`Error::InvalidParameter`] for a bad configuration or a weight decay naming no parameter
+    /// of its group; [`Error::Shape`] if the encoder and decoder dimensions disagree.
     pub fn new(
         be: &B,
         encoder: Lista<F, B>,
@@ -143,14 +144,8 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
                 ),
             ));
         }
-        if config.decoder_adam.weight_decay.len() != decoder.params().len()
-            || config.encoder_adam.weight_decay.len() != encoder.params().len()
-        {
-            return Err(Error::shape(
-                "trainer",
-                "one weight decay per parameter is needed in each Adam group",
-            ));
-        }
+        config.decoder_adam.check_names(decoder.params())?;
+        config.encoder_adam.check_names(encoder.params())?;
         if config.column_norm {
             decoder.normalize_columns(be)?;
         }
@@ -172,17 +167,19 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     pub fn from_parts(
         encoder: Lista<F, B>,
         decoder: Decoder<F, B>,
-        encoder_opt: AdamState<B::Mat>,
-        decoder_opt: AdamState<B::Mat>,
+        encoder_opt: AdamState<ListaParams<B::Mat>>,
+        decoder_opt: AdamState<DecoderParams<B::Mat>>,
         config: StepConfig,
     ) -> Result<Self> {
         config.validate()?;
-        if encoder_opt.m.len() != encoder.params().len()
-            || decoder_opt.m.len() != decoder.params().len()
+        config.decoder_adam.check_names(decoder.params())?;
+        config.encoder_adam.check_names(encoder.params())?;
+        if decoder_opt.m.is_one_hidden() != decoder.params().is_one_hidden()
+            || decoder_opt.v.is_one_hidden() != decoder.params().is_one_hidden()
         {
             return Err(Error::shape(
                 "trainer",
-                "optimiser state does not match the parameters",
+                "the decoder's optimiser state is for the other decoder kind",
             ));
         }
         Ok(Trainer {
@@ -329,7 +326,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         if cfg.column_norm {
             self.decoder.normalize_columns(be)?;
         }
-        for (p, name) in self.decoder.params().iter().zip(self.decoder.param_names()) {
+        for (name, p) in self.decoder.params().named() {
             if !be.all_finite(p)? {
                 return Err(diverged(epoch, &format!("decoder weight {name}")));
             }
@@ -351,7 +348,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             &ws.enc_grads,
             &mut self.encoder_opt,
         )?;
-        for (p, name) in self.encoder.params().iter().zip(self.encoder.param_names()) {
+        for (name, p) in self.encoder.params().named() {
             if !be.all_finite(p)? {
                 return Err(diverged(epoch, &format!("encoder weight {name}")));
             }

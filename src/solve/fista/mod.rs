@@ -57,6 +57,7 @@ use crate::backend::{Backend, FistaStep, Trans};
 use crate::error::{Error, Result};
 use crate::model::decoder::{Decoder, DecoderKind, DecoderScratch};
 use crate::model::energy::{self, EnergyTerms};
+use crate::model::params::DecoderParams;
 use crate::scalar::Scalar;
 use workspace::GramBuffers;
 
@@ -279,13 +280,13 @@ pub fn solve<F: Scalar, B: Backend<F>>(
             initial_step,
             factor,
         } => (1.0 / initial_step.unwrap_or(1.0), true, factor),
-        StepRule::Auto => match decoder.kind() {
-            DecoderKind::Linear => {
-                let sigma2 = top_eigenvalue_wtw(be, &decoder.params()[0])?;
+        StepRule::Auto => match decoder.params() {
+            DecoderParams::Linear { w } => {
+                let sigma2 = top_eigenvalue_wtw(be, w)?;
                 let lip = 1.02 * (2.0 / d as f64) * sigma2 + 2.0 * ep.gamma / l as f64;
                 (lip.max(f64::MIN_POSITIVE), false, 1.0)
             }
-            DecoderKind::OneHidden { .. } => (1.0, true, 2.0),
+            DecoderParams::OneHidden { .. } => (1.0, true, 2.0),
         },
     };
 
@@ -518,17 +519,15 @@ fn gram_setup<F: Scalar, B: Backend<F>>(
         hidden,
         ..
     } = gram.ok_or_else(|| Error::shape("FISTA: workspace", "workspace lacks Gram buffers"))?;
-    match decoder.kind() {
-        DecoderKind::Linear => {
+    match decoder.params() {
+        DecoderParams::Linear { w } => {
             // W (d, l) is small: packing it costs more than it saves (bench `gram_setup/l128`)
-            let w = &decoder.params()[0];
             be.gemm(F::one(), w, Trans::T, w, Trans::N, F::zero(), g_mat)?;
             be.gemm(F::one(), y, Trans::N, w, Trans::N, F::zero(), c)
         }
-        DecoderKind::OneHidden { .. } => {
+        DecoderParams::OneHidden { w2, .. } => {
             // W2 packed once serves both products: G2 = W2^T W2 (half of it, mirrored) and
             // C2 = Y W2 (bench `gram_setup/m1024`)
-            let w2 = &decoder.params()[2];
             be.pack_rhs(w2, Trans::N, w_packed)?;
             be.packed_gram(w_packed, g_mat)?;
             // every iteration multiplies by G2, W1^T and W1: pack them once for the solve
