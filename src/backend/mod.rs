@@ -19,10 +19,12 @@
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+mod device;
 
 pub use cpu::Cpu;
 #[cfg(feature = "cuda")]
 pub use cuda::Cuda;
+pub use device::{Device, OnBackend};
 
 use ndarray::{Array2, ArrayView2};
 
