@@ -477,3 +477,31 @@ fn lista_adam_and_a_training_step_agree_with_the_cpu() {
         assert!((pc - pg).abs() < 1e-2, "PSNR {pc} vs {pg}");
     }
 }
+
+/// The kernel seam checks on the device what the CPU checks: a `flags` vector of the wrong
+/// length is a shape error (it would read out of bounds on the device), and a matrix whose
+/// element count overflows the kernels' 32-bit index is refused at allocation. The same calls
+/// fail the same way on the CPU backend.
+#[test]
+fn shapes_are_checked_as_on_the_cpu() {
+    fn check<B: Backend<f32>>(be: &B) {
+        let src = be.zeros(6, 4).unwrap();
+        let mut dst = be.zeros(6, 4).unwrap();
+        let short = be.zeros(5, 1).unwrap();
+        assert!(matches!(
+            be.gather_active_rows(&short, &src, &mut dst),
+            Err(varsparse::Error::Shape { .. })
+        ));
+        assert!(matches!(
+            be.scatter_active_rows(&short, &src, &mut dst),
+            Err(varsparse::Error::Shape { .. })
+        ));
+    }
+    check(&Cpu);
+    let Some(g) = gpu() else { return };
+    check(&g);
+    assert!(matches!(
+        g.zeros(1 << 16, 1 << 16),
+        Err(varsparse::Error::Shape { .. })
+    ));
+}

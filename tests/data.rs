@@ -700,7 +700,7 @@ fn patch_generation_depends_on_the_seed_only() {
         let t = generate_patches_from_images(
             images,
             &PatchParams {
-                threads,
+                threads: Some(threads),
                 ..small_params(5)
             },
         )

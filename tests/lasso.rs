@@ -2,6 +2,7 @@
 
 use ndarray::Array2;
 use varsparse::backend::Cpu;
+use varsparse::backend::cpu::threads::with_threads;
 use varsparse::model::decoder::Decoder;
 use varsparse::model::energy::EnergyParams;
 use varsparse::rng::{linear_uniform, rng};
@@ -29,7 +30,9 @@ fn active_set_matches_a_converged_fista() {
 
 fn matches_fista(d: usize, l: usize, lambda: f64) {
     let (w, y) = problem(200, d, l, 1);
-    let (z, report) = nonneg_lasso(&w, &y, lambda, 2).unwrap();
+    let (z, report) = with_threads(2, || nonneg_lasso(&w, &y, lambda))
+        .unwrap()
+        .unwrap();
     assert!(z.iter().all(|&v| v >= 0.0));
     assert!(report.max_kkt_violation < 1e-6, "{report:?}");
     assert!(report.mean_support > 1.0, "{report:?}");
@@ -63,8 +66,12 @@ fn matches_fista(d: usize, l: usize, lambda: f64) {
 #[test]
 fn thread_count_does_not_change_the_codes() {
     let (w, y) = problem(101, 40, 16, 5);
-    let (a, _) = nonneg_lasso(&w, &y, 0.003, 1).unwrap();
-    let (b, _) = nonneg_lasso(&w, &y, 0.003, 3).unwrap();
+    let (a, _) = with_threads(1, || nonneg_lasso(&w, &y, 0.003))
+        .unwrap()
+        .unwrap();
+    let (b, _) = with_threads(3, || nonneg_lasso(&w, &y, 0.003))
+        .unwrap()
+        .unwrap();
     assert_eq!(a, b);
 }
 
@@ -74,13 +81,12 @@ fn degenerate_dictionaries_and_bad_input() {
     let (mut w, y) = problem(30, 20, 8, 9);
     let c0 = w.column(0).to_owned();
     w.column_mut(1).assign(&c0);
-    let (z, r) = nonneg_lasso(&w, &y, 0.001, 1).unwrap();
+    let (z, r) = nonneg_lasso(&w, &y, 0.001).unwrap();
     assert!(z.iter().all(|v| v.is_finite() && *v >= 0.0));
     assert!(r.max_kkt_violation < 1e-5, "{r:?}");
     // a huge lambda gives all zeros
-    let (z, _) = nonneg_lasso(&w, &y, 1e6, 1).unwrap();
+    let (z, _) = nonneg_lasso(&w, &y, 1e6).unwrap();
     assert!(z.iter().all(|&v| v == 0.0));
-    assert!(nonneg_lasso(&w, &Array2::zeros((3, 7)), 0.1, 1).is_err());
-    assert!(nonneg_lasso(&w, &y, -1.0, 1).is_err());
-    assert!(nonneg_lasso(&w, &y, 0.1, 0).is_err());
+    assert!(nonneg_lasso(&w, &Array2::zeros((3, 7)), 0.1).is_err());
+    assert!(nonneg_lasso(&w, &y, -1.0).is_err());
 }

@@ -89,9 +89,11 @@ pub struct RowConvergence {
     pub converged: usize,
     /// Whether any row of the new iterate held a NaN or an infinity.
     pub non_finite: bool,
-    /// The number of non-zeros of the new extrapolated point `x` in the rows not flagged, where
-    /// the kernel counted them ([`Backend::gram_fista_step`] on the CPU); `None` otherwise.
-    /// Passed to the next [`Backend::gram_fista_step`], it spares that step a pass over `x`.
+    /// An optional hint: the number of non-zeros of the new extrapolated point `x` in the rows
+    /// not flagged, where the kernel counted them on the way ([`Backend::gram_fista_step`] on
+    /// the CPU). Every backend may return `None` (the CUDA backend does), and callers must not
+    /// rely on it for correctness: passed to the next [`Backend::gram_fista_step`], it only
+    /// spares a backend that uses it a pass over `x`.
     pub active_nonzeros: Option<usize>,
 }
 
@@ -336,8 +338,9 @@ pub trait Backend<F: Scalar> {
     /// two or three times. Each element sees the same operations in the same order, so the
     /// result is the same to the bit.
     ///
-    /// `x_nonzeros` is the number of non-zeros in the rows of `x` not flagged, when the caller
-    /// knows it: the previous step's [`RowConvergence::active_nonzeros`]. The CPU backend then
+    /// `x_nonzeros` is an optional hint every backend may ignore (the default and the CUDA
+    /// backend do): the number of non-zeros in the rows of `x` not flagged, when the caller
+    /// knows it (the previous step's [`RowConvergence::active_nonzeros`]). The CPU backend then
     /// decides between its two paths without reading `x` (a pass on the calling thread over
     /// rows that the other threads wrote); `None` makes it count. A wrong count only picks the
     /// other path, whose result may differ in the last bits.

@@ -31,7 +31,6 @@
 //! The Gaussian is applied as two separable 13-tap passes in `f32`.
 
 use std::borrow::Cow;
-use std::num::NonZeroUsize;
 use std::path::Path;
 
 use ndarray::{Array2, ArrayView2};
@@ -102,7 +101,7 @@ const PATCH_LEN: usize = PATCH_SIZE * PATCH_SIZE;
 /// | `seed` | [`DEFAULT_PATCH_SEED`] | any |
 /// | `std_threshold` | 0.5 | finite, ≥ 0 |
 /// | `lcn_batch` | 250 | ≥ 1 |
-/// | `threads` | 0 (all available) | any |
+/// | `threads` | `None`: the CPU pool's ([`with_threads`](crate::backend::cpu::threads::with_threads)) | `>= 1` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct PatchParams {
     /// Training patches.
@@ -117,9 +116,10 @@ pub struct PatchParams {
     pub std_threshold: f32,
     /// Candidates normalised together: the "batch" over which the mean of σ is taken.
     pub lcn_batch: usize,
-    /// Worker threads for LCN, 0 for [`std::thread::available_parallelism`]. The patches do
-    /// not depend on it.
-    pub threads: usize,
+    /// Worker threads for LCN; `None` takes the thread count of the enclosing
+    /// [`with_threads`](crate::backend::cpu::threads::with_threads) (1 outside one), the one
+    /// setting every parallel part of varsparse follows. The patches do not depend on it.
+    pub threads: Option<usize>,
 }
 
 impl Default for PatchParams {
@@ -131,7 +131,7 @@ impl Default for PatchParams {
             seed: DEFAULT_PATCH_SEED,
             std_threshold: DEFAULT_STD_THRESHOLD,
             lcn_batch: DEFAULT_LCN_BATCH,
-            threads: 0,
+            threads: None,
         }
     }
 }
@@ -155,10 +155,9 @@ impl PatchParams {
 
     /// The number of worker threads `threads` asks for.
     fn worker_threads(&self) -> usize {
-        match self.threads {
-            0 => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
-            t => t,
-        }
+        self.threads
+            .unwrap_or_else(crate::backend::cpu::threads::current_threads)
+            .max(1)
     }
 
     /// Checks every field against the table above.
@@ -180,6 +179,13 @@ impl PatchParams {
                 name: "lcn_batch",
                 value: "0".into(),
                 reason: "must be at least 1".into(),
+            });
+        }
+        if self.threads == Some(0) {
+            return Err(DataError::InvalidParameter {
+                name: "threads",
+                value: "0".into(),
+                reason: "must be at least 1 (or None for the CPU pool's count)".into(),
             });
         }
         Ok(())

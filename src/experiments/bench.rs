@@ -55,7 +55,7 @@ impl Problem {
         let (mut lo, mut hi) = (1e-5f64.ln(), 1.0f64.ln());
         for _ in 0..30 {
             let mid = 0.5 * (lo + hi);
-            let (_, r) = nonneg_lasso(&w, &probe, mid.exp(), 2)?;
+            let (_, r) = nonneg_lasso(&w, &probe, mid.exp())?;
             if r.sparsity < target_sparsity {
                 lo = mid;
             } else {
@@ -135,16 +135,11 @@ pub type GemmRefs = Vec<(String, f64)>;
 ///
 /// # Errors
 /// Solver errors.
-pub fn run(
-    p: &Problem,
-    threads: usize,
-    repeats: usize,
-    with_fista: bool,
-) -> Result<(Vec<Row>, GemmRefs)> {
+pub fn run(p: &Problem, repeats: usize, with_fista: bool) -> Result<(Vec<Row>, GemmRefs)> {
     let (n, d) = p.y.dim();
     let l = p.w.ncols();
     let mut rows = vec![];
-    let (t, (z, r)) = time(repeats, || nonneg_lasso(&p.w, &p.y, p.lambda, threads))?;
+    let (t, (z, r)) = time(repeats, || nonneg_lasso(&p.w, &p.y, p.lambda))?;
     let opt = objective(&p.w, &p.y, &z, p.lambda) / n as f64;
     // C = Y W dominates; then the active-set work (counted as ~2 l k^2 per sample, k the support).
     let flops = 2.0 * (n * d * l) as f64;

@@ -16,11 +16,16 @@
 //! matrix–vector products with `G`'s support columns — far fewer operations than FISTA's
 //! iterations, and the answer is the optimum to rounding rather than to a tolerance.
 //!
-//! Samples are independent: they are split over `threads` scoped threads, and the result does
-//! not depend on the thread count.
+//! Samples are independent: they are split over the threads of the CPU pool
+//! ([`crate::backend::cpu::threads`]), and the codes do not depend on the thread count.
+//!
+//! This solver is CPU-only by design: its work is a few small dependent solves per sample with
+//! data-dependent supports, which suits a CPU core and not a GPU's lock-step threads. It runs on
+//! the host whatever device the rest of a run uses.
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 
+use crate::backend::cpu::threads;
 use crate::backend::{Backend, Cpu, Trans};
 use crate::error::{Error, Result};
 
@@ -45,14 +50,17 @@ pub struct LassoReport {
 
 /// Solves the non-negative lasso for every row of `y` `(n, d)` against `w` `(d, l)`.
 ///
+/// The samples are split over the threads of the enclosing
+/// [`with_threads`](crate::backend::cpu::threads::with_threads); the codes do not depend on
+/// their number.
+///
 /// # Errors
 /// [`Error::Shape`] if the shapes disagree; [`Error::NonFiniteInput`]; [`Error::InvalidParameter`]
-/// for `lambda < 0` or `threads = 0`.
+/// for `lambda < 0`.
 pub fn nonneg_lasso(
     w: &Array2<f32>,
     y: &Array2<f32>,
     lambda: f64,
-    threads: usize,
 ) -> Result<(Array2<f32>, LassoReport)> {
     let (d, l) = w.dim();
     if y.ncols() != d {
@@ -64,9 +72,6 @@ pub fn nonneg_lasso(
     if !(lambda.is_finite() && lambda >= 0.0) {
         return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
     }
-    if threads == 0 {
-        return Err(Error::param("threads", 0, "must be at least 1"));
-    }
     crate::scalar::check_finite("dictionary W", w)?;
     crate::scalar::check_finite("Y", y)?;
     let n = y.nrows();
@@ -77,24 +82,16 @@ pub fn nonneg_lasso(
     Cpu.gemm(1.0, y, Trans::N, w, Trans::N, 0.0, &mut c)?;
     let shift = d as f64 * lambda / 2.0;
     let mut z = Array2::<f32>::zeros((n, l));
-    let chunk = n.div_ceil(threads).max(1);
-    let results: Vec<(usize, f64, f64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = z
-            .axis_chunks_iter_mut(Axis(0), chunk)
-            .zip(c.axis_chunks_iter(Axis(0), chunk))
-            .zip(y.axis_chunks_iter(Axis(0), chunk))
-            .map(|((zc, cc), yc)| {
-                let g = &g;
-                s.spawn(move || {
-                    let mut ws = Solver::new(l);
-                    solve_chunk(&mut ws, g, zc, cc, yc, shift, lambda)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or((0, f64::INFINITY, f64::NAN)))
-            .collect()
+    let chunk = n.div_ceil(threads::parts(n, n * l * l)).max(1);
+    let mut results = vec![(0usize, 0.0f64, 0.0f64); n.div_ceil(chunk)];
+    let work = z
+        .axis_chunks_iter_mut(Axis(0), chunk)
+        .zip(c.axis_chunks_iter(Axis(0), chunk))
+        .zip(y.axis_chunks_iter(Axis(0), chunk))
+        .zip(results.iter_mut());
+    threads::for_each_part(work, |(((zc, cc), yc), out)| {
+        let mut ws = Solver::new(l);
+        *out = solve_chunk(&mut ws, &g, zc, cc, yc, shift, lambda);
     });
     let iterations = results.iter().map(|r| r.0).sum();
     let max_kkt_violation = results.iter().map(|r| r.1).fold(0.0, f64::max);

@@ -37,7 +37,7 @@ use crate::error::{Error, Result};
 
 /// Below this much work (multiply-adds or element updates) a kernel is not split: handing a part
 /// to a helper costs about a microsecond, what a few thousand element updates take.
-pub(crate) const MIN_PARALLEL_WORK: usize = 8192;
+pub const MIN_PARALLEL_WORK: usize = 8192;
 
 /// Spins of a helper waiting for the next part before it parks (about a millisecond).
 const SPINS_BEFORE_PARK: usize = 20_000;
@@ -79,6 +79,25 @@ struct Pool {
 thread_local! {
     /// The pool of the enclosing [`with_threads`] on this thread, if any.
     static POOL: Cell<Option<&'static Pool>> = const { Cell::new(None) };
+    /// Whether this thread is running a part of a job (see [`for_each_part`]): a kernel called
+    /// from inside a part runs inline on the calling thread instead of handing parts to
+    /// helpers that are busy with the enclosing job.
+    static IN_PART: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as inside a part until dropped (also on unwind).
+struct InPart(bool);
+
+impl InPart {
+    fn enter() -> InPart {
+        InPart(IN_PART.with(|c| c.replace(true)))
+    }
+}
+
+impl Drop for InPart {
+    fn drop(&mut self) {
+        IN_PART.with(|c| c.set(self.0));
+    }
 }
 
 impl Pool {
@@ -129,7 +148,10 @@ impl Pool {
             let _guard = s.lock.lock().unwrap_or_else(|e| e.into_inner());
             s.wake.notify_all();
         }
-        let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
+        let mine = catch_unwind(AssertUnwindSafe(|| {
+            let _part = InPart::enter();
+            f(0)
+        }));
         let mut spins = 0usize;
         while s.pending.load(Ordering::Acquire) != 0 {
             spins += 1;
@@ -197,6 +219,7 @@ fn helper(s: &Shared, index: usize) {
             // `pending` reaches zero (see `Pool::run`).
             if let Some(job) = unsafe { *s.job.get() } {
                 let f = unsafe { &*job };
+                let _part = InPart::enter();
                 if catch_unwind(AssertUnwindSafe(|| f(index))).is_err() {
                     s.panicked.store(true, Ordering::Relaxed);
                 }
@@ -242,10 +265,11 @@ pub fn current_threads() -> usize {
     POOL.with(|p| p.get().map_or(1, Pool::threads))
 }
 
-/// How many parts a kernel over `rows` rows and `work` units of work is split into.
-pub(crate) fn parts(rows: usize, work: usize) -> usize {
+/// How many parts a kernel over `rows` rows and `work` units of work is split into: 1 for
+/// small work (below [`MIN_PARALLEL_WORK`]) or inside a part, else up to the pool's threads.
+pub fn parts(rows: usize, work: usize) -> usize {
     let t = current_threads();
-    if t <= 1 || work < MIN_PARALLEL_WORK {
+    if t <= 1 || work < MIN_PARALLEL_WORK || IN_PART.with(Cell::get) {
         1
     } else {
         t.min(rows).max(1)
@@ -253,9 +277,14 @@ pub(crate) fn parts(rows: usize, work: usize) -> usize {
 }
 
 /// Runs `f` on every item, the first on the calling thread and the others on the pool's
-/// helpers, and returns when all are done. The items are disjoint parts of a kernel's operands;
-/// there are at most as many as threads (see [`parts`]).
-pub(crate) fn for_each_part<T: Send>(mut items: impl Iterator<Item = T>, f: impl Fn(T) + Sync) {
+/// helpers, and returns when all are done. The items are disjoint parts of the work (a
+/// kernel's operands, a chunk of samples); with more items than threads, or outside
+/// [`with_threads`], they run one after the other on the calling thread.
+///
+/// Re-entrant use is safe: called from inside a part (a kernel whose part calls another
+/// kernel), it runs every item inline on that thread, since the helpers are busy with the
+/// enclosing job. This is the one mechanism by which varsparse runs CPU work in parallel.
+pub fn for_each_part<T: Send>(mut items: impl Iterator<Item = T>, f: impl Fn(T) + Sync) {
     // one part (one thread, or a small kernel): run it here, without allocating
     let Some(first) = items.next() else {
         return;
@@ -269,8 +298,9 @@ pub(crate) fn for_each_part<T: Send>(mut items: impl Iterator<Item = T>, f: impl
         .chain(items)
         .map(|x| Mutex::new(Some(x)))
         .collect();
+    let nested = IN_PART.with(Cell::get);
     match POOL.with(Cell::get) {
-        Some(pool) if items.len() <= pool.threads() => {
+        Some(pool) if !nested && items.len() <= pool.threads() => {
             let run = |i: usize| {
                 let item = items[i].lock().unwrap_or_else(|e| e.into_inner()).take();
                 if let Some(item) = item {
@@ -305,6 +335,27 @@ mod tests {
         })
         .unwrap();
         assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 100));
+    }
+
+    #[test]
+    fn a_kernel_inside_a_part_runs_inline() {
+        let hits: Vec<AtomicUsize> = (0..4).map(|_| AtomicUsize::new(0)).collect();
+        with_threads(2, || {
+            for_each_part(0..2usize, |i| {
+                assert_eq!(parts(1000, 1 << 20), 1, "a part splits no further");
+                // a nested job: runs all its items here, none is lost or run twice
+                for_each_part(0..2usize, |j| {
+                    hits[2 * i + j].fetch_add(1, Ordering::Relaxed);
+                });
+            });
+            assert_eq!(
+                parts(1000, 1 << 20),
+                2,
+                "outside a part, the pool splits again"
+            );
+        })
+        .unwrap();
+        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
     }
 
     #[test]

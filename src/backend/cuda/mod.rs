@@ -199,6 +199,34 @@ fn dims(a: &CudaMat) -> (usize, usize) {
     (a.rows, a.cols)
 }
 
+/// The kernels and cuBLAS index with 32-bit `int`s: every matrix is refused at allocation
+/// ([`Backend::zeros`], [`Backend::upload`]) unless its element count fits in an `i32`, so the
+/// conversions of its rows, columns and element count in the launches below cannot overflow.
+fn check_size(op: &str, rows: usize, cols: usize) -> Result<()> {
+    match rows.checked_mul(cols) {
+        Some(n) if n <= i32::MAX as usize => Ok(()),
+        _ => Err(Error::shape(
+            op,
+            format!(
+                "a ({rows}, {cols}) matrix has more than {} elements, the CUDA backend's limit \
+                 (its kernels and cuBLAS index with 32-bit integers)",
+                i32::MAX
+            ),
+        )),
+    }
+}
+
+/// `n` as the kernels' `int`; every size passed is at most a matrix's element count, which
+/// [`check_size`] bounded at allocation.
+fn int(n: usize) -> Result<i32> {
+    i32::try_from(n).map_err(|_| {
+        Error::shape(
+            "cuda",
+            format!("{n} does not fit the kernels' 32-bit index"),
+        )
+    })
+}
+
 fn op(t: Trans) -> cublasOperation_t {
     match t {
         Trans::N => cublasOperation_t::CUBLAS_OP_N,
@@ -211,7 +239,7 @@ impl Cuda {
         if let Some(b) = b {
             same_shape("reduce", dims(a), dims(b))?;
         }
-        let n = (a.rows * a.cols) as i32;
+        let n = int(a.rows * a.cols)?;
         let mut out = self.scalars.borrow_mut();
         self.stream.memset_zeros(&mut *out).map_err(err)?;
         let bb = b.map_or(&a.data, |b| &b.data);
@@ -219,8 +247,8 @@ impl Cuda {
         Ok(self.stream.clone_dtoh(&*out).map_err(err)?[0])
     }
 
-    fn elems(a: &CudaMat) -> i32 {
-        (a.rows * a.cols) as i32
+    fn elems(a: &CudaMat) -> Result<i32> {
+        int(a.rows * a.cols)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -247,14 +275,14 @@ impl Cuda {
         let cfg = GemmConfig {
             transa: op(tb),
             transb: op(ta),
-            m: n as i32,
-            n: m as i32,
-            k: k as i32,
+            m: int(n)?,
+            n: int(m)?,
+            k: int(k)?,
             alpha,
-            lda: b.cols as i32,
-            ldb: a.cols as i32,
+            lda: int(b.cols)?,
+            ldb: int(a.cols)?,
             beta,
-            ldc: n as i32,
+            ldc: int(n)?,
         };
         let a_view = a.data.slice(..);
         let b_view = b.data.slice(..);
@@ -285,7 +313,7 @@ impl Cuda {
         }
         let mut pos = self.pos.borrow_mut();
         let mut counts = self.counts.borrow_mut();
-        let r = rows as i32;
+        let r = int(rows)?;
         launch!(self, "vs_scan_flags", per_row(1); &mut *pos, &mut *counts, &flags.data, &r);
         Ok(self.stream.clone_dtoh(&*counts).map_err(err)?[0].max(0) as usize)
     }
@@ -301,6 +329,7 @@ impl Backend<f32> for Cuda {
     }
 
     fn zeros(&self, rows: usize, cols: usize) -> Result<CudaMat> {
+        check_size("zeros", rows, cols)?;
         Ok(CudaMat {
             data: self
                 .stream
@@ -312,6 +341,7 @@ impl Backend<f32> for Cuda {
     }
 
     fn upload(&self, a: ArrayView2<'_, f32>) -> Result<CudaMat> {
+        check_size("upload", a.nrows(), a.ncols())?;
         let host = a.as_standard_layout();
         let slice = host
             .as_slice()
@@ -446,8 +476,9 @@ impl Backend<f32> for Cuda {
         dst: &mut CudaMat,
     ) -> Result<usize> {
         same_shape("gather_active_rows", dims(src), dims(dst))?;
+        same_shape("gather_active_rows: flags", dims(flags), (src.rows, 1))?;
         let k = self.scan(flags)?;
-        let cols = src.cols as i32;
+        let cols = int(src.cols)?;
         let pos = self.pos.borrow();
         launch!(self, "vs_gather_rows", per_row(src.rows); &mut dst.data, &src.data, &flags.data, &*pos, &cols);
         Ok(k)
@@ -455,8 +486,9 @@ impl Backend<f32> for Cuda {
 
     fn scatter_active_rows(&self, flags: &CudaMat, src: &CudaMat, dst: &mut CudaMat) -> Result<()> {
         same_shape("scatter_active_rows", dims(src), dims(dst))?;
+        same_shape("scatter_active_rows: flags", dims(flags), (src.rows, 1))?;
         self.scan(flags)?;
-        let cols = src.cols as i32;
+        let cols = int(src.cols)?;
         let pos = self.pos.borrow();
         launch!(self, "vs_scatter_rows", per_row(src.rows); &mut dst.data, &src.data, &flags.data, &*pos, &cols);
         Ok(())
@@ -471,7 +503,7 @@ impl Backend<f32> for Cuda {
 
     fn axpby(&self, alpha: f32, x: &CudaMat, beta: f32, y: &mut CudaMat) -> Result<()> {
         same_shape("axpby", dims(x), dims(y))?;
-        let (n, bz) = (Self::elems(y), (beta == 0.0) as i32);
+        let (n, bz) = (Self::elems(y)?, (beta == 0.0) as i32);
         launch!(self, "vs_axpby", grid(n as usize); &mut y.data, &x.data, &alpha, &beta, &bz, &n);
         Ok(())
     }
@@ -479,26 +511,26 @@ impl Backend<f32> for Cuda {
     fn add_scaled_diff(&self, alpha: f32, a: &CudaMat, b: &CudaMat, y: &mut CudaMat) -> Result<()> {
         same_shape("add_scaled_diff", dims(a), dims(b))?;
         same_shape("add_scaled_diff", dims(a), dims(y))?;
-        let n = Self::elems(y);
+        let n = Self::elems(y)?;
         launch!(self, "vs_add_scaled_diff", grid(n as usize); &mut y.data, &a.data, &b.data, &alpha, &n);
         Ok(())
     }
 
     fn mul_assign(&self, a: &CudaMat, y: &mut CudaMat) -> Result<()> {
         same_shape("mul_assign", dims(a), dims(y))?;
-        let n = Self::elems(y);
+        let n = Self::elems(y)?;
         launch!(self, "vs_mul_assign", grid(n as usize); &mut y.data, &a.data, &n);
         Ok(())
     }
 
     fn scale(&self, alpha: f32, y: &mut CudaMat) -> Result<()> {
-        let n = Self::elems(y);
+        let n = Self::elems(y)?;
         launch!(self, "vs_scale", grid(n as usize); &mut y.data, &alpha, &n);
         Ok(())
     }
 
     fn fill(&self, value: f32, y: &mut CudaMat) -> Result<()> {
-        let n = Self::elems(y);
+        let n = Self::elems(y)?;
         launch!(self, "vs_fill", grid(n as usize); &mut y.data, &value, &n);
         Ok(())
     }
@@ -510,7 +542,7 @@ impl Backend<f32> for Cuda {
                 format!("bias {:?} for a {:?}", dims(bias), dims(a)),
             ));
         }
-        let (cols, n) = (a.cols as i32, Self::elems(a));
+        let (cols, n) = (int(a.cols)?, Self::elems(a)?);
         launch!(self, "vs_add_row_bias", grid(n as usize); &mut a.data, &bias.data, &cols, &n);
         Ok(())
     }
@@ -522,7 +554,7 @@ impl Backend<f32> for Cuda {
                 format!("out {:?} for a {:?}", dims(out), dims(a)),
             ));
         }
-        let (bz, rows, cols) = ((beta == 0.0) as i32, a.rows as i32, a.cols as i32);
+        let (bz, rows, cols) = ((beta == 0.0) as i32, int(a.rows)?, int(a.cols)?);
         launch!(self, "vs_col_sums", per_col(a.cols); &mut out.data, &a.data, &alpha, &beta, &bz, &rows, &cols);
         Ok(())
     }
@@ -539,32 +571,32 @@ impl Backend<f32> for Cuda {
                 ),
             ));
         }
-        let (rows, cols) = (a.rows as i32, a.cols as i32);
+        let (rows, cols) = (int(a.rows)?, int(a.cols)?);
         launch!(self, "vs_col_mean_std", per_col(a.cols); &mut mean.data, &mut std.data, &a.data, &rows, &cols);
         Ok(())
     }
 
     fn normalize_columns(&self, a: &mut CudaMat) -> Result<()> {
-        let (rows, cols) = (a.rows as i32, a.cols as i32);
+        let (rows, cols) = (int(a.rows)?, int(a.cols)?);
         launch!(self, "vs_normalize_columns", per_col(a.cols); &mut a.data, &rows, &cols);
         Ok(())
     }
 
     fn relu(&self, a: &mut CudaMat) -> Result<()> {
-        let n = Self::elems(a);
+        let n = Self::elems(a)?;
         launch!(self, "vs_relu", grid(n as usize); &mut a.data, &n);
         Ok(())
     }
 
     fn relu_mask(&self, act: &CudaMat, grad: &mut CudaMat) -> Result<()> {
         same_shape("relu_mask", dims(act), dims(grad))?;
-        let n = Self::elems(grad);
+        let n = Self::elems(grad)?;
         launch!(self, "vs_relu_mask", grid(n as usize); &mut grad.data, &act.data, &n);
         Ok(())
     }
 
     fn hinge_value(&self, std: &CudaMat, t: f32) -> Result<f32> {
-        let n = Self::elems(std);
+        let n = Self::elems(std)?;
         let mut out = self.scalars.borrow_mut();
         self.stream.memset_zeros(&mut *out).map_err(err)?;
         launch!(self, "vs_hinge_value", grid(n as usize); &mut *out, &std.data, &t, &n);
@@ -592,7 +624,7 @@ impl Backend<f32> for Cuda {
                 ),
             ));
         }
-        let (rows, cols) = (x.rows as i32, x.cols as i32);
+        let (rows, cols) = (int(x.rows)?, int(x.cols)?);
         launch!(self, "vs_hinge_grad", grid(x.rows * x.cols); &mut grad.data, &x.data, &mean.data, &std.data, &beta, &t, &rows, &cols);
         Ok(())
     }
@@ -610,7 +642,7 @@ impl Backend<f32> for Cuda {
         same_shape("shrink_step", dims(x), dims(g))?;
         same_shape("shrink_step", dims(x), dims(z))?;
         same_shape("shrink_step: flags", dims(flags), (x.rows, 1))?;
-        let (nn, cols, n) = (nonneg as i32, x.cols as i32, Self::elems(x));
+        let (nn, cols, n) = (nonneg as i32, int(x.cols)?, Self::elems(x)?);
         launch!(self, "vs_shrink_step", grid(n as usize); &mut z.data, &x.data, &g.data, &flags.data, &eta, &thr, &nn, &cols, &n);
         Ok(())
     }
@@ -638,7 +670,7 @@ impl Backend<f32> for Cuda {
         {
             let mut counts = self.counts.borrow_mut();
             self.stream.memset_zeros(&mut *counts).map_err(err)?;
-            let (nn, cols) = (nonneg as i32, g.cols as i32);
+            let (nn, cols) = (nonneg as i32, int(g.cols)?);
             launch!(self, "vs_fista_update", per_row(g.rows);
                 &mut x.data, &mut z.data, &mut z_old.data, &mut flags.data, &g.data,
                 &eta, &thr, &nn, &coef, &tol, &cols, &mut *counts);
@@ -649,7 +681,7 @@ impl Backend<f32> for Cuda {
     fn momentum(&self, z: &CudaMat, z_old: &CudaMat, coef: f32, x: &mut CudaMat) -> Result<()> {
         same_shape("momentum", dims(z), dims(z_old))?;
         same_shape("momentum", dims(z), dims(x))?;
-        let n = Self::elems(x);
+        let n = Self::elems(x)?;
         launch!(self, "vs_momentum", grid(n as usize); &mut x.data, &z.data, &z_old.data, &coef, &n);
         Ok(())
     }
@@ -666,7 +698,7 @@ impl Backend<f32> for Cuda {
         {
             let mut counts = self.counts.borrow_mut();
             self.stream.memset_zeros(&mut *counts).map_err(err)?;
-            let cols = z_old.cols as i32;
+            let cols = int(z_old.cols)?;
             launch!(self, "vs_converged_rows", per_row(z_old.rows); &mut flags.data, &z_old.data, &z_new.data, &tol, &cols, &mut *counts);
         }
         self.row_counts()
@@ -675,7 +707,7 @@ impl Backend<f32> for Cuda {
     fn step_model_terms(&self, g: &CudaMat, p: &CudaMat, x: &CudaMat) -> Result<(f32, f32)> {
         same_shape("step_model_terms", dims(g), dims(p))?;
         same_shape("step_model_terms", dims(g), dims(x))?;
-        let n = Self::elems(g);
+        let n = Self::elems(g)?;
         let mut out = self.scalars.borrow_mut();
         self.stream.memset_zeros(&mut *out).map_err(err)?;
         launch!(self, "vs_step_model_terms", grid(n as usize); &mut *out, &g.data, &p.data, &x.data, &n);
@@ -710,7 +742,7 @@ impl Backend<f32> for Cuda {
     fn psnr_sum(&self, residual: &CudaMat, scale: f32, floor: f32) -> Result<f32> {
         let mut out = self.scalars.borrow_mut();
         self.stream.memset_zeros(&mut *out).map_err(err)?;
-        let (s2, cols) = (scale * scale, residual.cols as i32);
+        let (s2, cols) = (scale * scale, int(residual.cols)?);
         launch!(self, "vs_psnr_rows", per_row(residual.rows); &mut *out, &residual.data, &s2, &floor, &cols);
         Ok(self.stream.clone_dtoh(&*out).map_err(err)?[0] as f32)
     }
@@ -730,7 +762,7 @@ impl Backend<f32> for Cuda {
         let bc1 = 1.0 - hp.beta1.powi(t);
         let bc2_sqrt = (1.0 - hp.beta2.powi(t)).sqrt();
         let step_size = hp.lr / bc1;
-        let n = Self::elems(p);
+        let n = Self::elems(p)?;
         launch!(self, "vs_adam", grid(n as usize);
             &mut p.data, &g.data, &mut m.data, &mut v.data, &step_size, &hp.beta1, &hp.beta2, &hp.eps,
             &hp.weight_decay, &bc2_sqrt, &n);

@@ -1304,7 +1304,7 @@ fn bench(a: BenchArgs, threads: usize) -> Result<()> {
         p.lambda,
         t0.elapsed().as_secs_f64()
     );
-    let (rows, refs) = varsparse::experiments::bench::run(&p, threads, a.repeats, !a.no_fista)?;
+    let (rows, refs) = varsparse::experiments::bench::run(&p, a.repeats, !a.no_fista)?;
     println!(
         "threads {threads}, build: {}",
         if cfg!(feature = "openblas") {
