@@ -16,14 +16,13 @@
 //!
 //! Every reader returns [`DataError`], whose variants name the file and what is wrong with it.
 
-pub mod error;
 pub mod mnist;
 pub mod patches;
 pub mod samples;
 pub mod sampling;
 pub mod spec;
 
-pub use error::DataError;
+pub use crate::error::DataError;
 pub use mnist::{
     DEFAULT_SPLIT_SEED, MNIST_MEAN, MNIST_STD, MNIST_VAL_SIZE, Mnist, load_mnist, load_mnist_subset,
 };
