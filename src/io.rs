@@ -1,55 +1,397 @@
-//! Files: `.npy` arrays (read as `f32`, converting `f64`) and atomic writes.
+//! Files: `.npy` arrays (read as `f32`, converting `f64`; every header checked against its file
+//! before allocation) and atomic writes.
 //!
 //! Every write goes to a temporary file in the destination's directory and is renamed into place,
 //! so an interrupted write never leaves a half-written file under the final name.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use ndarray::Array2;
-use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
+use ndarray::{Array1, Array2, ShapeBuilder};
+use ndarray_npy::WriteNpyExt;
 
 use crate::error::{Error, Result};
 
-/// Reads a 2-D `.npy` array of `float32` or `float64` (converted to `f32`), C or Fortran order.
-///
-/// # Errors
-/// [`Error::Io`] if the file cannot be opened; [`Error::Npy`] if it is not a 2-D float array.
-pub fn read_npy_f32(path: &Path) -> Result<Array2<f32>> {
-    let open = || {
-        File::open(path)
-            .map(BufReader::new)
-            .map_err(|source| Error::Io {
-                action: "reading",
-                path: path.to_path_buf(),
-                source,
-            })
-    };
-    match Array2::<f32>::read_npy(open()?) {
-        Ok(a) => Ok(a),
-        Err(ReadNpyError::WrongDescriptor(_)) => match Array2::<f64>::read_npy(open()?) {
-            Ok(a) => Ok(a.mapv(|v| v as f32)),
-            Err(e) => Err(npy_error(path, e)),
-        },
-        Err(e) => Err(npy_error(path, e)),
+/// The most elements an `.npy` array may hold when varsparse reads it (2^32, 16 GiB of `f32`):
+/// a header asking for more is refused before anything is allocated, with a message saying so.
+pub const MAX_NPY_ELEMENTS: u64 = 1 << 32;
+
+/// The longest `.npy` header varsparse reads (numpy writes a few hundred bytes).
+const MAX_NPY_HEADER: usize = 1 << 20;
+
+/// The element type of an `.npy` array varsparse reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NpyDtype {
+    /// `float32`.
+    F32,
+    /// `float64` (converted to `f32` on reading).
+    F64,
+}
+
+impl NpyDtype {
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            NpyDtype::F32 => 4,
+            NpyDtype::F64 => 8,
+        }
     }
 }
 
-fn npy_error(path: &Path, e: ReadNpyError) -> Error {
-    let detail = match e {
-        ReadNpyError::WrongDescriptor(d) => {
-            format!("expected a 2-D float32 or float64 array, found descriptor {d}")
+/// What an `.npy` header says, checked against the file it came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NpyHeader {
+    /// The element type.
+    pub dtype: NpyDtype,
+    /// Whether the elements are big-endian.
+    pub big_endian: bool,
+    /// Whether the data is in Fortran (column-major) order.
+    pub fortran_order: bool,
+    /// The shape (any rank; readers then ask for the rank they need).
+    pub shape: Vec<usize>,
+    /// The offset of the data in the file.
+    pub data_offset: u64,
+}
+
+impl NpyHeader {
+    /// The number of elements (checked not to overflow when the header was parsed).
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether the array has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Parses and checks a header from the first bytes of a file of `file_len` bytes: the magic
+    /// string, a version 1, 2 or 3 header, a `descr` of float32 or float64 in either byte
+    /// order, the order flag, a shape whose element count does not overflow and is at most
+    /// [`MAX_NPY_ELEMENTS`], and a data size that the file holds exactly. `bytes` needs only
+    /// hold the header (a missing part is reported as a truncated file).
+    ///
+    /// # Errors
+    /// A message naming what is wrong (the caller adds the file's name).
+    pub fn parse(bytes: &[u8], file_len: u64) -> std::result::Result<NpyHeader, String> {
+        const MAGIC: &[u8] = b"\x93NUMPY";
+        if bytes.len() < 10 || &bytes[..6] != MAGIC {
+            return Err(if bytes.len() < 6 {
+                format!("{} bytes: too short for an .npy file", bytes.len())
+            } else {
+                "not an .npy file (the magic string \\x93NUMPY is missing)".into()
+            });
         }
-        ReadNpyError::WrongNdim(expected, found) => {
-            format!("expected a 2-D array, found {found} dimensions (expected {expected:?})")
+        let (major, minor) = (bytes[6], bytes[7]);
+        let (len_bytes, header_len) = match major {
+            1 => (2usize, u16::from_le_bytes([bytes[8], bytes[9]]) as usize),
+            2 | 3 => {
+                if bytes.len() < 12 {
+                    return Err("truncated .npy header".into());
+                }
+                let n = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+                (4usize, n as usize)
+            }
+            _ => return Err(format!("unsupported .npy format version {major}.{minor}")),
+        };
+        if header_len > MAX_NPY_HEADER {
+            return Err(format!(
+                "the header claims {header_len} bytes, more than the {MAX_NPY_HEADER} varsparse reads"
+            ));
         }
-        other => other.to_string(),
-    };
+        let start = 8 + len_bytes;
+        let end = start + header_len;
+        if (end as u64) > file_len || end > bytes.len() {
+            return Err(format!(
+                "truncated: the header claims {header_len} bytes, the file has {file_len} in all"
+            ));
+        }
+        let text = std::str::from_utf8(&bytes[start..end])
+            .map_err(|_| "the header is not text".to_string())?;
+        let field = |key: &str| -> std::result::Result<&str, String> {
+            let pat = format!("'{key}':");
+            let at = text
+                .find(&pat)
+                .ok_or_else(|| format!("the header has no '{key}' field: {}", text.trim()))?;
+            Ok(text[at + pat.len()..].trim_start())
+        };
+        let descr = field("descr")?;
+        let quote = descr
+            .chars()
+            .next()
+            .filter(|c| *c == '\'' || *c == '"')
+            .ok_or_else(|| format!("unreadable 'descr' in {}", text.trim()))?;
+        let descr = descr[1..]
+            .split(quote)
+            .next()
+            .ok_or_else(|| format!("unreadable 'descr' in {}", text.trim()))?;
+        let (dtype, big_endian) = match descr {
+            "<f4" | "=f4" => (NpyDtype::F32, false),
+            ">f4" => (NpyDtype::F32, true),
+            "<f8" | "=f8" => (NpyDtype::F64, false),
+            ">f8" => (NpyDtype::F64, true),
+            other => {
+                return Err(format!(
+                    "expected a float32 or float64 array, found descriptor '{other}'"
+                ));
+            }
+        };
+        let order = field("fortran_order")?;
+        let fortran_order = if order.starts_with("True") {
+            true
+        } else if order.starts_with("False") {
+            false
+        } else {
+            return Err(format!("unreadable 'fortran_order' in {}", text.trim()));
+        };
+        let shape_text = field("shape")?;
+        let inner = shape_text
+            .strip_prefix('(')
+            .and_then(|s| s.split(')').next())
+            .ok_or_else(|| format!("unreadable 'shape' in {}", text.trim()))?;
+        let mut shape = Vec::new();
+        for part in inner.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let part = part.trim_end_matches('L');
+            shape.push(
+                part.parse::<usize>()
+                    .map_err(|_| format!("unreadable dimension '{part}' in the shape"))?,
+            );
+        }
+        let mut count: u64 = 1;
+        for &d in &shape {
+            count = count
+                .checked_mul(d as u64)
+                .filter(|&c| c <= MAX_NPY_ELEMENTS)
+                .ok_or_else(|| {
+                    format!(
+                        "the shape {shape:?} holds more than {MAX_NPY_ELEMENTS} elements, the \
+                         most varsparse reads"
+                    )
+                })?;
+        }
+        let data_len = count * dtype.size() as u64;
+        let have = file_len - end as u64;
+        if have != data_len {
+            return Err(format!(
+                "the header's shape {shape:?} of {} needs {data_len} bytes of data, the file \
+                 has {have} ({})",
+                if dtype == NpyDtype::F32 {
+                    "float32"
+                } else {
+                    "float64"
+                },
+                if have < data_len {
+                    "truncated"
+                } else {
+                    "trailing bytes"
+                }
+            ));
+        }
+        Ok(NpyHeader {
+            dtype,
+            big_endian,
+            fortran_order,
+            shape,
+            data_offset: end as u64,
+        })
+    }
+}
+
+/// An `.npy` file whose header has been read and checked; its data is read on demand, whole or
+/// by rows, so that no more than what is asked for is read (or allocated).
+#[derive(Debug)]
+pub struct NpyFile {
+    path: PathBuf,
+    file: File,
+    header: NpyHeader,
+}
+
+impl NpyFile {
+    /// Opens `path` and checks its header ([`NpyHeader::parse`]) against the file's size.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be opened; [`Error::Npy`] naming the file and what is
+    /// wrong with it.
+    pub fn open(path: &Path) -> Result<NpyFile> {
+        let io = |source| Error::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
+        let mut head = vec![0u8; (file_len.min(4096)) as usize];
+        file.read_exact(&mut head).map_err(io)?;
+        let header = match NpyHeader::parse(&head, file_len) {
+            Err(e) if e.starts_with("truncated") && file_len > head.len() as u64 => {
+                // a long header: read as much as it claims (bounded by MAX_NPY_HEADER)
+                let want = (file_len.min((MAX_NPY_HEADER + 16) as u64)) as usize;
+                head.resize(want, 0);
+                file.seek(SeekFrom::Start(0)).map_err(io)?;
+                file.read_exact(&mut head).map_err(io)?;
+                NpyHeader::parse(&head, file_len)
+            }
+            other => other,
+        }
+        .map_err(|detail| npy_err(path, detail))?;
+        Ok(NpyFile {
+            path: path.to_path_buf(),
+            file,
+            header,
+        })
+    }
+
+    /// The checked header.
+    pub fn header(&self) -> &NpyHeader {
+        &self.header
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `(rows, cols)` of a 2-D array.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] for another rank.
+    pub fn dim2(&self) -> Result<(usize, usize)> {
+        match self.header.shape[..] {
+            [r, c] => Ok((r, c)),
+            _ => Err(npy_err(
+                &self.path,
+                format!(
+                    "expected a 2-D array, found shape {:?} ({} dimensions)",
+                    self.header.shape,
+                    self.header.shape.len()
+                ),
+            )),
+        }
+    }
+
+    /// Reads elements `start..start + n` of the stored order, converted to `f32`.
+    fn read_elements(&mut self, start: usize, n: usize) -> Result<Vec<f32>> {
+        let size = self.header.dtype.size();
+        let io = |source| Error::Io {
+            action: "reading",
+            path: self.path.clone(),
+            source,
+        };
+        self.file
+            .seek(SeekFrom::Start(
+                self.header.data_offset + (start * size) as u64,
+            ))
+            .map_err(io)?;
+        let mut raw = vec![0u8; n * size];
+        self.file.read_exact(&mut raw).map_err(io)?;
+        let big = self.header.big_endian;
+        Ok(match self.header.dtype {
+            NpyDtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| {
+                    let b = [b[0], b[1], b[2], b[3]];
+                    if big {
+                        f32::from_be_bytes(b)
+                    } else {
+                        f32::from_le_bytes(b)
+                    }
+                })
+                .collect(),
+            NpyDtype::F64 => raw
+                .chunks_exact(8)
+                .map(|b| {
+                    let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                    (if big {
+                        f64::from_be_bytes(b)
+                    } else {
+                        f64::from_le_bytes(b)
+                    }) as f32
+                })
+                .collect(),
+        })
+    }
+
+    /// The whole 2-D array as `f32`, in row-major order.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] for another rank; [`Error::Io`].
+    pub fn read_2d(&mut self) -> Result<Array2<f32>> {
+        let (r, c) = self.dim2()?;
+        let v = self.read_elements(0, r * c)?;
+        let a = if self.header.fortran_order {
+            Array2::from_shape_vec((r, c).f(), v).map(|a| a.as_standard_layout().into_owned())
+        } else {
+            Array2::from_shape_vec((r, c), v)
+        };
+        a.map_err(|e| npy_err(&self.path, e.to_string()))
+    }
+
+    /// Rows `rows` of a 2-D array as `f32`; a C-order file reads only those rows.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] for another rank or rows out of range; [`Error::Io`].
+    pub fn read_rows(&mut self, rows: std::ops::Range<usize>) -> Result<Array2<f32>> {
+        let (r, c) = self.dim2()?;
+        if rows.start > rows.end || rows.end > r {
+            return Err(npy_err(
+                &self.path,
+                format!("rows {rows:?} asked of an array of {r} rows"),
+            ));
+        }
+        if self.header.fortran_order {
+            return Ok(self.read_2d()?.slice(ndarray::s![rows, ..]).to_owned());
+        }
+        let v = self.read_elements(rows.start * c, (rows.end - rows.start) * c)?;
+        Array2::from_shape_vec((rows.end - rows.start, c), v)
+            .map_err(|e| npy_err(&self.path, e.to_string()))
+    }
+
+    /// A vector: shape `(n,)`, or `(1, n)` / `(n, 1)` as older files store one.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] for any other shape; [`Error::Io`].
+    pub fn read_vector(&mut self) -> Result<Array1<f32>> {
+        let n = match self.header.shape[..] {
+            [n] | [1, n] | [n, 1] => n,
+            _ => {
+                return Err(npy_err(
+                    &self.path,
+                    format!(
+                        "expected a vector, shape (n,) (or (1, n) / (n, 1)), found {:?}",
+                        self.header.shape
+                    ),
+                ));
+            }
+        };
+        Ok(Array1::from(self.read_elements(0, n)?))
+    }
+}
+
+fn npy_err(path: &Path, detail: impl Into<String>) -> Error {
     Error::Npy {
         path: path.to_path_buf(),
-        detail,
+        detail: detail.into(),
     }
+}
+
+/// Reads a 2-D `.npy` array of `float32` or `float64` (converted to `f32`), either byte order,
+/// C or Fortran order. The header is checked against the file before anything is allocated
+/// ([`NpyHeader::parse`]): a damaged or lying file is an error, never an abort.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be opened; [`Error::Npy`] naming the file and what is wrong
+/// (not an `.npy`, another type or rank, truncated, a shape larger than the file or than
+/// [`MAX_NPY_ELEMENTS`]).
+pub fn read_npy_f32(path: &Path) -> Result<Array2<f32>> {
+    NpyFile::open(path)?.read_2d()
+}
+
+/// Reads a vector `.npy` (`(n,)`, or `(1, n)` / `(n, 1)`) of `float32` or `float64` as `f32`.
+///
+/// # Errors
+/// As [`read_npy_f32`], for any shape other than a vector's.
+pub fn read_npy_vector_f32(path: &Path) -> Result<Array1<f32>> {
+    NpyFile::open(path)?.read_vector()
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same directory, then rename).
@@ -97,6 +439,14 @@ fn temp_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`Error::Io`] naming the file.
 pub fn write_npy_f32(path: &Path, a: &Array2<f32>) -> Result<()> {
+    write_atomic(path, |w| a.write_npy(w).map_err(std::io::Error::other))
+}
+
+/// Writes a vector as a 1-D `f32` `.npy` (shape `(n,)`), atomically.
+///
+/// # Errors
+/// [`Error::Io`] naming the file.
+pub fn write_npy_vector_f32(path: &Path, a: &Array1<f32>) -> Result<()> {
     write_atomic(path, |w| a.write_npy(w).map_err(std::io::Error::other))
 }
 

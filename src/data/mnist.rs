@@ -35,6 +35,10 @@ pub const DEFAULT_SPLIT_SEED: u64 = 0;
 /// Number of validation images taken from the 60,000 training images.
 pub const MNIST_VAL_SIZE: usize = 5_000;
 
+/// The most bytes an IDX file may hold once decompressed (1 GiB; MNIST's training images are
+/// 47 MB): a larger file, or a gzip stream that expands past it, is refused.
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
 /// Magic number of an IDX file holding a 3-D array of `u8` (images).
 pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 
@@ -319,20 +323,38 @@ fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
         path: path.to_path_buf(),
         source,
     };
+    let too_large = || DataError::BadHeader {
+        path: path.to_path_buf(),
+        detail: format!(
+            "more than {MAX_IDX_BYTES} bytes (uncompressed), the most varsparse reads from an \
+             IDX file"
+        ),
+    };
+    let file = File::open(path).map_err(io_err)?;
+    let mut bytes = Vec::new();
     if !path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
     {
-        return std::fs::read(path).map_err(io_err);
+        if file.metadata().map_err(io_err)?.len() > MAX_IDX_BYTES {
+            return Err(too_large());
+        }
+        BufReader::new(file)
+            .read_to_end(&mut bytes)
+            .map_err(io_err)?;
+        return Ok(bytes);
     }
-    let file = File::open(path).map_err(io_err)?;
-    let mut bytes = Vec::new();
+    // a small gzip file can expand without bound: stop one byte past the limit
     GzDecoder::new(BufReader::new(file))
+        .take(MAX_IDX_BYTES + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| DataError::Gzip {
             path: path.to_path_buf(),
             source,
         })?;
+    if bytes.len() as u64 > MAX_IDX_BYTES {
+        return Err(too_large());
+    }
     Ok(bytes)
 }
 
