@@ -120,6 +120,17 @@ pub enum Error {
         /// The epoch (0-based) that was running.
         epoch: usize,
     },
+    /// Another live process is writing checkpoints into this run directory.
+    #[error(
+        "run directory {dir} is in use by process {pid} (its lock file .lock); wait for it, \
+         choose another --out, or remove the lock file if that process is not a varsparse run"
+    )]
+    RunLocked {
+        /// The run directory.
+        dir: PathBuf,
+        /// The process holding the lock.
+        pid: u32,
+    },
     /// The CUDA backend cannot start: a library is missing or there is no such device.
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),

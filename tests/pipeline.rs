@@ -247,3 +247,106 @@ fn bad_data_is_an_error() {
             .is_err()
     );
 }
+
+/// A checkpoint write that fails stops training with a typed error, and the previous `latest/`
+/// and `best/` are intact and loadable. The failure is forced by a file where the write's
+/// temporary directory must go (this works as root too); a read-only run directory is tried as
+/// well where permissions apply (not as root, which CI is).
+#[test]
+fn a_failed_checkpoint_write_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist().train_data();
+    let params = ModelParams::preset(Preset::MnistVdl).seed(4);
+    let opts = FitOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        ..FitOptions::default()
+    };
+    params
+        .clone()
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &data, &opts, &mut ())
+        .unwrap();
+    let before = weights(&SparseCoder::load(&dir.path().join("latest")).unwrap());
+    let resume = FitOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        resume: Some(dir.path().join("latest")),
+        ..FitOptions::default()
+    };
+    let blocker = dir
+        .path()
+        .join(format!(".latest.tmp-{}", std::process::id()));
+    std::fs::write(&blocker, b"in the way").unwrap();
+    let err = params
+        .clone()
+        .epochs(2)
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &data, &resume, &mut ())
+        .err()
+        .unwrap();
+    assert!(matches!(err, Error::Io { .. }), "{err}");
+    for name in ["latest", "best"] {
+        let m = SparseCoder::load(&dir.path().join(name)).unwrap();
+        assert_eq!(m.epochs_trained(), 1, "{name}");
+        assert_eq!(weights(&m), before, "{name}");
+    }
+    std::fs::remove_file(&blocker).unwrap();
+    assert!(
+        !dir.path().join(".lock").exists(),
+        "the run's lock is released on error"
+    );
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let ro = std::fs::Permissions::from_mode(0o555);
+        std::fs::set_permissions(dir.path(), ro).unwrap();
+        let writable = std::fs::write(dir.path().join("probe"), b"").is_ok();
+        if writable {
+            println!(
+                "skipped the read-only case: this user (root?) writes into read-only directories"
+            );
+        } else {
+            let err = params
+                .clone()
+                .epochs(2)
+                .validate()
+                .unwrap()
+                .fit_with(Cpu, &data, &resume, &mut ())
+                .err()
+                .unwrap();
+            assert!(matches!(err, Error::Io { .. }), "{err}");
+            for name in ["latest", "best"] {
+                assert_eq!(
+                    weights(&SparseCoder::load(&dir.path().join(name)).unwrap()),
+                    before
+                );
+            }
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
+
+/// A second run writing into a run directory another live process holds refuses to start.
+#[test]
+fn a_run_directory_has_one_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    // pid 1 (init) is alive on Linux
+    std::fs::write(dir.path().join(".lock"), "1\n").unwrap();
+    let opts = FitOptions {
+        out_dir: Some(dir.path().to_path_buf()),
+        ..FitOptions::default()
+    };
+    let r = ModelParams::preset(Preset::MnistSdl)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &mnist().train_data(), &opts, &mut ());
+    if cfg!(target_os = "linux") {
+        let err = r.err().unwrap();
+        assert!(matches!(err, Error::RunLocked { pid: 1, .. }), "{err}");
+        assert!(err.to_string().contains("process 1"), "{err}");
+    }
+}

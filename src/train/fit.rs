@@ -26,6 +26,7 @@ use crate::backend::{Backend, Cpu};
 use crate::data::{PixelScale, TrainData};
 use crate::error::{Error, Result};
 use crate::train::coder::SparseCoder;
+use crate::train::lock::RunLock;
 use crate::train::params::ValidParams;
 use crate::train::stats::{EpochSummary, TrainStats};
 use crate::train::step::StepStats;
@@ -97,6 +98,11 @@ impl ValidParams {
         observer: &mut dyn Observer,
     ) -> Result<SparseCoder<B>> {
         let p = &self.0;
+        // one writer per run directory, for the whole run
+        let _lock = match &opts.out_dir {
+            Some(dir) => Some(RunLock::acquire(dir)?),
+            None => None,
+        };
         data.train.validate("training samples")?;
         data.val.validate("validation samples")?;
         let (n_train, d) = data.train.x.dim();

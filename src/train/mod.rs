@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod coder;
 pub mod fit;
+pub mod lock;
 pub mod optim;
 pub mod params;
 pub mod stats;
@@ -12,6 +13,7 @@ pub mod step;
 
 pub use coder::SparseCoder;
 pub use fit::{BestEpoch, FitOptions, Observer, RunInfo, epoch_order};
+pub use lock::RunLock;
 pub use optim::{AdamParams, AdamState, LrSchedule};
 pub use params::{ModelParams, Preset, ValidParams};
 pub use stats::{EpochSummary, EvalStats, TrainStats};
