@@ -1,4 +1,5 @@
-//! Exact batch encoding for the non-negative lasso (`beta = gamma = 0`): an active-set solver.
+//! Exact batch encoding for the lasso (`beta = gamma = 0`), non-negative or signed: an
+//! active-set solver.
 //!
 //! With a fixed dictionary `W` `(d, l)` and no variance or proximity term, every sample's codes
 //! solve an independent problem, in the authors' scaling
@@ -29,7 +30,7 @@ use crate::backend::cpu::threads;
 use crate::backend::{Backend, Cpu, Trans};
 use crate::error::{Error, Result};
 
-/// What [`nonneg_lasso`] did.
+/// What [`lasso`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LassoReport {
     /// Samples solved.
@@ -48,19 +49,37 @@ pub struct LassoReport {
     pub max_kkt_violation: f64,
 }
 
-/// Solves the non-negative lasso for every row of `y` `(n, d)` against `w` `(d, l)`.
+/// Solves the non-negative lasso for every row of `y` `(n, d)` against `w` `(d, l)`:
+/// [`lasso`] with `positive = true`.
 ///
-/// The samples are split over the threads of the enclosing
+/// # Errors
+/// As [`lasso`].
+pub fn nonneg_lasso(
+    w: &Array2<f32>,
+    y: &Array2<f32>,
+    lambda: f64,
+) -> Result<(Array2<f32>, LassoReport)> {
+    lasso(w, y, lambda, true)
+}
+
+/// Solves the lasso for every row of `y` `(n, d)` against `w` `(d, l)`, exactly (to rounding):
+/// non-negative codes when `positive` (the paper's), signed codes otherwise.
+///
+/// Signed codes `z = z+ - z-` solve the non-negative problem over the dictionary `[W, -W]`,
+/// whose Gram matrix is `[[G, -G], [-G, G]]`: an atom and its negation are never both in the
+/// support at the optimum, and the active-set loop drops a coordinate whose entry would make
+/// the support singular. The samples are split over the threads of the enclosing
 /// [`with_threads`](crate::backend::cpu::threads::with_threads); the codes do not depend on
 /// their number.
 ///
 /// # Errors
 /// [`Error::Shape`] if the shapes disagree; [`Error::NonFiniteInput`]; [`Error::InvalidParameter`]
 /// for `lambda < 0`.
-pub fn nonneg_lasso(
+pub fn lasso(
     w: &Array2<f32>,
     y: &Array2<f32>,
     lambda: f64,
+    positive: bool,
 ) -> Result<(Array2<f32>, LassoReport)> {
     let (d, l) = w.dim();
     if y.ncols() != d {
@@ -80,9 +99,25 @@ pub fn nonneg_lasso(
     let g = w64.t().dot(&w64);
     let mut c = Array2::<f32>::zeros((n, l));
     Cpu.gemm(1.0, y, Trans::N, w, Trans::N, 0.0, &mut c)?;
+    let (g, c) = if positive {
+        (g, c)
+    } else {
+        let g2 = Array2::from_shape_fn((2 * l, 2 * l), |(i, j)| {
+            let v = g[(i % l, j % l)];
+            if (i < l) == (j < l) { v } else { -v }
+        });
+        let c2 = Array2::from_shape_fn(
+            (n, 2 * l),
+            |(i, j)| {
+                if j < l { c[(i, j)] } else { -c[(i, j - l)] }
+            },
+        );
+        (g2, c2)
+    };
+    let width = g.nrows();
     let shift = d as f64 * lambda / 2.0;
-    let mut z = Array2::<f32>::zeros((n, l));
-    let chunk = n.div_ceil(threads::parts(n, n * l * l)).max(1);
+    let mut z = Array2::<f32>::zeros((n, width));
+    let chunk = n.div_ceil(threads::parts(n, n * width * width)).max(1);
     let mut results = vec![(0usize, 0.0f64, 0.0f64); n.div_ceil(chunk)];
     let work = z
         .axis_chunks_iter_mut(Axis(0), chunk)
@@ -90,9 +125,14 @@ pub fn nonneg_lasso(
         .zip(y.axis_chunks_iter(Axis(0), chunk))
         .zip(results.iter_mut());
     threads::for_each_part(work, |(((zc, cc), yc), out)| {
-        let mut ws = Solver::new(l);
+        let mut ws = Solver::new(width);
         *out = solve_chunk(&mut ws, &g, zc, cc, yc, shift, lambda);
     });
+    let z = if positive {
+        z
+    } else {
+        Array2::from_shape_fn((n, l), |(i, j)| z[(i, j)] - z[(i, j + l)])
+    };
     let iterations = results.iter().map(|r| r.0).sum();
     let max_kkt_violation = results.iter().map(|r| r.1).fold(0.0, f64::max);
     let r: f64 = results.iter().map(|r| r.2).sum();
