@@ -350,3 +350,60 @@ fn a_run_directory_has_one_writer() {
         assert!(err.to_string().contains("process 1"), "{err}");
     }
 }
+
+/// A checkpoint of format version 1 (biases stored as `(1, n)`) still loads and gives the codes
+/// its version gave.
+#[test]
+fn a_version_1_checkpoint_loads_and_encodes_as_before() {
+    let fx = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let m = SparseCoder::load(&fx.join("checkpoint-v1")).unwrap();
+    let y = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-input.npy")).unwrap();
+    let want = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-codes.npy")).unwrap();
+    assert_eq!(m.encode(&y).unwrap(), want);
+    let want = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-fista.npy")).unwrap();
+    assert_eq!(m.encode_fista(&y).unwrap().0, want);
+    // saved again, it is version 2 and loads to the same model
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let meta = std::fs::read_to_string(dir.path().join("model.json")).unwrap();
+    assert!(meta.contains("\"format_version\": 2"), "{meta}");
+    assert_eq!(weights(&SparseCoder::load(dir.path()).unwrap()), weights(&m));
+}
+
+/// The shapes the README documents for numpy users: matrices as in the library, biases as
+/// vectors.
+#[test]
+fn checkpoint_arrays_have_the_documented_shapes() {
+    use ndarray::ArrayD;
+    use ndarray_npy::ReadNpyExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = mnist().train_data();
+    let model = ModelParams::preset(Preset::MnistVdlNl)
+        .hidden(32)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .unwrap();
+    model.save(dir.path()).unwrap();
+    let shape = |name: &str| {
+        let f = std::fs::File::open(dir.path().join(format!("{name}.npy"))).unwrap();
+        ArrayD::<f32>::read_npy(f).unwrap().shape().to_vec()
+    };
+    let (d, l, m) = (784, 128, 32);
+    assert_eq!(shape("encoder_U"), [l, d]);
+    assert_eq!(shape("encoder_b"), [l]);
+    assert_eq!(shape("encoder_S"), [l, l]);
+    assert_eq!(shape("decoder_W1"), [m, l]);
+    assert_eq!(shape("decoder_b1"), [m]);
+    assert_eq!(shape("decoder_W2"), [d, m]);
+    assert_eq!(shape("adam_m_decoder_b1"), [m]);
+    let linear = ModelParams::preset(Preset::MnistVdl)
+        .epochs(1)
+        .validate()
+        .unwrap()
+        .fit(&data, &mut ())
+        .unwrap();
+    linear.save(dir.path()).unwrap();
+    assert_eq!(shape("decoder_W"), [d, l]);
+}

@@ -39,6 +39,9 @@ pub enum DecoderParams<T> {
 }
 
 impl<T> DecoderParams<T> {
+    /// The parameters that are vectors (a bias): stored `(1, m)` on a backend, `(m,)` in files.
+    pub const VECTORS: [&'static str; 1] = ["b1"];
+
     /// The names of a kind's parameters in storage order: `["W"]` or `["W1", "b1", "W2"]`.
     pub fn names(kind: DecoderKind) -> &'static [&'static str] {
         match kind {
@@ -149,6 +152,9 @@ pub struct ListaParams<T> {
 impl<T> ListaParams<T> {
     /// The names in storage order.
     pub const NAMES: [&'static str; 3] = ["U", "b", "S"];
+
+    /// The parameters that are vectors (a bias): stored `(1, l)` on a backend, `(l,)` in files.
+    pub const VECTORS: [&'static str; 1] = ["b"];
 
     /// Builds a set, calling `f` with each name in storage order.
     ///

@@ -8,8 +8,9 @@
 //! adam_v_encoder_U.npy ...      Adam's second moments
 //! ```
 //!
-//! Arrays are float32, C order, shaped as in the library (`W` `(d, l)` with atoms as columns,
-//! biases `(1, m)`). From numpy, in three lines:
+//! Arrays are float32, C order, shaped as in the library (`W` `(d, l)` with atoms as columns),
+//! biases as vectors `(m,)` (format version 2; version 1 stored them as `(1, m)` and still
+//! loads). From numpy, in three lines:
 //!
 //! ```python
 //! import json, numpy as np
@@ -31,7 +32,9 @@ use ndarray::Array2;
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::io::{read_npy_f32, write_json, write_npy_f32};
+use crate::io::{
+    read_npy_f32, read_npy_vector_f32, write_json, write_npy_f32, write_npy_vector_f32,
+};
 use crate::model::decoder::{Decoder, DecoderKind};
 use crate::model::encoder::Lista;
 use crate::model::params::{DecoderParams, ListaParams, ParamSet};
@@ -42,7 +45,11 @@ use crate::train::{BestEpoch, EpochSummary, ModelParams, SparseCoder};
 /// The manifest's format name.
 pub const FORMAT: &str = "varsparse-checkpoint";
 /// The manifest's format version.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+
+/// The format versions [`load`] reads: 1 stored biases as `(1, n)` matrices, 2 as `(n,)`
+/// vectors (what numpy and PyTorch users expect).
+pub const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// The contents of `model.json`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -97,21 +104,30 @@ type HostGroup = (ListaParams<Array2<f32>>, DecoderParams<Array2<f32>>);
 fn group_entries<'a>(
     prefix: &str,
     (encoder, decoder): (&'a ListaParams<Array2<f32>>, &'a DecoderParams<Array2<f32>>),
-) -> Vec<(String, &'a Array2<f32>)> {
-    let enc = encoder
-        .named()
-        .into_iter()
-        .map(|(n, a)| (format!("{prefix}encoder_{n}"), a));
-    let dec = decoder
-        .named()
-        .into_iter()
-        .map(|(n, a)| (format!("{prefix}decoder_{n}"), a));
+) -> Vec<Entry<'a>> {
+    let enc = encoder.named().into_iter().map(|(n, a)| Entry {
+        stem: format!("{prefix}encoder_{n}"),
+        array: a,
+        vector: ListaParams::<()>::VECTORS.contains(&n),
+    });
+    let dec = decoder.named().into_iter().map(|(n, a)| Entry {
+        stem: format!("{prefix}decoder_{n}"),
+        array: a,
+        vector: DecoderParams::<()>::VECTORS.contains(&n),
+    });
     enc.chain(dec).collect()
+}
+
+/// One array of a checkpoint: its file stem, and whether it is stored as a vector.
+struct Entry<'a> {
+    stem: String,
+    array: &'a Array2<f32>,
+    vector: bool,
 }
 
 impl HostArrays {
     /// Every array with its file stem: parameters, then first moments, then second moments.
-    fn entries(&self) -> Vec<(String, &Array2<f32>)> {
+    fn entries(&self) -> Vec<Entry<'_>> {
         let mut all = group_entries("", (&self.encoder, &self.decoder));
         if let Some(((me, md), (ve, vd))) = &self.moments {
             all.extend(group_entries("adam_m_", (me, md)));
@@ -123,13 +139,29 @@ impl HostArrays {
 
 /// Reads a group pair whose files are `{prefix}encoder_*` and `{prefix}decoder_*`.
 fn read_group(dir: &Path, prefix: &str, kind: DecoderKind) -> Result<HostGroup> {
-    let read = |stem: String| {
+    // biases are (n,) vectors from version 2 on, (1, n) matrices before; both read as (1, n)
+    let read = |stem: String, vector: bool| {
         let path = dir.join(format!("{stem}.npy"));
-        read_npy_f32(&path).map_err(|e| ckpt_err(&path, e.to_string()))
+        let a = if vector {
+            read_npy_vector_f32(&path).map(|v| v.insert_axis(ndarray::Axis(0)))
+        } else {
+            read_npy_f32(&path)
+        };
+        a.map_err(|e| ckpt_err(&path, e.to_string()))
     };
     Ok((
-        ListaParams::try_build(|n| read(format!("{prefix}encoder_{n}")))?,
-        DecoderParams::try_build(kind, |n| read(format!("{prefix}decoder_{n}")))?,
+        ListaParams::try_build(|n| {
+            read(
+                format!("{prefix}encoder_{n}"),
+                ListaParams::<()>::VECTORS.contains(&n),
+            )
+        })?,
+        DecoderParams::try_build(kind, |n| {
+            read(
+                format!("{prefix}decoder_{n}"),
+                DecoderParams::<()>::VECTORS.contains(&n),
+            )
+        })?,
     ))
 }
 
@@ -193,7 +225,7 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k"
             .into(),
         data: model.data_description.clone(),
-        files: entries.iter().map(|(n, _)| format!("{n}.npy")).collect(),
+        files: entries.iter().map(|e| format!("{}.npy", e.stem)).collect(),
     };
 
     let parent = dir
@@ -218,8 +250,13 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         source,
     })?;
     let written = (|| {
-        for (n, a) in &entries {
-            write_npy_f32(&tmp.join(format!("{n}.npy")), a)?;
+        for e in &entries {
+            let path = tmp.join(format!("{}.npy", e.stem));
+            if e.vector {
+                write_npy_vector_f32(&path, &e.array.iter().copied().collect())?;
+            } else {
+                write_npy_f32(&path, e.array)?;
+            }
         }
         write_json(&tmp.join("model.json"), &manifest)
     })();
@@ -258,11 +295,11 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     })?;
     let m: Manifest = serde_json::from_str(&text)
         .map_err(|e| ckpt_err(&path, format!("corrupt manifest: {e}")))?;
-    if m.format != FORMAT || m.format_version != FORMAT_VERSION {
+    if m.format != FORMAT || !READABLE_VERSIONS.contains(&m.format_version) {
         return Err(ckpt_err(
             &path,
             format!(
-                "format {} v{} is not {FORMAT} v{FORMAT_VERSION}",
+                "format {} v{} is not {FORMAT} v1 or v2 (this build of varsparse writes v{FORMAT_VERSION})",
                 m.format, m.format_version
             ),
         ));
