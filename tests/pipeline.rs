@@ -367,7 +367,10 @@ fn a_version_1_checkpoint_loads_and_encodes_as_before() {
     m.save(dir.path()).unwrap();
     let meta = std::fs::read_to_string(dir.path().join("model.json")).unwrap();
     assert!(meta.contains("\"format_version\": 2"), "{meta}");
-    assert_eq!(weights(&SparseCoder::load(dir.path()).unwrap()), weights(&m));
+    assert_eq!(
+        weights(&SparseCoder::load(dir.path()).unwrap()),
+        weights(&m)
+    );
 }
 
 /// The shapes the README documents for numpy users: matrices as in the library, biases as

@@ -4,7 +4,7 @@
 //! FISTA otherwise, and says which ran.
 //!
 //! ```
-//! use ndarray::Array2;
+//! use ndarray::{Array2, ArrayView2, AsArray, Ix2};
 //! use varsparse::solve::encode::{Solver, encode};
 //! use varsparse::{Cpu, Decoder, EnergyParams, FistaParams};
 //!
@@ -21,7 +21,7 @@
 //! # Ok::<(), varsparse::Error>(())
 //! ```
 
-use ndarray::Array2;
+use ndarray::{Array2, ArrayView2, AsArray, Ix2};
 
 use crate::backend::Backend;
 use crate::error::{Error, Result};
@@ -130,15 +130,16 @@ impl Encoded {
 /// # Errors
 /// [`Error::InvalidParameter`] for [`Solver::Exact`] where it does not apply (naming why);
 /// otherwise the solver's errors.
-pub fn encode<B: Backend<f32>>(
+pub fn encode<'a, B: Backend<f32>>(
     be: &B,
     decoder: &Decoder<f32, B>,
-    y: &Array2<f32>,
+    y: impl AsArray<'a, f32, Ix2>,
     warm: Option<&Array2<f32>>,
     params: &FistaParams,
     batch_size: usize,
     solver: Solver,
 ) -> Result<Encoded> {
+    let y: ArrayView2<'a, f32> = y.into();
     params.validate()?;
     let exact = match solver {
         Solver::Fista => false,

@@ -24,10 +24,12 @@
 //! data-dependent supports, which suits a CPU core and not a GPU's lock-step threads. It runs on
 //! the host whatever device the rest of a run uses.
 
-use ndarray::{Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{
+    Array1, Array2, ArrayView1, ArrayView2, ArrayViewMut1, ArrayViewMut2, AsArray, Axis, Ix2,
+};
 
+use crate::backend::cpu;
 use crate::backend::cpu::threads;
-use crate::backend::{Backend, Cpu, Trans};
 use crate::error::{Error, Result};
 
 /// What [`lasso`] did.
@@ -54,12 +56,12 @@ pub struct LassoReport {
 ///
 /// # Errors
 /// As [`lasso`].
-pub fn nonneg_lasso(
+pub fn nonneg_lasso<'a>(
     w: &Array2<f32>,
-    y: &Array2<f32>,
+    y: impl AsArray<'a, f32, Ix2>,
     lambda: f64,
 ) -> Result<(Array2<f32>, LassoReport)> {
-    lasso(w, y, lambda, true)
+    lasso(w, y.into(), lambda, true)
 }
 
 /// Solves the lasso for every row of `y` `(n, d)` against `w` `(d, l)`, exactly (to rounding):
@@ -75,12 +77,13 @@ pub fn nonneg_lasso(
 /// # Errors
 /// [`Error::Shape`] if the shapes disagree; [`Error::NonFiniteInput`]; [`Error::InvalidParameter`]
 /// for `lambda < 0`.
-pub fn lasso(
+pub fn lasso<'a>(
     w: &Array2<f32>,
-    y: &Array2<f32>,
+    y: impl AsArray<'a, f32, Ix2>,
     lambda: f64,
     positive: bool,
 ) -> Result<(Array2<f32>, LassoReport)> {
+    let y: ArrayView2<'a, f32> = y.into();
     let (d, l) = w.dim();
     if y.ncols() != d {
         return Err(Error::shape(
@@ -92,13 +95,13 @@ pub fn lasso(
         return Err(Error::param("lambda", lambda, "must be finite and >= 0"));
     }
     crate::scalar::check_finite("dictionary W", w)?;
-    crate::scalar::check_finite("Y", y)?;
+    crate::scalar::check_finite("Y", &y)?;
     let n = y.nrows();
     // G in f64 (l x l, cheap); C = Y W in f32 through the backend's GEMM (the dominant cost).
     let w64 = w.mapv(|v| v as f64);
     let g = w64.t().dot(&w64);
     let mut c = Array2::<f32>::zeros((n, l));
-    Cpu.gemm(1.0, y, Trans::N, w, Trans::N, 0.0, &mut c)?;
+    cpu::mat_mul(1.0, y, w.view(), 0.0, c.view_mut());
     let (g, c) = if positive {
         (g, c)
     } else {

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array2, s};
+use ndarray::{Array2, ArrayView2, AsArray, Ix2, s};
 
 use crate::backend::{Backend, Cpu};
 use crate::data::{PixelScale, Samples};
@@ -148,7 +148,7 @@ impl<B: Backend<f32>> SparseCoder<B> {
         &self.trainer.decoder
     }
 
-    fn check_input(&self, what: &str, y: &Array2<f32>, cols: usize) -> Result<()> {
+    fn check_input(&self, what: &str, y: &ArrayView2<'_, f32>, cols: usize) -> Result<()> {
         if y.ncols() != cols {
             return Err(Error::shape(
                 what,
@@ -162,8 +162,9 @@ impl<B: Backend<f32>> SparseCoder<B> {
     ///
     /// # Errors
     /// [`Error::Shape`] / [`Error::NonFiniteInput`] for bad input.
-    pub fn encode(&self, y: &Array2<f32>) -> Result<Array2<f32>> {
-        self.check_input("input Y", y, self.input_dim)?;
+    pub fn encode<'a>(&self, y: impl AsArray<'a, f32, Ix2>) -> Result<Array2<f32>> {
+        let y: ArrayView2<'a, f32> = y.into();
+        self.check_input("input Y", &y, self.input_dim)?;
         let enc = &self.trainer.encoder;
         let n = y.nrows();
         let mut out = Array2::zeros((n, enc.code_dim()));
@@ -193,7 +194,11 @@ impl<B: Backend<f32>> SparseCoder<B> {
     ///
     /// # Errors
     /// As [`fista::solve_batches`].
-    pub fn encode_fista(&self, y: &Array2<f32>) -> Result<(Array2<f32>, Vec<BatchReport>)> {
+    pub fn encode_fista<'a>(
+        &self,
+        y: impl AsArray<'a, f32, Ix2>,
+    ) -> Result<(Array2<f32>, Vec<BatchReport>)> {
+        let y: ArrayView2<'a, f32> = y.into();
         let e = self.encode(y)?;
         fista::solve_batches(
             &self.be,
@@ -209,9 +214,10 @@ impl<B: Backend<f32>> SparseCoder<B> {
     ///
     /// # Errors
     /// [`Error::Shape`] / [`Error::NonFiniteInput`] for bad input.
-    pub fn decode(&self, z: &Array2<f32>) -> Result<Array2<f32>> {
+    pub fn decode<'a>(&self, z: impl AsArray<'a, f32, Ix2>) -> Result<Array2<f32>> {
+        let z: ArrayView2<'a, f32> = z.into();
         let dec = &self.trainer.decoder;
-        self.check_input("codes Z", z, dec.code_dim())?;
+        self.check_input("codes Z", &z, dec.code_dim())?;
         let n = z.nrows();
         if n == 0 {
             return Ok(Array2::zeros((0, self.input_dim)));

@@ -20,14 +20,15 @@ use super::workspace::FistaWorkspace;
 /// As [`solve`]; also [`Error::InvalidParameter`] for `batch_size = 0`, [`Error::Shape`] if
 /// `warm` does not have `N` rows, and [`Error::NonFiniteInput`] naming the row and column of the
 /// first NaN or infinity in `y` or `warm`.
-pub fn solve_batches<F: Scalar, B: Backend<F>>(
+pub fn solve_batches<'a, F: Scalar, B: Backend<F>>(
     be: &B,
     decoder: &Decoder<F, B>,
-    y: &ndarray::Array2<F>,
+    y: impl ndarray::AsArray<'a, F, ndarray::Ix2>,
     warm: Option<&ndarray::Array2<F>>,
     params: &FistaParams,
     batch_size: usize,
 ) -> Result<(ndarray::Array2<F>, Vec<BatchReport>)> {
+    let y: ndarray::ArrayView2<'a, F> = y.into();
     params.validate()?;
     if batch_size == 0 {
         return Err(Error::param("batch size", 0, "must be at least 1"));
@@ -52,7 +53,7 @@ pub fn solve_batches<F: Scalar, B: Backend<F>>(
             format!("is {:?}, expected ({n}, {l})", e.dim()),
         ));
     }
-    crate::scalar::check_finite("Y", y)?;
+    crate::scalar::check_finite("Y", &y)?;
     if let Some(e) = warm {
         crate::scalar::check_finite("warm start", e)?;
     }
