@@ -1,6 +1,6 @@
 //! The paper's experiments on top of the library (feature `experiments`): denoising
 //! ([`denoise`]), the lambda sweep ([`sweep`]), low-data classification ([`classify`]), the
-//! batch-encoding benchmark ([`bench`]) and the figures ([`figures`]).
+//! batch-encoding benchmark ([`bench`](mod@bench)) and the figures ([`figures`]).
 
 pub mod bench;
 pub mod classify;

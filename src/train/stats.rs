@@ -71,7 +71,7 @@ impl TrainStats {
     }
 }
 
-/// One epoch's summary, as given to [`Observer::on_epoch`] and written to the JSONL log.
+/// One epoch's summary, as given to [`Observer::on_epoch`](crate::train::fit::Observer::on_epoch) and written to the JSONL log.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochSummary {
     /// The epoch (1-based: the number of epochs completed).

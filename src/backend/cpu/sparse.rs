@@ -7,7 +7,7 @@ use super::simd::has_avx2;
 use crate::backend::FistaStep;
 use crate::scalar::Scalar;
 
-/// The fraction of non-zero entries of the left operand below which [`Cpu`]'s GEMMs take the
+/// The fraction of non-zero entries of the left operand below which [`Cpu`](crate::backend::cpu::Cpu)'s GEMMs take the
 /// sparse path: each row of the result is the sum of the rows of the right operand that the
 /// row's non-zeros select, scaled by them, and zeros cost nothing.
 ///

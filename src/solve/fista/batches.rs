@@ -1,4 +1,4 @@
-//! FISTA over many rows in consecutive batches ([`solve_batches`]), each batch's length the
+//! FISTA over many rows in consecutive batches ([`solve_batches`](crate::solve::fista::solve_batches)), each batch's length the
 //! next one's forecast.
 
 use crate::backend::Backend;
@@ -14,10 +14,10 @@ use super::workspace::FistaWorkspace;
 /// FISTA over the rows of `y` `(N, d)` in consecutive batches of `batch_size` (the last may be
 /// smaller; the variance hinge is computed per batch), warm-started from the matching rows of
 /// `warm`. Returns the codes `(N, l)` and one report per batch. Each batch's
-/// [`FistaReport::mean_steps`] is the next one's forecast ([`FistaWorkspace::set_forecast`]).
+/// [`FistaReport::mean_steps`](crate::solve::fista::FistaReport::mean_steps) is the next one's forecast ([`FistaWorkspace::set_forecast`](crate::solve::fista::FistaWorkspace::set_forecast)).
 ///
 /// # Errors
-/// As [`solve`]; also [`Error::InvalidParameter`] for `batch_size = 0`, [`Error::Shape`] if
+/// As [`solve`](crate::solve::fista::solve); also [`Error::InvalidParameter`] for `batch_size = 0`, [`Error::Shape`] if
 /// `warm` does not have `N` rows, and [`Error::NonFiniteInput`] naming the row and column of the
 /// first NaN or infinity in `y` or `warm`.
 pub fn solve_batches<'a, F: Scalar, B: Backend<F>>(

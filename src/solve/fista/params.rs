@@ -25,7 +25,7 @@ pub enum StepRule {
 
 /// How the reconstruction gradient is computed.
 ///
-/// The Gram paths trade a setup per [`solve`] for cheaper iterations. For a linear decoder,
+/// The Gram paths trade a setup per [`solve`](crate::solve::fista::solve) for cheaper iterations. For a linear decoder,
 /// `G = W^T W` `(l, l)` and `C = Y W`. For the one-hidden-layer decoder `W2 relu(W1 z + b1)`
 /// they act at the hidden layer: `G2 = W2^T W2` `(m, m)` and `C2 = Y W2`, so that the gradient
 /// at the hidden layer `(2/d)(H W2^T - Y) W2` becomes `(2/d)(H G2 - C2)`, one `(n, m) x (m, m)`
@@ -38,10 +38,10 @@ pub enum StepRule {
 #[serde(rename_all = "snake_case")]
 pub enum GradientPath {
     /// Gram for a linear decoder. For the one-hidden-layer decoder with a constant step, direct
-    /// for the first [`HIDDEN_GRAM_AFTER`] iterations, then the hidden-layer Gram path if the
+    /// for the first [`HIDDEN_GRAM_AFTER`](crate::solve::fista::HIDDEN_GRAM_AFTER) iterations, then the hidden-layer Gram path if the
     /// samples still active, running twice as many iterations again, would save more than its
     /// setup costs (see [`GradientPath`]); otherwise direct throughout. When the workspace
-    /// holds a forecast of the solve's length ([`FistaWorkspace::set_forecast`]) that says the
+    /// holds a forecast of the solve's length ([`FistaWorkspace::set_forecast`](crate::solve::fista::FistaWorkspace::set_forecast)) that says the
     /// Gram path pays, it runs from the first iteration.
     #[default]
     Auto,
@@ -52,7 +52,7 @@ pub enum GradientPath {
     Gram,
 }
 
-/// Iterations [`GradientPath::Auto`] runs the direct path on a one-hidden-layer decoder before
+/// Iterations [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto) runs the direct path on a one-hidden-layer decoder before
 /// it considers the hidden-layer Gram path; twice this is the horizon over which that path must
 /// pay for its setup.
 pub const HIDDEN_GRAM_AFTER: usize = 4;
@@ -82,7 +82,7 @@ pub struct FistaParams {
     pub nonneg: bool,
     /// The gradient path for a linear decoder.
     pub path: GradientPath,
-    /// Record one [`TraceRecord`] per iteration in the report.
+    /// Record one [`TraceRecord`](crate::solve::fista::TraceRecord) per iteration in the report.
     pub record_trace: bool,
 }
 

@@ -3,7 +3,7 @@
 
 use crate::model::energy::EnergyTerms;
 
-/// One iteration's record (with [`FistaParams::record_trace`]).
+/// One iteration's record (with [`FistaParams::record_trace`](crate::solve::fista::FistaParams::record_trace)).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TraceRecord {
     /// The iteration (0-based).
@@ -37,13 +37,13 @@ pub struct FistaReport {
     /// The last step used, `1/L`.
     pub step: f64,
     /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
-    /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`]).
+    /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto)).
     pub path: String,
     /// One record per iteration when requested.
     pub trace: Vec<TraceRecord>,
 }
 
-/// One batch's entry in [`solve_batches`]'s report.
+/// One batch's entry in [`solve_batches`](crate::solve::fista::solve_batches)'s report.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchReport {
     /// The first row of the batch.

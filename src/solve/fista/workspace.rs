@@ -9,7 +9,7 @@ use crate::scalar::Scalar;
 use super::report::TraceRecord;
 
 /// Reusable buffers for batches of `n` samples of one decoder's shape. Allocate once, reuse for
-/// every batch of that size; [`solve`] allocates no matrices inside its iteration loop (the CPU
+/// every batch of that size; [`solve`](crate::solve::fista::solve) allocates no matrices inside its iteration loop (the CPU
 /// kernels take a few vectors of at most `n` or `l` entries per call).
 pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
     pub(crate) n: usize,
@@ -71,14 +71,14 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
     }
 
     /// Sets (or, with `None`, clears) a forecast of the mean steps per sample
-    /// ([`FistaReport::mean_steps`]) of the solves that follow, typically the previous batch's
-    /// in a sequence of similar batches (training, [`solve_batches`]). The workspace never sets
+    /// ([`FistaReport::mean_steps`](crate::solve::fista::FistaReport::mean_steps)) of the solves that follow, typically the previous batch's
+    /// in a sequence of similar batches (training, [`solve_batches`](crate::solve::fista::solve_batches)). The workspace never sets
     /// it itself.
     ///
-    /// Only [`GradientPath::Auto`] on a one-hidden-layer decoder with a constant step reads it:
+    /// Only [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto) on a one-hidden-layer decoder with a constant step reads it:
     /// if the forecast samples, each run through the hidden-layer Gram path, would save more
     /// multiply-adds than its setup costs, that path runs from the first iteration instead of
-    /// after [`HIDDEN_GRAM_AFTER`] direct ones. Both paths compute the same gradient, so the
+    /// after [`HIDDEN_GRAM_AFTER`](crate::solve::fista::HIDDEN_GRAM_AFTER) direct ones. Both paths compute the same gradient, so the
     /// forecast changes the codes by rounding only.
     ///
     /// # Errors
@@ -97,7 +97,7 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
         Ok(())
     }
 
-    /// The forecast set by [`FistaWorkspace::set_forecast`].
+    /// The forecast set by [`FistaWorkspace::set_forecast`](crate::solve::fista::FistaWorkspace::set_forecast).
     pub fn forecast(&self) -> Option<f64> {
         self.forecast
     }
@@ -107,7 +107,7 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
         self.n
     }
 
-    /// The codes of the last [`solve`].
+    /// The codes of the last [`solve`](crate::solve::fista::solve).
     pub fn codes(&self) -> &B::Mat {
         &self.z
     }
