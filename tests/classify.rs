@@ -1,4 +1,4 @@
-//! Low-data linear classification (REFERENCE §8): the classifier, the joint LISTA baseline, the
+//! Low-data linear classification (docs/CONVENTIONS.md §8): the classifier, the joint LISTA baseline, the
 //! protocol and `varsparse classify`.
 
 use std::cell::Cell;

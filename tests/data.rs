@@ -398,7 +398,7 @@ const P: usize = PATCH_SIZE;
 /// Offset of the output window in the crop (two 'valid' 13x13 filterings).
 const OFF: usize = 12;
 
-/// LCN written out directly from REFERENCE §7, in f64 with the full 2-D window: the reference
+/// LCN written out directly from docs/CONVENTIONS.md §7, in f64 with the full 2-D window: the reference
 /// the separable f32 implementation is checked against. Returns (out, mean, sigma), `(n, 784)`.
 fn lcn_direct(crops: &Array2<f32>) -> (Array2<f64>, Array2<f64>, Array2<f64>) {
     let g = gaussian_kernel().mapv(f64::from);

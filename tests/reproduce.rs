@@ -66,7 +66,7 @@ fn denoise_at_sigma_zero_equals_the_clean_numbers() {
         "{zero:?} vs {stats:?}"
     );
     assert!((zero.sparsity_clean - stats.sparsity).abs() < 1e-9);
-    // sigma = 1 in normalised MNIST units is 10.2 dB of noise (REFERENCE §6)
+    // sigma = 1 in normalised MNIST units is 10.2 dB of noise (docs/CONVENTIONS.md §6)
     assert!((one.psnr_noisy_input - 10.23).abs() < 0.05, "{one:?}");
     assert!(one.psnr_recon_noisy < one.psnr_recon_clean);
     // same seed, same numbers; another seed, other noise

@@ -6,7 +6,7 @@
 //! accepts a file only if the magic number is right, every image dimension is non-zero and the
 //! data is exactly as long as the dimensions say.
 //!
-//! [`load_mnist`] follows the released code (REFERENCE §7): pixels `x / 255`, then
+//! [`load_mnist`] follows the released code (docs/CONVENTIONS.md §7): pixels `x / 255`, then
 //! `(x - 0.1307) / 0.3081`; 5,000 validation images drawn from the 60,000 training images by a
 //! seeded permutation, the other 55,000 for training; the 10,000 test images in file order.
 

@@ -1,4 +1,4 @@
-//! Natural image patches with local contrast normalisation (REFERENCE §7).
+//! Natural image patches with local contrast normalisation (docs/CONVENTIONS.md §7).
 //!
 //! The pipeline, as the released code's `imagenet_LCN_patches.py` runs it on ImageNet, here on
 //! the photographs in `data/natural/`:

@@ -1,4 +1,4 @@
-//! Low-data linear classification (REFERENCE §8): how much class information the codes carry.
+//! Low-data linear classification (docs/CONVENTIONS.md §8): how much class information the codes carry.
 //!
 //! A linear layer with bias is trained with softmax cross-entropy on features of a few labelled
 //! samples per class; the weights with the lowest validation loss are kept and scored on a test
@@ -1433,7 +1433,7 @@ fn encode_checked(encoder: EncodeFn<'_>, what: &str, x: &Array2<f32>) -> Result<
     Ok(z)
 }
 
-/// Runs the low-data classification protocol (REFERENCE §8): for each method of `spec`, each
+/// Runs the low-data classification protocol (docs/CONVENTIONS.md §8): for each method of `spec`, each
 /// `N` and each seed, trains on the first `N` samples of each class of `data.train` (in its
 /// order; see [`first_per_class`]), selects the epoch by loss on `data.val`, and scores top-1
 /// and top-3 accuracy on `data.test`. `encoder` computes the codes for [`Method::Codes`]; it is

@@ -1,4 +1,4 @@
-//! Denoising (the paper's Table 1 and Figure 5; REFERENCE §8).
+//! Denoising (the paper's Table 1 and Figure 5; docs/CONVENTIONS.md §8).
 //!
 //! For each noise level σ the clean samples `y` (normalised units) get additive Gaussian noise,
 //! `y_σ = y + σ ε` with `ε ~ N(0, 1)`, **without clipping**, and the model's encoder codes them.

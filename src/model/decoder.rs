@@ -6,9 +6,9 @@
 //! * One hidden layer (width `m`): `W1` `(m, l)`, `b1` `(1, m)`, `W2` `(d, m)`;
 //!   `A = Z W1^T + b1`, `H = relu(A)`, `Y_hat = H W2^T`.
 //!
-//! The reconstruction energy is the authors' `(1/d) sum_i ||y_i - D(z_i)||^2` (REFERENCE §1); its
+//! The reconstruction energy is the authors' `(1/d) sum_i ||y_i - D(z_i)||^2` (docs/CONVENTIONS.md §1); its
 //! gradient with respect to the codes is `(2/d) J_D^T (D(z) - y)`. The decoder's training loss is
-//! the same quantity averaged over the batch, `(1/(n d)) sum_i ||y_i - D(z_i)||^2` (REFERENCE §4).
+//! the same quantity averaged over the batch, `(1/(n d)) sum_i ||y_i - D(z_i)||^2` (docs/CONVENTIONS.md §4).
 
 use ndarray::Array2;
 use rand_chacha::ChaCha8Rng;
@@ -659,7 +659,7 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         Ok(loss)
     }
 
-    /// SDL column normalisation (REFERENCE §4): every column of every weight matrix scaled to unit
+    /// SDL column normalisation (docs/CONVENTIONS.md §4): every column of every weight matrix scaled to unit
     /// l2 norm (`W`'s atoms; `W1`'s columns, one per latent, and `W2`'s, one per hidden unit).
     /// Biases are untouched; an all-zero column is left as it is (PyTorch would divide by zero).
     ///

@@ -1,4 +1,4 @@
-//! The LISTA encoder (paper Algorithm 1; REFERENCE §3), with a hand-written backward pass.
+//! The LISTA encoder (paper Algorithm 1; docs/CONVENTIONS.md §3), with a hand-written backward pass.
 //!
 //! Parameters `U` `(l, d)`, `b` `(1, l)`, `S` `(l, l)`, and `L` unrolled iterations sharing `S`:
 //!
@@ -10,7 +10,7 @@
 //! ```
 //!
 //! The encoder's training loss is `(1/(n l)) sum_i ||e_i - z*_i||^2` with the FISTA codes `z*`
-//! held constant (REFERENCE §4). Backward, with `dZ_L = (2/(n l))(Z_L - z*)`:
+//! held constant (docs/CONVENTIONS.md §4). Backward, with `dZ_L = (2/(n l))(Z_L - z*)`:
 //!
 //! ```text
 //! for k = L..1:  dP = dZ_k * 1[Z_k > 0];  dS += dP^T Z_{k-1};  dB += dP;  dZ_{k-1} = dP S

@@ -1,4 +1,4 @@
-//! The inference energy and its terms (paper eqs. (2), (7), (11); REFERENCE §1).
+//! The inference energy and its terms (paper eqs. (2), (7), (11); docs/CONVENTIONS.md §1).
 //!
 //! varsparse uses the scaling of the authors' released code, which is what the paper's Table 3
 //! hyper-parameters mean. For a batch `Y` `(n, d)` with codes `Z` `(n, l)`:

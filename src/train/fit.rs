@@ -6,7 +6,7 @@
 //! let codes = model.encode(&y)?;
 //! ```
 //!
-//! The protocol is the released code's (REFERENCE §4–§5): each epoch reshuffles the training
+//! The protocol is the released code's (docs/CONVENTIONS.md §4–§5): each epoch reshuffles the training
 //! set (a seeded ChaCha8 stream per epoch, so a resumed run draws the same batches), runs one
 //! training step per full batch of `batch_size` (the last partial batch is dropped), then
 //! validates with amortised codes `z = E(y)` (PSNR of `D(E(y))`, sparsity of `E(y)`, the energy at

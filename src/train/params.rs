@@ -8,7 +8,7 @@ use crate::solve::fista::{FistaParams, GradientPath, StepRule};
 use crate::train::optim::{AdamParams, LrSchedule};
 use crate::train::step::StepConfig;
 
-/// The paper's eight configurations (Table 3 and REFERENCE §9).
+/// The paper's eight configurations (Table 3 and docs/CONVENTIONS.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
@@ -145,7 +145,7 @@ pub struct ModelParams {
 }
 
 impl ModelParams {
-    /// The hyper-parameters of a preset (REFERENCE §9).
+    /// The hyper-parameters of a preset (docs/CONVENTIONS.md §9).
     pub fn preset(p: Preset) -> ModelParams {
         let mnist = p.data() == DataKind::Mnist;
         let (code_dim, hidden, epochs) = if mnist {

@@ -1,4 +1,4 @@
-//! One training step on a mini-batch (REFERENCE §4), written once against the backend.
+//! One training step on a mini-batch (docs/CONVENTIONS.md §4), written once against the backend.
 //!
 //! 1. `e = E(y)` (the LISTA forward pass, kept on a tape);
 //! 2. `z* = FISTA(D, y)`, warm-started from `e`, with the proximity term towards `e`;

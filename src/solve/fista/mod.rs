@@ -3,7 +3,7 @@
 //! Minimises `E(Z) = f(Z) + lambda ||Z||_1` (plus `Z >= 0` by default) where `f` is the smooth
 //! part of the energy (reconstruction, variance hinge, proximity; see [`crate::model::energy`]). Each
 //! iteration, with `x` the extrapolated point and `a_i = 0` for samples flagged converged at the
-//! previous iteration, `1` otherwise (REFERENCE §2):
+//! previous iteration, `1` otherwise (docs/CONVENTIONS.md §2):
 //!
 //! ```text
 //! g     = grad f(x)                               (the hinge is evaluated at x)
