@@ -464,3 +464,36 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
         w.write_all(b"\n")
     })
 }
+
+/// The largest JSON file varsparse reads (a checkpoint's `model.json`, a run's `config.json`, a
+/// sweep's `result.json` are a few KiB): 16 MiB.
+pub const MAX_JSON_BYTES: u64 = 16 << 20;
+
+/// Reads a JSON file of at most [`MAX_JSON_BYTES`] and deserialises it.
+///
+/// # Errors
+/// [`Error::Io`] if it cannot be read or is larger than the bound (checked before reading);
+/// [`Error::Json`] naming the file and what is wrong with its content.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let io = |source| Error::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > MAX_JSON_BYTES {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{len} bytes, more than the {MAX_JSON_BYTES} a varsparse JSON file may have"),
+        )));
+    }
+    let mut text = String::with_capacity(len as usize);
+    file.take(MAX_JSON_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })
+}

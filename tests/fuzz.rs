@@ -251,3 +251,172 @@ fn big_endian_files_read_as_little_endian_ones() {
         assert_eq!(a.iter().copied().collect::<Vec<_>>(), vals);
     }
 }
+
+/// The committed version-1 checkpoint copied into `dst`, with `file` replaced by `bytes`.
+fn damaged_checkpoint(dst: &Path, file: &str, bytes: &[u8]) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1");
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+    }
+    std::fs::write(dst.join(file), bytes).unwrap();
+}
+
+const CHECKPOINT_FILES: [&str; 7] = [
+    "model.json",
+    "decoder_W1.npy",
+    "decoder_b1.npy",
+    "decoder_W2.npy",
+    "encoder_U.npy",
+    "encoder_b.npy",
+    "encoder_S.npy",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+    /// A damaged `model.json` or weight file of a checkpoint: a typed error naming the
+    /// checkpoint, or a model that loads (and then encodes without panicking).
+    #[test]
+    fn checkpoint_loader_never_panics(which in 0usize..CHECKPOINT_FILES.len(), d in damage()) {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = CHECKPOINT_FILES[which];
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1");
+        let bytes = std::fs::read(src.join(file)).unwrap();
+        let lie = if file.ends_with(".npy") { npy_lie } else { |b: &[u8], _: u64, _: u64| b.to_vec() };
+        let bad = apply(&bytes, &d, lie);
+        let dir = tmp.path().join("ckpt");
+        damaged_checkpoint(&dir, file, &bad);
+        match varsparse::SparseCoder::load(&dir) {
+            Ok(m) => {
+                let y = Array2::<f32>::zeros((2, m.input_dim()));
+                let _ = m.encode(&y);
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(msg.contains("ckpt"), "{msg}");
+            }
+        }
+    }
+
+}
+
+/// A JSON file far larger than any varsparse writes is refused before it is read.
+#[test]
+fn huge_json_files_are_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("model.json");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(varsparse::io::MAX_JSON_BYTES + 1).unwrap();
+    let e = varsparse::io::read_json::<serde_json::Value>(&p).unwrap_err();
+    assert!(e.to_string().contains("model.json"), "{e}");
+    assert!(e.to_string().contains("more than"), "{e}");
+}
+
+#[cfg(feature = "images")]
+mod images {
+    use super::*;
+
+    /// A small grey PNG or JPEG made here (the `image` crate is the decoder under test too).
+    fn image_bytes(png: bool) -> Vec<u8> {
+        let img =
+            image::GrayImage::from_fn(60, 56, |x, y| image::Luma([((x * 7 + y * 3) % 256) as u8]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        let format = if png {
+            image::ImageFormat::Png
+        } else {
+            image::ImageFormat::Jpeg
+        };
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    /// A lying image header: PNG's IHDR width and height (bytes 16..24), or JPEG's SOF0 height and
+    /// width (after the `FF C0` marker).
+    fn image_lie(bytes: &[u8], x: u64, y: u64) -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        let (w, h) = ((x as u32).to_be_bytes(), (y as u32).to_be_bytes());
+        if b.starts_with(b"\x89PNG") && b.len() >= 24 {
+            b[16..20].copy_from_slice(&w);
+            b[20..24].copy_from_slice(&h);
+        } else if let Some(i) = b.windows(2).position(|p| p == [0xFF, 0xC0])
+            && b.len() >= i + 9
+        {
+            b[i + 5..i + 7].copy_from_slice(&h[2..]);
+            b[i + 7..i + 9].copy_from_slice(&w[2..]);
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// A damaged PNG or JPEG behind the natural patches: an error naming the file, or an image.
+        #[test]
+        fn image_loader_never_panics(png in any::<bool>(), d in damage()) {
+            let tmp = tempfile::tempdir().unwrap();
+            let bytes = image_bytes(png);
+            let bad = apply(&bytes, &d, image_lie);
+            let name = if png { "x.png" } else { "x.jpg" };
+            let p = write(tmp.path(), name, &bad);
+            match varsparse::data::patches::load_natural_image(&p) {
+                Ok(img) => {
+                    let (h, w) = img.pixels.dim();
+                    prop_assert!(h.min(w) == 256 && h.max(w) <= 256 * 4096, "{h} x {w}");
+                }
+                Err(e) => prop_assert!(e.to_string().contains(name), "{e}"),
+            }
+        }
+    }
+
+    /// An image header claiming 2^31 x 2^31 pixels is refused before decoding allocates.
+    #[test]
+    fn a_huge_image_header_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        for png in [true, false] {
+            let bad = image_lie(&image_bytes(png), 1 << 31, 1 << 31);
+            let bad = if png {
+                bad
+            } else {
+                image_lie(&image_bytes(false), 65_000, 65_000)
+            };
+            let p = write(tmp.path(), "big.img", &bad);
+            let e = varsparse::data::patches::load_natural_image(&p).unwrap_err();
+            assert!(e.to_string().contains("big.img"), "{e}");
+        }
+    }
+}
+
+#[cfg(feature = "experiments")]
+mod sweep {
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 100, ..ProptestConfig::default() })]
+
+        /// A damaged sweep `result.json` is read as "not finished" (the run is trained again), or as
+        /// a result.
+        #[test]
+        fn sweep_result_reader_never_panics(d in damage()) {
+            let tmp = tempfile::tempdir().unwrap();
+            let r = varsparse::experiments::sweep::SweepResult {
+                preset: "mnist-vdl".into(),
+                lambda: 0.005,
+                seed: 1,
+                epochs: 2,
+                best_epoch: 2,
+                test_psnr: 14.5,
+                test_sparsity: 0.9,
+                seconds: 3.0,
+            };
+            let bytes = serde_json::to_vec_pretty(&r).unwrap();
+            let bad = apply(&bytes, &d, |b, _, _| b.to_vec());
+            let p = write(tmp.path(), "result.json", &bad);
+            let got = varsparse::experiments::sweep::read_result(&p);
+            if bad == bytes {
+                prop_assert_eq!(got, Some(r));
+            }
+        }
+    }
+}

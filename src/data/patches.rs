@@ -78,6 +78,13 @@ pub const DEFAULT_PATCH_SEED: u64 = 0;
 /// patch (76% pass the filter).
 pub const MAX_CANDIDATES_PER_PATCH: usize = 100;
 
+/// Largest side, in pixels, of an image file [`load_natural_image`] decodes.
+pub const MAX_DECODED_SIDE: u32 = 1 << 15;
+
+/// Largest image, in pixels, that [`load_natural_image`] decodes (64 megapixels: the decoder
+/// refuses larger headers before allocating).
+pub const MAX_DECODED_PIXELS: u64 = 1 << 26;
+
 /// Largest image, in pixels after resizing, that [`load_natural_image`] accepts (an aspect ratio
 /// of 4096:1 at a shorter side of 256).
 #[cfg(feature = "images")]
@@ -357,10 +364,30 @@ pub fn load_natural_image(path: &Path) -> Result<NaturalImage, DataError> {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let img = image::open(path).map_err(|source| DataError::Image {
+    let image_err = |source: image::ImageError| DataError::Image {
         path: path.to_path_buf(),
         source: Box::new(source),
-    })?;
+    };
+    // The decoder checks the header's dimensions against these limits before it allocates: a
+    // damaged or crafted header cannot ask for more than MAX_DECODED_PIXELS.
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_DECODED_SIDE);
+    limits.max_image_height = Some(MAX_DECODED_SIDE);
+    limits.max_alloc = Some(MAX_DECODED_PIXELS * 16);
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| image_err(image::ImageError::IoError(e)))?
+        .with_guessed_format()
+        .map_err(|e| image_err(image::ImageError::IoError(e)))?;
+    reader.limits(limits);
+    let img = reader.decode().map_err(image_err)?;
+    if u64::from(img.width()) * u64::from(img.height()) > MAX_DECODED_PIXELS {
+        return Err(DataError::BadImageSize {
+            name: name.clone(),
+            width: img.width() as usize,
+            height: img.height() as usize,
+            reason: format!("more than {MAX_DECODED_PIXELS} pixels"),
+        });
+    }
     let grey = img.to_luma32f();
     let (w, h) = grey.dimensions();
     let bad_size = |reason: String| DataError::BadImageSize {

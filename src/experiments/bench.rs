@@ -36,38 +36,133 @@ impl Problem {
     /// Data errors.
     pub fn mnist(dir: &Path, seed: u64, target_sparsity: f64) -> Result<Problem> {
         let m = crate::data::load_mnist(dir, crate::data::DEFAULT_SPLIT_SEED)?;
-        let idx =
-            crate::data::sampling::permutation(m.train.images.nrows(), &mut crate::rng::rng(seed));
-        let mut w = m
-            .train
-            .images
-            .select(ndarray::Axis(0), &idx[..128])
-            .reversed_axes()
-            .as_standard_layout()
-            .to_owned();
-        for mut c in w.columns_mut() {
-            let norm = c.dot(&c).sqrt();
-            c.mapv_inplace(|v| v / norm);
+        let w = unit_atoms(&m.train.images, 128, seed)?;
+        Problem::new(w, m.test.images, target_sparsity)
+    }
+
+    /// The natural-patch variant: `atoms` unit-norm atoms drawn with `seed` from 4 x `atoms`
+    /// training patches of the images in `dir` (`data/natural`), inputs 10,000 test patches
+    /// (28 x 28, LCN-normalised as in training; docs/CONVENTIONS.md §7).
+    ///
+    /// # Errors
+    /// Data errors; [`crate::Error::InvalidParameter`] for `atoms == 0`.
+    pub fn patches(dir: &Path, atoms: usize, seed: u64, target_sparsity: f64) -> Result<Problem> {
+        if atoms == 0 {
+            return Err(crate::Error::param("atoms", atoms, "at least 1"));
         }
-        let y = m.test.images;
-        // bisection on log(lambda) for the target sparsity on the first 1,000 images
-        let probe = y.slice(s![..1000, ..]).to_owned();
-        let (mut lo, mut hi) = (1e-5f64.ln(), 1.0f64.ln());
+        let params = crate::data::patches::PatchParams {
+            n_train: 4 * atoms,
+            n_val: 0,
+            n_test: 10_000,
+            ..Default::default()
+        };
+        let p = crate::data::patches::generate_patches(dir, &params)?;
+        let w = unit_atoms(&p.train.patches, atoms, seed)?;
+        Problem::new(w, p.test.patches, target_sparsity)
+    }
+
+    /// A problem over `w` and `y` with `lambda` set for `target_sparsity` (see
+    /// [`Problem::set_sparsity`]).
+    ///
+    /// # Errors
+    /// As [`Problem::set_sparsity`].
+    pub fn new(w: Array2<f32>, y: Array2<f32>, target_sparsity: f64) -> Result<Problem> {
+        let mut p = Problem { w, y, lambda: 0.0 };
+        p.set_sparsity(target_sparsity)?;
+        Ok(p)
+    }
+
+    /// Sets `lambda` (authors' scaling) by bisection on its logarithm over `[1e-6, 10]` so that
+    /// about `target` of the code entries of the first 1,000 inputs are zero.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidParameter`] unless `0 < target < 1`; solver errors.
+    pub fn set_sparsity(&mut self, target: f64) -> Result<()> {
+        if !(target > 0.0 && target < 1.0) {
+            return Err(crate::Error::param(
+                "sparsity",
+                target,
+                "a fraction strictly between 0 and 1",
+            ));
+        }
+        let probe = self.y.slice(s![..self.y.nrows().min(1000), ..]);
+        let (mut lo, mut hi) = (1e-6f64.ln(), 10.0f64.ln());
         for _ in 0..30 {
             let mid = 0.5 * (lo + hi);
-            let (_, r) = nonneg_lasso(&w, &probe, mid.exp())?;
-            if r.sparsity < target_sparsity {
+            let (_, r) = nonneg_lasso(&self.w, probe, mid.exp())?;
+            if r.sparsity < target {
                 lo = mid;
             } else {
                 hi = mid;
             }
         }
-        Ok(Problem {
-            w,
-            y,
-            lambda: (0.5 * (lo + hi)).exp(),
-        })
+        self.lambda = (0.5 * (lo + hi)).exp();
+        Ok(())
     }
+}
+
+/// `atoms` rows of `x` drawn without replacement with `seed`, as unit-norm columns `(d, atoms)`.
+fn unit_atoms(x: &Array2<f32>, atoms: usize, seed: u64) -> Result<Array2<f32>> {
+    if atoms > x.nrows() {
+        return Err(crate::Error::param(
+            "atoms",
+            atoms,
+            format!("at most the {} samples to draw from", x.nrows()),
+        ));
+    }
+    let idx = crate::data::sampling::permutation(x.nrows(), &mut crate::rng::rng(seed));
+    let mut w = x
+        .select(ndarray::Axis(0), &idx[..atoms])
+        .reversed_axes()
+        .as_standard_layout()
+        .to_owned();
+    for mut c in w.columns_mut() {
+        let norm = c.dot(&c).sqrt();
+        if norm > 0.0 {
+            c.mapv_inplace(|v| v / norm);
+        }
+    }
+    Ok(w)
+}
+
+/// Where the exact solver's time goes: the shared products against the per-sample solves.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TimeSplit {
+    /// Median time of the whole solve, [`nonneg_lasso`] (s).
+    pub whole_s: f64,
+    /// Median time of `G = W^T W` alone, as the solver computes it (f64) (s).
+    pub gram_s: f64,
+    /// Median time of `C = Y W` alone, the product the solver starts from (s).
+    pub yw_s: f64,
+    /// `whole_s - gram_s - yw_s`: the per-sample active-set solves and the codes' bookkeeping.
+    pub solves_s: f64,
+    /// `yw_s / whole_s`: the fraction of the GEMM-bound limit (the time of `Y W` alone, which no
+    /// method that reads `Wᵀy` can avoid) that the whole solve reaches.
+    pub fraction_of_gemm_limit: f64,
+}
+
+/// Times the exact solver on `p` and its shared products alone (medians over `repeats`).
+///
+/// # Errors
+/// Solver errors.
+pub fn time_split(p: &Problem, repeats: usize) -> Result<TimeSplit> {
+    let (whole_s, _) = time(repeats, || nonneg_lasso(&p.w, &p.y, p.lambda))?;
+    let (gram_s, _) = time(repeats, || {
+        let w64 = p.w.mapv(|v| v as f64);
+        Ok(w64.t().dot(&w64))
+    })?;
+    let mut c = Array2::<f32>::zeros((p.y.nrows(), p.w.ncols()));
+    let (yw_s, _) = time(repeats, || {
+        crate::backend::cpu::mat_mul(1.0, p.y.view(), p.w.view(), 0.0, c.view_mut());
+        Ok(())
+    })?;
+    Ok(TimeSplit {
+        whole_s,
+        gram_s,
+        yw_s,
+        solves_s: (whole_s - gram_s - yw_s).max(0.0),
+        fraction_of_gemm_limit: yw_s / whole_s,
+    })
 }
 
 /// One row of the table.
@@ -241,4 +336,34 @@ pub fn run(p: &Problem, repeats: usize, with_fista: bool) -> Result<(Vec<Row>, G
         ),
     ];
     Ok((rows, refs))
+}
+
+/// Writes `W.npy`, `Y.npy` and `problem.json` (lambda, the table's rows, the time split, a label)
+/// into `dir`, created if missing: the input of `benches/compare/compare.py`.
+///
+/// # Errors
+/// I/O errors, naming the file.
+pub fn export(
+    dir: &Path,
+    label: &str,
+    p: &Problem,
+    rows: &[Row],
+    split: Option<&TimeSplit>,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
+        action: "creating",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    crate::io::write_npy_f32(&dir.join("W.npy"), &p.w)?;
+    crate::io::write_npy_f32(&dir.join("Y.npy"), &p.y)?;
+    let json = serde_json::json!({
+        "label": label,
+        "lambda": p.lambda,
+        "objective": "mean over samples of (1/d)||y - W z||^2 + lambda ||z||_1, z >= 0",
+        "d": p.w.nrows(),
+        "rows": rows,
+        "split": split,
+    });
+    crate::io::write_json(&dir.join("problem.json"), &json)
 }

@@ -130,9 +130,11 @@ impl SweepConfig {
     }
 }
 
-fn read_result(path: &Path) -> Option<SweepResult> {
-    let text = std::fs::read_to_string(path).ok()?;
-    serde_json::from_str(&text).ok()
+/// Reads a finished run's `result.json`; `None` if it is missing, unreadable, larger than
+/// [`MAX_JSON_BYTES`](crate::io::MAX_JSON_BYTES) or not a [`SweepResult`] (the run is then
+/// trained again).
+pub fn read_result(path: &Path) -> Option<SweepResult> {
+    crate::io::read_json(path).ok()
 }
 
 /// Runs (or resumes) the sweep on `data`: trains what is missing, evaluates each run's best

@@ -287,14 +287,15 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
 /// [`Error::Checkpoint`] if it is missing, not JSON, or not a varsparse checkpoint.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join("model.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        ckpt_err(
+    let m: Manifest = crate::io::read_json(&path).map_err(|e| match e {
+        Error::Json { detail, .. } => ckpt_err(&path, format!("corrupt manifest: {detail}")),
+        other => ckpt_err(
             dir,
-            format!("cannot read model.json ({e}); is this a varsparse checkpoint directory (e.g. RUN/best)?"),
-        )
+            format!(
+                "cannot read model.json ({other}); is this a varsparse checkpoint directory (e.g. RUN/best)?"
+            ),
+        ),
     })?;
-    let m: Manifest = serde_json::from_str(&text)
-        .map_err(|e| ckpt_err(&path, format!("corrupt manifest: {e}")))?;
     if m.format != FORMAT || !READABLE_VERSIONS.contains(&m.format_version) {
         return Err(ckpt_err(
             &path,
