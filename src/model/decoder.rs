@@ -35,6 +35,25 @@ pub enum DecoderKind {
 /// A decoder's parameters, resident on a backend.
 ///
 /// The parameters are a [`DecoderParams`]: `W`, or `W1`, `b1`, `W2`, by name.
+///
+/// # Examples
+///
+/// A linear dictionary on the CPU backend, whose matrices are `ndarray` arrays:
+///
+/// ```
+/// use ndarray::{Array2, array};
+/// use varsparse::{Backend, Cpu, Decoder};
+///
+/// let w = array![[1.0f32, 0.0], [0.0, 2.0], [1.0, 1.0]]; // (d = 3, l = 2): atoms are columns
+/// let dec = Decoder::linear(&Cpu, &w)?;
+/// assert_eq!((dec.input_dim(), dec.code_dim()), (3, 2));
+/// let z = array![[1.0f32, 0.5]];                          // one sample's codes
+/// let mut scratch = dec.scratch(&Cpu, 1)?;
+/// let mut y_hat = Cpu.zeros(1, 3)?;
+/// dec.forward(&Cpu, &z, &mut scratch, &mut y_hat)?;       // D(z) = z W^T
+/// assert_eq!(y_hat, array![[1.0f32, 1.0, 1.5]]);
+/// # Ok::<(), varsparse::Error>(())
+/// ```
 pub struct Decoder<F: Scalar, B: Backend<F>> {
     kind: DecoderKind,
     d: usize,

@@ -29,6 +29,25 @@ use crate::rng::linear_uniform;
 use crate::scalar::Scalar;
 
 /// The LISTA encoder: its parameters `U`, `b`, `S` ([`ListaParams`]) and iteration count.
+///
+/// # Examples
+///
+/// A seeded encoder with 3 unrolled iterations; the forward pass writes into a tape (kept for
+/// the backward pass):
+///
+/// ```
+/// use ndarray::Array2;
+/// use varsparse::{Cpu, Lista};
+///
+/// let mut rng = varsparse::rng::rng(7);
+/// let enc = Lista::<f32, Cpu>::init(&Cpu, 6, 4, 3, &mut rng)?; // d = 6, l = 4, L = 3
+/// let y = Array2::<f32>::from_shape_fn((2, 6), |(i, j)| (i + j) as f32 / 6.0);
+/// let mut tape = enc.tape(&Cpu, 2)?;
+/// let z = enc.forward(&Cpu, &y, &mut tape)?;                   // E(Y), (2, 4)
+/// assert_eq!(z.dim(), (2, 4));
+/// assert!(z.iter().all(|&v| v >= 0.0));                        // ReLU codes
+/// # Ok::<(), varsparse::Error>(())
+/// ```
 pub struct Lista<F: Scalar, B: Backend<F>> {
     d: usize,
     l: usize,

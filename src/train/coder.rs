@@ -19,6 +19,27 @@ use crate::train::stats::{EpochSummary, EvalStats};
 use crate::train::step::{PSNR_MSE_FLOOR, Trainer};
 
 /// A trained (or training) model: encoder, decoder, optimiser states and where training stands.
+///
+/// # Examples
+///
+/// Load a checkpoint (here the small one-hidden-layer model of the test fixtures), encode with
+/// the LISTA encoder, refine the codes with FISTA, and decode:
+///
+/// ```
+/// use ndarray::Array2;
+/// use varsparse::SparseCoder;
+///
+/// let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-v1");
+/// let model = SparseCoder::load(&dir)?;
+/// let y = Array2::<f32>::from_shape_fn((5, model.input_dim()), |(i, j)| ((i + j) % 3) as f32);
+/// let codes = model.encode(&y)?;                     // E(y), (5, l), non-negative
+/// let (refined, _reports) = model.encode_fista(&y)?; // FISTA warm-started from E(y)
+/// let recon = model.decode(&refined)?;               // D(z), (5, d)
+/// assert_eq!(codes.dim(), refined.dim());
+/// assert_eq!(recon.dim(), y.dim());
+/// assert!(codes.iter().all(|&z| z >= 0.0));
+/// # Ok::<(), varsparse::Error>(())
+/// ```
 pub struct SparseCoder<B: Backend<f32> = Cpu> {
     pub(crate) be: B,
     pub(crate) params: ModelParams,

@@ -104,6 +104,24 @@ impl Preset {
 /// | `batch_size` | 250 | `>= 2` when `beta > 0` |
 /// | `seed` | 0 | any |
 /// | `patience` | none | `>= 1` |
+///
+/// # Examples
+///
+/// A preset, changed by the builder methods, checked by [`ModelParams::validate`] before
+/// anything is trained:
+///
+/// ```
+/// use varsparse::{ModelParams, Preset};
+///
+/// let p = ModelParams::preset(Preset::MnistVdl).lambda(0.01).epochs(5).seed(1);
+/// assert_eq!(p.energy.lambda, 0.01);
+/// let valid = p.clone().validate()?; // ready for `fit`
+/// assert_eq!(valid.params().epochs, 5);
+///
+/// let bad = ModelParams::preset(Preset::MnistVdl).lambda(-1.0).validate();
+/// assert!(bad.unwrap_err().to_string().contains("lambda"));
+/// # Ok::<(), varsparse::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ModelParams {
     /// The preset these parameters started from, if any (informational).
