@@ -895,6 +895,7 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
     let row = |method, encoder: Option<&str>, n, val: f64| ClassifyRow {
         method,
         encoder: encoder.map(String::from),
+        encoder_kind: encoder.map(|e| e.split(' ').next().unwrap().to_string()),
         selected: None,
         per_class: n,
         train_size: 10 * n,
@@ -925,11 +926,7 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
             row(Method::Raw, None, 1, 0.3),
         ],
     };
-    report.select_best_by_validation(|r| {
-        r.encoder
-            .as_deref()
-            .map(|e| e.split(" λ=").next().unwrap().to_string())
-    });
+    report.select_best_by_kind();
     let got: Vec<(String, usize, Option<&str>, f64)> = report
         .rows
         .iter()

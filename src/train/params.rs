@@ -9,7 +9,11 @@ use crate::train::optim::{AdamParams, LrSchedule};
 use crate::train::step::StepConfig;
 
 /// The paper's eight configurations (Table 3 and docs/CONVENTIONS.md §9).
+///
+/// The command-line names (`mnist-vdl`, ...) are serde's kebab-case names; the CLI derives its
+/// `clap::ValueEnum` from the same variants (feature `cli`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// Standard dictionary learning (column-normalised), MNIST.
