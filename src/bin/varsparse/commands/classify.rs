@@ -109,19 +109,25 @@ fn labelled(s: &Split) -> LabelledSplit<'_> {
 }
 
 /// The whole protocol; the models live on the job's backend.
-struct Job<'a>(&'a Args);
+struct Job<'a>(&'a Args, Device);
 
 impl OnBackend for Job<'_> {
     type Output = ();
 
     fn run<B: Backend<f32>>(self, make: &dyn Fn() -> Result<B>) -> Result<()> {
-        let a = self.0;
+        let (a, device) = (self.0, self.1);
         let methods = methods(a)?;
         let models = a
             .model
             .iter()
             .map(|m| SparseCoder::load_on(make()?, m))
             .collect::<Result<Vec<_>>>()?;
+        if !models.is_empty() && device != Device::Cpu {
+            eprintln!(
+                "note: the encoders run on {device}; the linear classifiers (and the lista-raw \
+                 baseline) train on the CPU"
+            );
+        }
         if models.is_empty() {
             // only baselines: they train on the CPU, but a device asked for must exist
             make()?;
@@ -275,5 +281,5 @@ impl OnBackend for Job<'_> {
 
 /// Runs `classify`.
 pub fn run(a: Args, device: Device) -> Result<()> {
-    device.run(Job(&a))
+    device.run(Job(&a, device))
 }

@@ -202,6 +202,12 @@ pub fn run(a: Args, device: Device) -> Result<()> {
         params: &params,
         solver,
     })?;
+    if device != Device::Cpu && out.solver == Solver::Exact {
+        eprintln!(
+            "note: the exact lasso solver runs on the CPU (a host algorithm); --device {device} \
+             applies to FISTA (--solver fista)"
+        );
+    }
     write_npy_f32(&a.out, &out.codes)?;
     let sparsity = sparsity(&out.codes);
     let energy = out.mean_energy();
