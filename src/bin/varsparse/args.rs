@@ -1,5 +1,6 @@
 //! Flag groups shared by several commands (flattened into their `Args`), and the parsers of
-//! typed values.
+//! typed values. The hyper-parameter overrides are the library's own flag group,
+//! `varsparse::train::ParamOverrides` (a `clap::Args` under the `cli` feature).
 
 use std::path::{Path, PathBuf};
 
@@ -7,117 +8,13 @@ use clap::Args;
 use varsparse::backend::Device;
 use varsparse::data::DataSpec;
 use varsparse::data::spec::{DataOptions, LoadedData, parse_image_shape, resolve_data_dir};
-use varsparse::model::decoder::DecoderKind;
 use varsparse::train::checkpoint;
-use varsparse::train::optim::LrSchedule;
-use varsparse::{Error, ModelParams, Preset, Result};
+use varsparse::{Error, Preset, Result};
 
 /// `--device`: the library's own names (`cpu`, `cuda`, `cuda:N`), through [`Device`]'s
 /// `FromStr`; a bad name is a usage error (exit code 2).
 pub fn parse_device(s: &str) -> std::result::Result<Device, String> {
     s.parse::<Device>().map_err(|e| e.to_string())
-}
-
-/// Hyper-parameter overrides (authors' energy scaling; FISTA's settings; training).
-#[derive(Args, Default)]
-pub struct Overrides {
-    /// Sparsity weight lambda.
-    #[arg(long = "lambda", value_name = "F")]
-    lambda: Option<f64>,
-    /// Variance hinge weight beta.
-    #[arg(long, value_name = "F")]
-    beta: Option<f64>,
-    /// Variance hinge threshold T.
-    #[arg(long, value_name = "F")]
-    threshold: Option<f64>,
-    /// Proximity weight gamma.
-    #[arg(long, value_name = "F")]
-    gamma: Option<f64>,
-    /// FISTA's constant step eta.
-    #[arg(long, value_name = "F")]
-    eta: Option<f64>,
-    /// FISTA's iteration cap.
-    #[arg(long, value_name = "N")]
-    max_iter: Option<usize>,
-    /// FISTA's per-sample tolerance.
-    #[arg(long, value_name = "F")]
-    tol: Option<f64>,
-    /// The decoder's learning rate.
-    #[arg(long, value_name = "F")]
-    lr_decoder: Option<f64>,
-    /// The encoder's learning rate.
-    #[arg(long, value_name = "F")]
-    lr_encoder: Option<f64>,
-    /// Weight decay of the hidden layer's bias b1.
-    #[arg(long, value_name = "F")]
-    wd_hidden_bias: Option<f64>,
-    /// Weight decay of the encoder's bias.
-    #[arg(long, value_name = "F")]
-    wd_encoder_bias: Option<f64>,
-    /// Code dimension l.
-    #[arg(long, value_name = "N")]
-    code_dim: Option<usize>,
-    /// Hidden width m of a one-hidden-layer decoder.
-    #[arg(long, value_name = "N")]
-    hidden: Option<usize>,
-    /// LISTA iterations.
-    #[arg(long, value_name = "N")]
-    encoder_iters: Option<usize>,
-    /// Training batch size.
-    #[arg(long, value_name = "N")]
-    batch_size: Option<usize>,
-    /// SDL column normalisation of the decoder (true/false).
-    #[arg(long, value_name = "BOOL")]
-    column_norm: Option<bool>,
-    /// Halve the decoder's learning rate every N epochs (0: never).
-    #[arg(long, value_name = "N")]
-    halve_lr_every: Option<usize>,
-}
-
-impl Overrides {
-    /// Sets every given value in `p` (ranges are checked later by `ModelParams::validate`).
-    pub fn apply(&self, p: &mut ModelParams) {
-        let set = |dst: &mut f64, v: Option<f64>| {
-            if let Some(v) = v {
-                *dst = v;
-            }
-        };
-        set(&mut p.energy.lambda, self.lambda);
-        set(&mut p.energy.beta, self.beta);
-        set(&mut p.energy.threshold, self.threshold);
-        set(&mut p.energy.gamma, self.gamma);
-        set(&mut p.eta, self.eta);
-        set(&mut p.tol, self.tol);
-        set(&mut p.lr_decoder, self.lr_decoder);
-        set(&mut p.lr_encoder, self.lr_encoder);
-        set(&mut p.wd_hidden_bias, self.wd_hidden_bias);
-        set(&mut p.wd_encoder_bias, self.wd_encoder_bias);
-        if let Some(v) = self.max_iter {
-            p.max_iter = v;
-        }
-        if let Some(v) = self.code_dim {
-            p.code_dim = v;
-        }
-        if let Some(m) = self.hidden {
-            p.kind = DecoderKind::OneHidden { hidden: m };
-        }
-        if let Some(v) = self.encoder_iters {
-            p.encoder_iters = v;
-        }
-        if let Some(v) = self.batch_size {
-            p.batch_size = v;
-        }
-        if let Some(v) = self.column_norm {
-            p.column_norm = v;
-        }
-        if let Some(v) = self.halve_lr_every {
-            p.decoder_schedule = if v == 0 {
-                LrSchedule::Constant
-            } else {
-                LrSchedule::StepHalving { every: v }
-            };
-        }
-    }
 }
 
 /// Where training data comes from.

@@ -8,10 +8,10 @@ use varsparse::backend::{Backend, Device, OnBackend};
 use varsparse::data::LoadedData;
 use varsparse::io::write_json;
 use varsparse::train::checkpoint;
-use varsparse::train::{BestEpoch, FitOptions, ValidParams};
+use varsparse::train::{BestEpoch, FitOptions, ParamOverrides, ValidParams};
 use varsparse::{Error, ModelParams, Preset, Result};
 
-use crate::args::{DataArgs, Overrides, create_dir};
+use crate::args::{DataArgs, create_dir};
 use crate::observer::{CliObserver, STOP, stop_on_ctrl_c};
 
 /// `train`'s flags.
@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_name = "N")]
     patience: Option<usize>,
     #[command(flatten)]
-    hp: Overrides,
+    hp: ParamOverrides,
     #[command(flatten)]
     data: DataArgs,
 }
