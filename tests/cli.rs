@@ -302,6 +302,17 @@ fn train_then_encode_eval_and_resume() {
         .assert()
         .success()
         .stdout(predicates::str::contains("\"psnr\""));
+    // split names are typed: `validation` is `val`, anything else a usage error
+    varsparse()
+        .args(["eval", "--model", &p("best"), "--split", "validation"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("\"split\": \"val\""));
+    varsparse()
+        .args(["eval", "--model", &p("best"), "--split", "holdout"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("train, val, test"));
     // encode a file of the right width, with and without FISTA
     let y: Array2<f32> = linear_uniform(&mut rng(9), 20, 784, 1);
     write(&run.join("y.npy"), &y);

@@ -62,6 +62,46 @@ pub enum DataSpec {
     },
 }
 
+/// Which split of a data set. Names (`train`, `val`, `test`; `validation` is accepted for
+/// `val`) are serde's, shared with the CLI's `--split` (a `clap::ValueEnum` derived from these
+/// variants, feature `cli`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum SplitName {
+    /// The training split.
+    Train,
+    /// The validation split (model selection).
+    #[serde(alias = "validation")]
+    #[cfg_attr(feature = "cli", value(alias = "validation"))]
+    Val,
+    /// The test split.
+    Test,
+}
+
+impl std::str::FromStr for SplitName {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SplitName> {
+        match s {
+            "train" => Ok(SplitName::Train),
+            "val" | "validation" => Ok(SplitName::Val),
+            "test" => Ok(SplitName::Test),
+            _ => Err(Error::param("split", s, "expected train, val or test")),
+        }
+    }
+}
+
+impl std::fmt::Display for SplitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitName::Train => "train",
+            SplitName::Val => "val",
+            SplitName::Test => "test",
+        })
+    }
+}
+
 /// One loaded split: samples and, for patches, the per-element pixel scale and labels if any.
 #[derive(Clone, Debug)]
 pub struct Split {
@@ -385,19 +425,26 @@ impl LoadedData {
         }
     }
 
-    /// A split by name: `"train"`, `"val"` or `"test"`.
+    /// A split by name: `"train"`, `"val"` (or `"validation"`) or `"test"` (see [`SplitName`]).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for another name or a source without a test split.
     pub fn split(&self, name: &str) -> Result<&Split> {
+        self.get(name.parse()?)
+    }
+
+    /// A split.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for the test split of a source without one.
+    pub fn get(&self, name: SplitName) -> Result<&Split> {
         match name {
-            "train" => Ok(&self.train),
-            "val" | "validation" => Ok(&self.val),
-            "test" => self
+            SplitName::Train => Ok(&self.train),
+            SplitName::Val => Ok(&self.val),
+            SplitName::Test => self
                 .test
                 .as_ref()
                 .ok_or_else(|| Error::param("split", name, "this data source has no test split")),
-            _ => Err(Error::param("split", name, "expected train, val or test")),
         }
     }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use varsparse::backend::Device;
-use varsparse::data::DataSpec;
 use varsparse::data::spec::{DataOptions, LoadedData, parse_image_shape, resolve_data_dir};
+use varsparse::data::{DataSpec, SplitName};
 use varsparse::train::checkpoint;
 use varsparse::{Error, Preset, Result};
 
@@ -115,10 +115,10 @@ pub fn model_data(model_dir: &Path, data_dir: Option<&Path>) -> Result<DataSpec>
 pub fn load_model_split(
     model_dir: &Path,
     data_dir: Option<&Path>,
-    split: &str,
+    split: SplitName,
 ) -> Result<LoadedData> {
     let data = model_data(model_dir, data_dir)?.load()?;
-    data.split(split)?;
+    data.get(split)?;
     Ok(data)
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use varsparse::backend::{Backend, Device, OnBackend};
+use varsparse::data::SplitName;
 use varsparse::experiments::denoise::{denoise, denoise_figure};
 use varsparse::experiments::figures::save_gray_png;
 use varsparse::io::write_json;
@@ -28,9 +29,9 @@ pub struct Args {
     /// Seed of the noise.
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
-    /// train, val or test.
-    #[arg(long, value_name = "NAME", default_value = "test")]
-    split: String,
+    /// The split of the model's data.
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = SplitName::Test)]
+    split: SplitName,
     /// Where to write denoise.json and the PNGs (default: the model directory's parent).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -51,9 +52,9 @@ impl OnBackend for Job<'_> {
     fn run<B: Backend<f32>>(self, make: &dyn Fn() -> Result<B>) -> Result<()> {
         let a = self.0;
         let model = SparseCoder::load_on(make()?, &a.model)?;
-        let data = load_model_split(&a.model, a.data_dir.as_deref(), &a.split)?;
+        let data = load_model_split(&a.model, a.data_dir.as_deref(), a.split)?;
         let split = &a.split;
-        let part = data.split(split)?;
+        let part = data.get(a.split)?;
         let t0 = Instant::now();
         let report = denoise(&model, &part.samples(data.pixel_scale), &a.sigma, a.seed)?;
         let out = a.out.clone().unwrap_or_else(|| parent_dir(&a.model));

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use varsparse::backend::{Backend, Device, OnBackend};
+use varsparse::data::SplitName;
 use varsparse::io::{read_npy_f32, write_json, write_npy_f32};
 use varsparse::{Error, Result, SparseCoder};
 
@@ -20,9 +21,9 @@ pub struct Args {
     /// Samples (n, d) to encode.
     #[arg(long, value_name = "Y.npy")]
     input: Option<PathBuf>,
-    /// A split of the model's training data: train, val or test.
-    #[arg(long, value_name = "NAME")]
-    split: Option<String>,
+    /// A split of the model's data.
+    #[arg(long, value_enum, value_name = "NAME")]
+    split: Option<SplitName>,
     /// Where to write the codes (n, l).
     #[arg(long, value_name = "Z.npy")]
     out: PathBuf,
@@ -48,8 +49,8 @@ impl OnBackend for Job<'_> {
         let model = SparseCoder::load_on(make()?, &a.model)?;
         let y = match (&a.input, &a.split) {
             (Some(path), None) => read_npy_f32(path)?,
-            (None, Some(split)) => load_model_split(&a.model, a.data_dir.as_deref(), split)?
-                .split(split)?
+            (None, Some(split)) => load_model_split(&a.model, a.data_dir.as_deref(), *split)?
+                .get(*split)?
                 .x
                 .clone(),
             _ => {

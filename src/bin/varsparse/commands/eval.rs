@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use varsparse::backend::{Backend, Device, OnBackend};
+use varsparse::data::SplitName;
 use varsparse::io::write_json;
 use varsparse::train::EvalStats;
 use varsparse::{Result, SparseCoder};
@@ -15,9 +16,9 @@ pub struct Args {
     /// The checkpoint directory.
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// train, val or test.
-    #[arg(long, value_name = "NAME", default_value = "test")]
-    split: String,
+    /// The split of the model's data.
+    #[arg(long, value_enum, value_name = "NAME", default_value_t = SplitName::Test)]
+    split: SplitName,
     /// Also write the JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -35,8 +36,8 @@ impl OnBackend for Job<'_> {
     fn run<B: Backend<f32>>(self, make: &dyn Fn() -> Result<B>) -> Result<EvalStats> {
         let a = self.0;
         let model = SparseCoder::load_on(make()?, &a.model)?;
-        let data = load_model_split(&a.model, a.data_dir.as_deref(), &a.split)?;
-        model.evaluate(&data.split(&a.split)?.samples(data.pixel_scale))
+        let data = load_model_split(&a.model, a.data_dir.as_deref(), a.split)?;
+        model.evaluate(&data.get(a.split)?.samples(data.pixel_scale))
     }
 }
 
