@@ -950,3 +950,34 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
     );
     assert_eq!(report.plot("t").series.len(), 3);
 }
+
+#[test]
+fn models_compared_in_one_report_share_an_mnist_split() {
+    use std::path::PathBuf;
+    use varsparse::experiments::classify::shared_mnist_split;
+    let mnist = |seed| DataSpec::Mnist {
+        dir: PathBuf::from("/d/mnist"),
+        split_seed: seed,
+        train_limit: Some(500),
+    };
+    assert_eq!(shared_mnist_split(&[]).unwrap(), None);
+    assert_eq!(
+        shared_mnist_split(&[("a".into(), mnist(7)), ("b".into(), mnist(7))]).unwrap(),
+        Some((PathBuf::from("/d/mnist"), 7))
+    );
+    let e = shared_mnist_split(&[("a".into(), mnist(7)), ("b".into(), mnist(8))]).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidParameter { value, .. } if value == "b"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("split seed 8"), "{e}");
+    let patches = DataSpec::Patches {
+        dir: PathBuf::from("/d/natural"),
+        n_train: 1,
+        n_val: 1,
+        n_test: 1,
+        seed: 0,
+    };
+    let e = shared_mnist_split(&[("p".into(), patches)]).unwrap_err();
+    assert!(e.to_string().contains("MNIST's labels"), "{e}");
+}
