@@ -131,6 +131,16 @@ pub enum Error {
         /// The process holding the lock.
         pid: u32,
     },
+    /// No data directory was found: neither `--data-dir`, nor the environment variable
+    /// `VARSPARSE_DATA`, nor the crate's own `data/` (see [`crate::data::spec::resolve_data_dir`]).
+    #[error(
+        "no data directory found; tried: {}; pass --data-dir DIR or set VARSPARSE_DATA",
+        .tried.join("; ")
+    )]
+    NoDataDir {
+        /// Every place tried, each with why it was not used.
+        tried: Vec<String>,
+    },
     /// The CUDA backend cannot start: a library is missing or there is no such device.
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),

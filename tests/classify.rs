@@ -895,6 +895,7 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
     let row = |method, encoder: Option<&str>, n, val: f64| ClassifyRow {
         method,
         encoder: encoder.map(String::from),
+        encoder_kind: encoder.map(|e| e.split(' ').next().unwrap().to_string()),
         selected: None,
         per_class: n,
         train_size: 10 * n,
@@ -925,11 +926,7 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
             row(Method::Raw, None, 1, 0.3),
         ],
     };
-    report.select_best_by_validation(|r| {
-        r.encoder
-            .as_deref()
-            .map(|e| e.split(" λ=").next().unwrap().to_string())
-    });
+    report.select_best_by_kind();
     let got: Vec<(String, usize, Option<&str>, f64)> = report
         .rows
         .iter()
@@ -952,4 +949,35 @@ fn selecting_the_best_encoder_by_validation_keeps_one_row_per_kind_and_n() {
         ]
     );
     assert_eq!(report.plot("t").series.len(), 3);
+}
+
+#[test]
+fn models_compared_in_one_report_share_an_mnist_split() {
+    use std::path::PathBuf;
+    use varsparse::experiments::classify::shared_mnist_split;
+    let mnist = |seed| DataSpec::Mnist {
+        dir: PathBuf::from("/d/mnist"),
+        split_seed: seed,
+        train_limit: Some(500),
+    };
+    assert_eq!(shared_mnist_split(&[]).unwrap(), None);
+    assert_eq!(
+        shared_mnist_split(&[("a".into(), mnist(7)), ("b".into(), mnist(7))]).unwrap(),
+        Some((PathBuf::from("/d/mnist"), 7))
+    );
+    let e = shared_mnist_split(&[("a".into(), mnist(7)), ("b".into(), mnist(8))]).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidParameter { value, .. } if value == "b"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("split seed 8"), "{e}");
+    let patches = DataSpec::Patches {
+        dir: PathBuf::from("/d/natural"),
+        n_train: 1,
+        n_val: 1,
+        n_test: 1,
+        seed: 0,
+    };
+    let e = shared_mnist_split(&[("p".into(), patches)]).unwrap_err();
+    assert!(e.to_string().contains("MNIST's labels"), "{e}");
 }

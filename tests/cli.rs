@@ -250,7 +250,10 @@ fn train_then_encode_eval_and_resume() {
         .args(["train", "--resume", &p("latest"), "--epochs", "2"])
         .assert()
         .success()
-        .stderr(predicates::str::contains("resuming at epoch 2"));
+        .stderr(
+            predicates::str::contains("resuming at epoch 2")
+                .and(predicates::str::contains("warning").not()),
+        );
     assert_eq!(
         std::fs::read_to_string(run.join("log.jsonl"))
             .unwrap()
@@ -258,12 +261,58 @@ fn train_then_encode_eval_and_resume() {
             .count(),
         2
     );
+    // the run directory itself resumes from its latest/ (into the same run directory)
+    varsparse()
+        .args([
+            "train",
+            "--resume",
+            &run.display().to_string(),
+            "--epochs",
+            "3",
+        ])
+        .assert()
+        .success()
+        .stderr(
+            predicates::str::contains("resuming at epoch 3")
+                .and(predicates::str::contains("warning").not()),
+        );
+    let latest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("latest/model.json")).unwrap())
+            .unwrap();
+    assert_eq!(latest["epochs_done"], 3);
+    // resuming from best/ works but warns that the epochs after it are discarded
+    let elsewhere = dir.path().join("from-best").display().to_string();
+    varsparse()
+        .args(["train", "--resume", &p("best"), "--epochs", "4"])
+        .args(["--out", &elsewhere])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(
+            "warning: resuming from the best checkpoint",
+        ));
+    // neither a run nor a checkpoint
+    varsparse()
+        .args(["train", "--resume", &dir.path().display().to_string()])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("neither a run directory"));
 
     varsparse()
         .args(["eval", "--model", &p("best"), "--split", "val"])
         .assert()
         .success()
         .stdout(predicates::str::contains("\"psnr\""));
+    // split names are typed: `validation` is `val`, anything else a usage error
+    varsparse()
+        .args(["eval", "--model", &p("best"), "--split", "validation"])
+        .assert()
+        .success()
+        .stdout(predicates::str::contains("\"split\": \"val\""));
+    varsparse()
+        .args(["eval", "--model", &p("best"), "--split", "holdout"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("train, val, test"));
     // encode a file of the right width, with and without FISTA
     let y: Array2<f32> = linear_uniform(&mut rng(9), 20, 784, 1);
     write(&run.join("y.npy"), &y);
@@ -557,4 +606,295 @@ fn denoise_atoms_and_sweep_commands() {
         .assert()
         .failure()
         .stderr(predicates::str::contains("same data"));
+}
+
+/// Whether this build can start a CUDA device (a `cuda` build on a machine with a GPU).
+fn gpu_available() -> bool {
+    struct Probe;
+    impl varsparse::backend::OnBackend for Probe {
+        type Output = ();
+        fn run<B: varsparse::Backend<f32>>(
+            self,
+            make: &dyn Fn() -> varsparse::Result<B>,
+        ) -> varsparse::Result<()> {
+            make().map(|_| ())
+        }
+    }
+    varsparse::backend::Device::Cuda { ordinal: 0 }
+        .run(Probe)
+        .is_ok()
+}
+
+#[test]
+fn device_flag_is_typed_and_cuda_without_a_gpu_is_a_clear_error() {
+    let dir = setup();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let infer = [
+        "infer",
+        "--dictionary",
+        &p("W.npy"),
+        "--input",
+        &p("Y.npy"),
+        "--out",
+        &p("Z.npy"),
+        "--lambda",
+        "0.01",
+    ];
+    // not a device: a usage error (exit code 2) listing the valid names
+    varsparse()
+        .args(["--device", "tpu"])
+        .args(infer)
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("cpu, cuda or cuda:N"));
+    varsparse()
+        .args(infer)
+        .args(["--device", "cuda:x"])
+        .assert()
+        .code(2);
+    // cpu explicitly
+    varsparse()
+        .args(infer)
+        .args(["--device", "cpu"])
+        .assert()
+        .success();
+    if gpu_available() {
+        println!("skipped the no-GPU error path: this build has a GPU");
+        return;
+    }
+    let nowhere = p("no-model");
+    let data = data_dir();
+    let out = p("out");
+    let y = p("Y.npy");
+    let commands: Vec<Vec<&str>> = vec![
+        infer.to_vec(),
+        vec!["encode", "--model", &nowhere, "--input", &y, "--out", &out],
+        vec!["eval", "--model", &nowhere],
+        vec!["denoise", "--model", &nowhere],
+        vec![
+            "classify",
+            "--baseline",
+            "raw",
+            "--data-dir",
+            &data,
+            "--out",
+            &out,
+        ],
+        vec![
+            "train",
+            "--preset",
+            "mnist-vdl",
+            "--train-limit",
+            "300",
+            "--epochs",
+            "1",
+            "--data-dir",
+            &data,
+            "--out",
+            &out,
+        ],
+        vec![
+            "sweep",
+            "--preset",
+            "mnist-vdl",
+            "--lambdas",
+            "0.02",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "300",
+            "--data-dir",
+            &data,
+            "--out",
+            &out,
+        ],
+    ];
+    for (k, c) in commands.iter().enumerate() {
+        for device in ["cuda", "cuda:1"] {
+            // global flag, before or after the subcommand
+            let mut cmd = varsparse();
+            if k % 2 == 0 {
+                cmd.args(["--device", device]).args(c);
+            } else {
+                cmd.args(c).args(["--device", device]);
+            }
+            cmd.assert()
+                .code(1)
+                .stderr(predicates::str::contains("CUDA"));
+        }
+    }
+    // bench runs on the CPU only, and says so
+    varsparse()
+        .args(["bench", "--device", "cuda", "--data-dir", &data])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--device cpu"));
+}
+
+#[test]
+fn infer_chooses_its_solver_and_says_which_ran() {
+    let dir = setup();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let run = |decoder: &[&str], extra: &[&str]| {
+        let mut c = varsparse();
+        c.arg("infer")
+            .args(decoder)
+            .args(["--input", &p("Y.npy"), "--out", &p("Z.npy")])
+            .args(["--report", &p("R.json"), "--lambda", "0.01"])
+            .args(extra);
+        c
+    };
+    let report = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("R.json")).unwrap()).unwrap()
+    };
+    let codes =
+        || Array2::<f32>::read_npy(std::fs::File::open(dir.path().join("Z.npy")).unwrap()).unwrap();
+    let w = p("W.npy");
+    let mlp = format!("{},{},{}", p("W1.npy"), p("b1.npy"), p("W2.npy"));
+    let linear = ["--dictionary", w.as_str()];
+    let one_hidden = ["--mlp", mlp.as_str()];
+
+    // a plain lasso: auto (the default) runs the exact solver
+    run(&linear, &[])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("exact"));
+    assert_eq!(report()["solver"], "exact");
+    assert!(report()["lasso"].is_object());
+    let exact = codes();
+    // FISTA on request, close to the exact codes
+    run(&linear, &["--solver", "fista", "--tol", "0"])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("FISTA"));
+    assert_eq!(report()["solver"], "fista");
+    assert_eq!(report()["batches"].as_array().unwrap().len(), 1);
+    let fista = codes();
+    let gap = (&exact - &fista).iter().fold(0f32, |m, v| m.max(v.abs()));
+    assert!(gap < 1e-2, "exact and FISTA codes differ by {gap}");
+    // a variance term, a proximity term or a one-hidden-layer decoder: auto runs FISTA ...
+    for (decoder, extra) in [
+        (&linear[..], &["--beta", "1"][..]),
+        (&linear, &["--gamma", "1"]),
+        (&one_hidden, &[]),
+    ] {
+        run(decoder, extra).assert().success();
+        assert_eq!(report()["solver"], "fista", "{extra:?}");
+        // ... and exact is a clear error
+        run(decoder, extra)
+            .args(["--solver", "exact"])
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains(
+                "exact solver needs a linear dictionary",
+            ));
+    }
+    // FISTA-only flags make auto run FISTA; with exact they are an error
+    run(&linear, &["--step", "0.5"]).assert().success();
+    assert_eq!(report()["solver"], "fista");
+    run(&linear, &["--solver", "exact", "--direct"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("FISTA's"));
+    // not a solver: a usage error
+    run(&linear, &["--solver", "spams"]).assert().code(2);
+}
+
+#[test]
+fn infer_takes_a_one_dimensional_b1() {
+    let dir = setup();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let b1 = Array2::<f32>::from_shape_fn((1, 12), |(_, j)| 0.05 * j as f32 - 0.2);
+    write(&dir.path().join("b1_row.npy"), &b1);
+    b1.row(0)
+        .to_owned()
+        .write_npy(std::fs::File::create(dir.path().join("b1_vec.npy")).unwrap())
+        .unwrap();
+    let mut got = Vec::new();
+    for b in ["b1_row.npy", "b1_vec.npy"] {
+        varsparse()
+            .args([
+                "infer",
+                "--mlp",
+                &format!("{},{},{}", p("W1.npy"), p(b), p("W2.npy")),
+                "--input",
+                &p("Y.npy"),
+                "--out",
+                &p("Z.npy"),
+                "--lambda",
+                "0.01",
+                "--step",
+                "0.5",
+            ])
+            .assert()
+            .success();
+        got.push(
+            Array2::<f32>::read_npy(std::fs::File::open(dir.path().join("Z.npy")).unwrap())
+                .unwrap(),
+        );
+    }
+    assert_eq!(got[0], got[1]);
+    // a b1 of the wrong length names it
+    ndarray::Array1::<f32>::zeros(5)
+        .write_npy(std::fs::File::create(dir.path().join("b1_bad.npy")).unwrap())
+        .unwrap();
+    varsparse()
+        .args([
+            "infer",
+            "--mlp",
+            &format!("{},{},{}", p("W1.npy"), p("b1_bad.npy"), p("W2.npy")),
+            "--input",
+            &p("Y.npy"),
+            "--out",
+            &p("Z.npy"),
+            "--lambda",
+            "0.01",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("b1"));
+}
+
+#[test]
+fn data_directory_from_flag_environment_or_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run").display().to_string();
+    // VARSPARSE_DATA is used when --data-dir is not given ...
+    varsparse()
+        .env("VARSPARSE_DATA", "/nonexistent-env")
+        .args(["train", "--preset", "mnist-vdl", "--out", &out])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("/nonexistent-env/mnist"));
+    // ... and --data-dir wins over it
+    varsparse()
+        .env("VARSPARSE_DATA", "/nonexistent-env")
+        .args(["train", "--preset", "mnist-vdl", "--out", &out])
+        .args(["--data-dir", "/nonexistent-flag"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicates::str::contains("/nonexistent-flag/mnist")
+                .and(predicates::str::contains("nonexistent-env").not()),
+        );
+    // without either, the crate's data/ (this test runs from elsewhere)
+    varsparse()
+        .env_remove("VARSPARSE_DATA")
+        .current_dir(dir.path())
+        .args([
+            "classify",
+            "--baseline",
+            "raw",
+            "--per-class",
+            "1",
+            "--seeds",
+            "1",
+        ])
+        .args(["--epochs", "1", "--out", &out])
+        .assert()
+        .success()
+        .stderr(predicates::str::contains(format!(
+            "MNIST from {}/mnist",
+            data_dir()
+        )));
 }

@@ -778,3 +778,110 @@ fn full_patch_generation_timing() {
         elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn the_data_directory_comes_from_the_flag_the_environment_or_the_build() {
+    use varsparse::data::spec::{builtin_data_dir, resolve_data_dir_from};
+    let flag = Path::new("/from/flag");
+    let missing = Path::new("/no/such/builtin");
+    // the flag wins over everything
+    assert_eq!(
+        resolve_data_dir_from(Some(flag), Some("/from/env".into()), builtin_data_dir()).unwrap(),
+        flag
+    );
+    // then the environment (an empty value is unset)
+    assert_eq!(
+        resolve_data_dir_from(None, Some("/from/env".into()), builtin_data_dir()).unwrap(),
+        Path::new("/from/env")
+    );
+    assert_eq!(
+        resolve_data_dir_from(None, Some("".into()), builtin_data_dir()).unwrap(),
+        builtin_data_dir()
+    );
+    // then the crate's data/, when it is there
+    assert_eq!(
+        resolve_data_dir_from(None, None, builtin_data_dir()).unwrap(),
+        builtin_data_dir()
+    );
+    // else a typed error naming every place tried
+    match resolve_data_dir_from(None, None, missing) {
+        Err(varsparse::Error::NoDataDir { tried }) => {
+            assert_eq!(tried.len(), 3);
+            let msg = varsparse::Error::NoDataDir { tried }.to_string();
+            for want in ["--data-dir", "VARSPARSE_DATA", "/no/such/builtin"] {
+                assert!(msg.contains(want), "{msg}");
+            }
+        }
+        other => panic!("expected NoDataDir, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_presets_data_spec_and_another_root() {
+    use varsparse::data::spec::DataOptions;
+    use varsparse::data::{DataKind, DataSpec, SplitName};
+    let root = Path::new("/d");
+    let mnist = DataSpec::for_kind(
+        DataKind::Mnist,
+        root,
+        &DataOptions {
+            train_limit: Some(5),
+            ..DataOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        mnist,
+        DataSpec::Mnist {
+            dir: root.join("mnist"),
+            split_seed: varsparse::data::DEFAULT_SPLIT_SEED,
+            train_limit: Some(5),
+        }
+    );
+    let patches = DataSpec::for_kind(DataKind::Patches, root, &DataOptions::default()).unwrap();
+    assert!(
+        matches!(&patches, DataSpec::Patches { dir, n_train: 200_000, .. } if dir == &root.join("natural"))
+    );
+    // options of the other data set are refused
+    let e = DataSpec::for_kind(
+        DataKind::Patches,
+        root,
+        &DataOptions {
+            train_limit: Some(5),
+            ..DataOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("train-limit"), "{e}");
+    let e = DataSpec::for_kind(
+        DataKind::Mnist,
+        root,
+        &DataOptions {
+            patches: Some([1, 2, 3]),
+            ..DataOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("patches"), "{e}");
+    // another root keeps everything else
+    assert_eq!(
+        mnist.clone().with_root(Path::new("/e")),
+        DataSpec::Mnist {
+            dir: PathBuf::from("/e/mnist"),
+            split_seed: varsparse::data::DEFAULT_SPLIT_SEED,
+            train_limit: Some(5),
+        }
+    );
+    // split names
+    for (s, n) in [
+        ("train", SplitName::Train),
+        ("val", SplitName::Val),
+        ("validation", SplitName::Val),
+        ("test", SplitName::Test),
+    ] {
+        assert_eq!(s.parse::<SplitName>().unwrap(), n);
+        assert_eq!(n.to_string().parse::<SplitName>().unwrap(), n);
+        assert_eq!(serde_json::to_string(&n).unwrap(), format!("\"{n}\""));
+    }
+    assert!("holdout".parse::<SplitName>().is_err());
+}

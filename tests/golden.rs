@@ -289,5 +289,5 @@ fn short_runs_and_infer_give_the_recorded_bits() {
 
 /// The flags that make `infer` run FISTA on a plain lasso.
 fn solver_fista() -> Vec<&'static str> {
-    vec![]
+    vec!["--solver", "fista"]
 }

@@ -410,3 +410,45 @@ fn checkpoint_arrays_have_the_documented_shapes() {
     linear.save(dir.path()).unwrap();
     assert_eq!(shape("decoder_W"), [d, l]);
 }
+
+#[test]
+fn resume_from_a_run_directory_or_a_checkpoint() {
+    use varsparse::train::checkpoint::resume_from;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let opts = FitOptions {
+        out_dir: Some(run.clone()),
+        ..FitOptions::default()
+    };
+    let params = ModelParams::preset(Preset::MnistSdl).epochs(1).seed(3);
+    params
+        .validate()
+        .unwrap()
+        .fit_with(Cpu, &mnist().train_data(), &opts, &mut ())
+        .unwrap();
+
+    // the run directory means its latest/
+    let r = resume_from(&run).unwrap();
+    assert_eq!(r.checkpoint, run.join("latest"));
+    assert_eq!(r.run_dir, run);
+    assert_eq!(r.warning, None);
+    // a checkpoint directory is itself, in its run
+    let r = resume_from(&run.join("latest")).unwrap();
+    assert_eq!(
+        (r.checkpoint, r.run_dir, r.warning),
+        (run.join("latest"), run.clone(), None)
+    );
+    // best/ resumes, with a warning naming latest/
+    let r = resume_from(&run.join("best")).unwrap();
+    assert_eq!(r.checkpoint, run.join("best"));
+    let w = r.warning.expect("a warning for best/");
+    assert!(w.contains("discarded") && w.contains("latest"), "{w}");
+    // after a crash between the two renames of a save, latest.old stands in for latest
+    std::fs::rename(run.join("latest"), run.join("latest.old")).unwrap();
+    assert_eq!(resume_from(&run).unwrap().checkpoint, run.join("latest"));
+    // anything else is a typed error
+    match resume_from(tmp.path()) {
+        Err(Error::Checkpoint { detail, .. }) => assert!(detail.contains("neither"), "{detail}"),
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}

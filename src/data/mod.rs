@@ -31,4 +31,4 @@ pub use patches::{
     generate_patches_from_images, lcn, load_natural_images,
 };
 pub use samples::{PixelScale, Samples, TrainData};
-pub use spec::{DataKind, DataSpec, LoadedData, Split};
+pub use spec::{DataKind, DataSpec, LoadedData, Split, SplitName};

@@ -88,6 +88,46 @@ pub enum DataSpec {
     },
 }
 
+/// Which split of a data set. Names (`train`, `val`, `test`; `validation` is accepted for
+/// `val`) are serde's, shared with the CLI's `--split` (a `clap::ValueEnum` derived from these
+/// variants, feature `cli`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[serde(rename_all = "snake_case")]
+pub enum SplitName {
+    /// The training split.
+    Train,
+    /// The validation split (model selection).
+    #[serde(alias = "validation")]
+    #[cfg_attr(feature = "cli", value(alias = "validation"))]
+    Val,
+    /// The test split.
+    Test,
+}
+
+impl std::str::FromStr for SplitName {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<SplitName> {
+        match s {
+            "train" => Ok(SplitName::Train),
+            "val" | "validation" => Ok(SplitName::Val),
+            "test" => Ok(SplitName::Test),
+            _ => Err(Error::param("split", s, "expected train, val or test")),
+        }
+    }
+}
+
+impl std::fmt::Display for SplitName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitName::Train => "train",
+            SplitName::Val => "val",
+            SplitName::Test => "test",
+        })
+    }
+}
+
 /// One loaded split: samples and, for patches, the per-element pixel scale and labels if any.
 #[derive(Clone, Debug)]
 pub struct Split {
@@ -123,14 +163,157 @@ fn patch_split(p: PatchSet) -> Split {
     }
 }
 
+/// The environment variable naming the data directory when `--data-dir` is not given.
+pub const DATA_DIR_ENV: &str = "VARSPARSE_DATA";
+
+/// The crate's own `data/` directory, as it was at compile time (for `cargo run` and the tests).
+pub fn builtin_data_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/data"))
+}
+
+/// The data directory (holding `mnist/` and `natural/`): `flag` when given (e.g. the CLI's
+/// `--data-dir`), else the environment variable [`DATA_DIR_ENV`] (`VARSPARSE_DATA`) when set
+/// and non-empty, else the crate's `data/` ([`builtin_data_dir`]) when it exists.
+///
+/// # Errors
+/// [`Error::NoDataDir`] naming every place tried, when none applies.
+pub fn resolve_data_dir(flag: Option<&Path>) -> Result<PathBuf> {
+    resolve_data_dir_from(flag, std::env::var_os(DATA_DIR_ENV), builtin_data_dir())
+}
+
+/// [`resolve_data_dir`] with the environment's value and the built-in directory given
+/// explicitly (for tests, or a program with its own defaults).
+///
+/// ```
+/// use std::path::Path;
+/// use varsparse::data::spec::resolve_data_dir_from;
+///
+/// let err = resolve_data_dir_from(None, None, Path::new("/no/such/dir")).unwrap_err();
+/// let msg = err.to_string();
+/// assert!(msg.contains("--data-dir") && msg.contains("VARSPARSE_DATA") && msg.contains("/no/such/dir"));
+/// assert_eq!(
+///     resolve_data_dir_from(None, Some("/elsewhere".into()), Path::new("/no/such/dir"))?,
+///     Path::new("/elsewhere")
+/// );
+/// # Ok::<(), varsparse::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NoDataDir`] naming every place tried, when none applies.
+pub fn resolve_data_dir_from(
+    flag: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+    builtin: &Path,
+) -> Result<PathBuf> {
+    if let Some(dir) = flag {
+        return Ok(dir.to_path_buf());
+    }
+    if let Some(dir) = env.filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(dir));
+    }
+    if builtin.is_dir() {
+        return Ok(builtin.to_path_buf());
+    }
+    Err(Error::NoDataDir {
+        tried: vec![
+            "--data-dir (not given)".into(),
+            format!("the environment variable {DATA_DIR_ENV} (not set)"),
+            format!(
+                "the data directory this binary was built with, {} (not a directory)",
+                builtin.display()
+            ),
+        ],
+    })
+}
+
+/// How a preset's bundled data is drawn (every field optional: the presets' defaults apply).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataOptions {
+    /// MNIST: the seed of the train/validation split; patches: the crops' seed.
+    pub split_seed: Option<u64>,
+    /// MNIST: keep only the first N training images.
+    pub train_limit: Option<usize>,
+    /// Patches: training, validation and test patches (default 200,000 / 20,000 / 20,000).
+    pub patches: Option<[usize; 3]>,
+}
+
 impl DataSpec {
-    /// The bundled data directory: `./data` when it exists, else the crate's own `data/`.
+    /// The bundled data directory, as [`resolve_data_dir`] finds it without a flag, or the
+    /// crate's `data/` when nothing is found (loading from it then names the missing files).
     pub fn default_dir() -> PathBuf {
-        let local = PathBuf::from("data");
-        if local.is_dir() {
-            local
-        } else {
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("data")
+        resolve_data_dir(None).unwrap_or_else(|_| builtin_data_dir().to_path_buf())
+    }
+
+    /// The data a preset of kind `kind` trains on, under the data directory `root`
+    /// (`root/mnist` or `root/natural`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an option of the other data set (`train_limit` with
+    /// patches, `patches` with MNIST).
+    pub fn for_kind(kind: DataKind, root: &Path, opts: &DataOptions) -> Result<DataSpec> {
+        match kind {
+            DataKind::Mnist => {
+                if opts.patches.is_some() {
+                    return Err(Error::param(
+                        "patches",
+                        "given",
+                        "--patches applies to the patches-* presets, not MNIST",
+                    ));
+                }
+                Ok(DataSpec::Mnist {
+                    dir: root.join("mnist"),
+                    split_seed: opts.split_seed.unwrap_or(data::DEFAULT_SPLIT_SEED),
+                    train_limit: opts.train_limit,
+                })
+            }
+            DataKind::Patches => {
+                if opts.train_limit.is_some() {
+                    return Err(Error::param(
+                        "train-limit",
+                        "given",
+                        "--train-limit applies to MNIST; use --patches N,N,N",
+                    ));
+                }
+                let [n_train, n_val, n_test] = opts.patches.unwrap_or([200_000, 20_000, 20_000]);
+                Ok(DataSpec::Patches {
+                    dir: root.join("natural"),
+                    n_train,
+                    n_val,
+                    n_test,
+                    seed: opts.split_seed.unwrap_or(data::patches::DEFAULT_PATCH_SEED),
+                })
+            }
+        }
+    }
+
+    /// The same data read from another data directory `root` (`root/mnist` or
+    /// `root/natural`), e.g. a checkpoint's recorded data on another machine; `.npy` sources
+    /// are unchanged.
+    pub fn with_root(self, root: &Path) -> DataSpec {
+        match self {
+            DataSpec::Mnist {
+                split_seed,
+                train_limit,
+                ..
+            } => DataSpec::Mnist {
+                dir: root.join("mnist"),
+                split_seed,
+                train_limit,
+            },
+            DataSpec::Patches {
+                n_train,
+                n_val,
+                n_test,
+                seed,
+                ..
+            } => DataSpec::Patches {
+                dir: root.join("natural"),
+                n_train,
+                n_val,
+                n_test,
+                seed,
+            },
+            spec => spec,
         }
     }
 
@@ -268,19 +451,26 @@ impl LoadedData {
         }
     }
 
-    /// A split by name: `"train"`, `"val"` or `"test"`.
+    /// A split by name: `"train"`, `"val"` (or `"validation"`) or `"test"` (see [`SplitName`]).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for another name or a source without a test split.
     pub fn split(&self, name: &str) -> Result<&Split> {
+        self.get(name.parse()?)
+    }
+
+    /// A split.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for the test split of a source without one.
+    pub fn get(&self, name: SplitName) -> Result<&Split> {
         match name {
-            "train" => Ok(&self.train),
-            "val" | "validation" => Ok(&self.val),
-            "test" => self
+            SplitName::Train => Ok(&self.train),
+            SplitName::Val => Ok(&self.val),
+            SplitName::Test => self
                 .test
                 .as_ref()
                 .ok_or_else(|| Error::param("split", name, "this data source has no test split")),
-            _ => Err(Error::param("split", name, "expected train, val or test")),
         }
     }
 }

@@ -31,11 +31,20 @@
 //! Features and parameters are `F` (`f32` in the protocol, `f64` for gradient checks); losses
 //! are accumulated in `f64`. The module knows nothing about MNIST: the command-line tool loads
 //! the splits and passes the encoder in.
+//!
+//! Devices: the codes come from whatever [`EncodeFn`] computes them, so a model on any backend
+//! (e.g. `SparseCoder<Cuda>`) encodes on its device; the classifiers themselves (the linear
+//! layer, and the `lista-raw` baseline's small LISTA) train on the CPU ([`Cpu`]): a
+//! `(n, 128) x (128, 10)` layer on at most a few thousand samples is too small to gain from a
+//! GPU.
 
 use ndarray::{Array2, ArrayView2, Axis, s};
 use rand_chacha::ChaCha8Rng;
 
-use crate::backend::Cpu;
+use std::path::{Path, PathBuf};
+
+use crate::backend::{Backend, Cpu};
+use crate::data::DataSpec;
 use crate::data::sampling::permutation;
 use crate::error::{Error, Result};
 use crate::model::encoder::{Lista, ListaTape};
@@ -43,6 +52,7 @@ use crate::model::params::{ListaParams, ParamSet};
 use crate::rng::{self, linear_uniform};
 use crate::scalar::Scalar;
 use crate::scalar::check_finite;
+use crate::train::SparseCoder;
 use crate::train::optim::{AdamParams, AdamState, adam_step};
 
 /// Rows per forward pass when a LISTA classifier scores a large set (bounds the tape's memory).
@@ -1078,8 +1088,10 @@ fn first_per_class_of(labels: &[u8], n: usize, n_classes: usize) -> Result<Vec<u
     Ok(out)
 }
 
-/// What a classifier is trained on.
+/// What a classifier is trained on. Names (`codes`, `raw`, `lista-raw`) are serde's, shared
+/// with the CLI (a `clap::ValueEnum` derived from these variants, feature `cli`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// The linear layer on a trained model's encoder codes.
@@ -1223,6 +1235,11 @@ pub struct ClassifyRow {
     /// compares several; `None` otherwise.
     #[serde(default)]
     pub encoder: Option<String>,
+    /// The kind of model behind `encoder` (its preset's name, or the label of a model without
+    /// one), set with it by [`ClassifyReport::label_encoder`]: rows of one kind compete in
+    /// [`ClassifyReport::select_best_by_kind`]. `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_kind: Option<String>,
     /// When the row was chosen among several encoders of one kind by validation accuracy (the
     /// paper's Figure 9 protocol), the encoder chosen; `None` otherwise.
     #[serde(default)]
@@ -1320,6 +1337,39 @@ impl ClassifyReport {
         }
         self.rows = kept;
     }
+    /// Labels every `codes` row with the encoder that made its codes, `model` read from
+    /// `path`, for a report comparing several encoders: the label is the model's preset, λ and
+    /// epochs trained (`mnist-vdl λ=0.02 ep200`), or the directory for a model without a
+    /// preset; the kind ([`ClassifyRow::encoder_kind`]) is the preset's name (or that label).
+    pub fn label_encoder<B: Backend<f32>>(&mut self, model: &SparseCoder<B>, path: &Path) {
+        let (label, kind) = match model.params().preset {
+            Some(p) => (
+                format!(
+                    "{} λ={} ep{}",
+                    p.name(),
+                    model.params().energy.lambda,
+                    model.epochs_trained()
+                ),
+                p.name().to_string(),
+            ),
+            None => {
+                let l = path.display().to_string();
+                (l.clone(), l)
+            }
+        };
+        for row in self.rows.iter_mut().filter(|r| r.method == Method::Codes) {
+            row.encoder = Some(label.clone());
+            row.encoder_kind = Some(kind.clone());
+        }
+    }
+
+    /// [`ClassifyReport::select_best_by_validation`] over the groups of
+    /// [`ClassifyRow::encoder_kind`] (the paper's Figure 9 protocol over a λ sweep: for each
+    /// model kind and `N`, the encoder with the best mean validation accuracy).
+    pub fn select_best_by_kind(&mut self) {
+        self.select_best_by_validation(|r| r.encoder_kind.clone());
+    }
+
     /// Figure 9: top-1 test accuracy (%) against training samples per class (log axis), one line
     /// per method, error bars one standard deviation over seeds.
     pub fn plot(&self, title: &str) -> crate::experiments::figures::LinePlot {
@@ -1415,6 +1465,48 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     }
     let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
     (mean, var.sqrt())
+}
+
+/// The MNIST data that the encoders of several models were trained on, `recorded` holding
+/// each model's directory and its recorded [`DataSpec`]: its directory and split seed, the same
+/// for all (the protocol draws the first `N` images per class from the training split, so the
+/// models must share it); `None` for no models.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming the model for one trained on other data than MNIST, or
+/// on another split seed than the first.
+pub fn shared_mnist_split(recorded: &[(PathBuf, DataSpec)]) -> Result<Option<(PathBuf, u64)>> {
+    let mut first: Option<(PathBuf, u64)> = None;
+    for (model, spec) in recorded {
+        let DataSpec::Mnist {
+            dir, split_seed, ..
+        } = spec
+        else {
+            return Err(Error::param(
+                "model",
+                model.display(),
+                format!(
+                    "classification needs MNIST's labels; the model was trained on {}",
+                    serde_json::to_string(spec).unwrap_or_default()
+                ),
+            ));
+        };
+        match &first {
+            None => first = Some((dir.clone(), *split_seed)),
+            Some((_, s0)) if s0 != split_seed => {
+                return Err(Error::param(
+                    "model",
+                    model.display(),
+                    format!(
+                        "was trained on MNIST split seed {split_seed}, the first model on {s0}: \
+                         compare models of one split"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(first)
 }
 
 /// An encoder of raw features into codes (e.g. `|y| model.encode(y)` for a
@@ -1528,6 +1620,7 @@ pub fn run_protocol(
             let mut row = ClassifyRow {
                 method,
                 encoder: None,
+                encoder_kind: None,
                 selected: None,
                 per_class: n,
                 train_size: idx.len(),

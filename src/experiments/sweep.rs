@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::{Backend, Cpu};
 use crate::data::spec::LoadedData;
 use crate::error::{Error, Result};
 use crate::experiments::figures::{LinePlot, Series};
@@ -148,6 +149,22 @@ pub fn run_sweep(
     cfg: &SweepConfig,
     data: &LoadedData,
     stop: Option<&AtomicBool>,
+    on_event: impl FnMut(&SweepEvent<'_>),
+) -> Result<Vec<SweepResult>> {
+    run_sweep_on(&|| Ok(Cpu), cfg, data, stop, on_event)
+}
+
+/// [`run_sweep`] on the backends `make` returns (one per training run and one per evaluation;
+/// e.g. a [`crate::backend::Device`]'s through [`crate::backend::OnBackend`]). The checkpoints
+/// and results do not depend on the backend beyond its rounding.
+///
+/// # Errors
+/// As [`run_sweep`]; `make`'s error when the device cannot start.
+pub fn run_sweep_on<B: Backend<f32>>(
+    make: &dyn Fn() -> Result<B>,
+    cfg: &SweepConfig,
+    data: &LoadedData,
+    stop: Option<&AtomicBool>,
     mut on_event: impl FnMut(&SweepEvent<'_>),
 ) -> Result<Vec<SweepResult>> {
     cfg.validate()?;
@@ -205,13 +222,13 @@ pub fn run_sweep(
                         data_description: cfg.data_description.clone(),
                     };
                     params.clone().validate()?.fit_with(
-                        crate::backend::Cpu,
+                        make()?,
                         &data.train_data(),
                         &opts,
                         &mut (),
                     )?;
                 }
-                let model = SparseCoder::load(&dir.join("best"))?;
+                let model = SparseCoder::load_on(make()?, &dir.join("best"))?;
                 let stats = model.evaluate(&test.samples(data.pixel_scale))?;
                 let r = SweepResult {
                     preset: preset.name().to_string(),

@@ -30,8 +30,10 @@ use crate::model::params::DecoderParams;
 use crate::solve::fista::{self, BatchReport, FistaParams};
 use crate::solve::lasso::{self, LassoReport};
 
-/// Which solver encodes.
+/// Which solver encodes. Names (`auto`, `exact`, `fista`) are serde's, shared with the CLI's
+/// `--solver` (a `clap::ValueEnum` derived from these variants, feature `cli`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "snake_case")]
 pub enum Solver {
     /// The exact solver where it applies ([`Solver::applies`]), FISTA otherwise.

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use ndarray::Array2;
 
 use crate::backend::Backend;
+use crate::data::DataSpec;
 use crate::error::{Error, Result};
 use crate::io::{
     read_npy_f32, read_npy_vector_f32, write_json, write_npy_f32, write_npy_vector_f32,
@@ -306,6 +307,94 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         ));
     }
     Ok(m)
+}
+
+/// The data a checkpoint records (the [`DataSpec`] a run was trained on, as the CLI's `train`
+/// writes it into [`FitOptions::data_description`](crate::train::FitOptions)).
+///
+/// # Errors
+/// [`Error::Checkpoint`] for an unreadable manifest; [`Error::InvalidParameter`] when the
+/// checkpoint records no data; [`Error::Json`] when what it records is not a [`DataSpec`].
+pub fn recorded_data(dir: &Path) -> Result<DataSpec> {
+    let m = read_manifest(dir)?;
+    let text = m.data.ok_or_else(|| {
+        Error::param(
+            "data",
+            "unknown",
+            "the checkpoint does not record its data; pass --input or the data flags",
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: dir.join("model.json"),
+        detail: format!("recorded data spec: {e}"),
+    })
+}
+
+/// Where a run resumes from ([`resume_from`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResumeFrom {
+    /// The checkpoint directory to load.
+    pub checkpoint: PathBuf,
+    /// The run directory it belongs to (its parent), where training continues by default.
+    pub run_dir: PathBuf,
+    /// A warning for the user, when resuming from this checkpoint discards work (a `best/`
+    /// checkpoint: the epochs after the best one are trained again, differently).
+    pub warning: Option<String>,
+}
+
+/// Resolves what a user names to resume: a run directory `RUN` (resumes from `RUN/latest`, the
+/// only checkpoint that continues a run bit-identically), or a checkpoint directory
+/// (`RUN/latest`, `RUN/best`, or any other). Resuming from a directory named `best` gives a
+/// warning: the epochs trained after the best one are discarded.
+///
+/// # Errors
+/// [`Error::Checkpoint`] when `path` is neither a run directory with a `latest/` checkpoint
+/// nor a checkpoint directory.
+pub fn resume_from(path: &Path) -> Result<ResumeFrom> {
+    let has_ckpt = |d: &Path| {
+        d.join("model.json").is_file()
+            || d.file_name()
+                .map(|n| {
+                    d.with_file_name(format!("{}.old", n.to_string_lossy()))
+                        .join("model.json")
+                        .is_file()
+                })
+                .unwrap_or(false)
+    };
+    let parent = |d: &Path| match d.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !path.join("model.json").is_file() && has_ckpt(&path.join("latest")) {
+        return Ok(ResumeFrom {
+            checkpoint: path.join("latest"),
+            run_dir: path.to_path_buf(),
+            warning: None,
+        });
+    }
+    if !has_ckpt(path) {
+        return Err(ckpt_err(
+            path,
+            "is neither a run directory with a latest/ checkpoint nor a checkpoint directory \
+             (model.json); resume with --resume RUN or --resume RUN/latest",
+        ));
+    }
+    let warning = (path.file_name().is_some_and(|n| n == "best")).then(|| {
+        let epoch = read_manifest(path)
+            .map(|m| format!(" (epoch {})", m.epochs_done))
+            .unwrap_or_default();
+        format!(
+            "resuming from the best checkpoint {}{epoch}: the epochs trained after it are \
+             discarded and trained again; resume from {} to continue the run",
+            path.display(),
+            parent(path).join("latest").display()
+        )
+    });
+    Ok(ResumeFrom {
+        checkpoint: path.to_path_buf(),
+        run_dir: parent(path),
+        warning,
+    })
 }
 
 /// Loads a checkpoint onto backend `be`; falls back to the `NAME.old` sibling a crash between

@@ -15,6 +15,6 @@ pub use coder::SparseCoder;
 pub use fit::{BestEpoch, FitOptions, Observer, RunInfo, epoch_order};
 pub use lock::RunLock;
 pub use optim::{AdamParams, AdamState, LrSchedule};
-pub use params::{ModelParams, Preset, ValidParams};
+pub use params::{ModelParams, ParamOverrides, Preset, ValidParams};
 pub use stats::{EpochSummary, EvalStats, TrainStats};
 pub use step::{PSNR_MSE_FLOOR, StepConfig, StepStats, Trainer};

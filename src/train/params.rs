@@ -9,7 +9,11 @@ use crate::train::optim::{AdamParams, LrSchedule};
 use crate::train::step::StepConfig;
 
 /// The paper's eight configurations (Table 3 and docs/CONVENTIONS.md §9).
+///
+/// The command-line names (`mnist-vdl`, ...) are serde's kebab-case names; the CLI derives its
+/// `clap::ValueEnum` from the same variants (feature `cli`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// Standard dictionary learning (column-normalised), MNIST.
@@ -160,6 +164,122 @@ pub struct ModelParams {
     pub seed: u64,
     /// Stop when the validation energy has not improved for this many epochs (off by default).
     pub patience: Option<usize>,
+}
+
+/// Overrides of a model's hyper-parameters, each optional (the command line's `train` flags:
+/// with the `cli` feature this is a `clap::Args` group, flattened into the command).
+///
+/// ```
+/// use varsparse::train::params::ParamOverrides;
+/// use varsparse::{DecoderKind, ModelParams, Preset};
+///
+/// let mut p = ModelParams::preset(Preset::MnistVdl);
+/// ParamOverrides { lambda: Some(0.05), hidden: Some(64), ..ParamOverrides::default() }.apply(&mut p);
+/// assert_eq!(p.energy.lambda, 0.05);
+/// assert_eq!(p.kind, DecoderKind::OneHidden { hidden: 64 });
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct ParamOverrides {
+    /// Sparsity weight lambda.
+    #[cfg_attr(feature = "cli", arg(long = "lambda", value_name = "F"))]
+    pub lambda: Option<f64>,
+    /// Variance hinge weight beta.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub beta: Option<f64>,
+    /// Variance hinge threshold T.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub threshold: Option<f64>,
+    /// Proximity weight gamma.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub gamma: Option<f64>,
+    /// FISTA's constant step eta.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub eta: Option<f64>,
+    /// FISTA's iteration cap.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub max_iter: Option<usize>,
+    /// FISTA's per-sample tolerance.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub tol: Option<f64>,
+    /// The decoder's learning rate.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub lr_decoder: Option<f64>,
+    /// The encoder's learning rate.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub lr_encoder: Option<f64>,
+    /// Weight decay of the hidden layer's bias b1.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub wd_hidden_bias: Option<f64>,
+    /// Weight decay of the encoder's bias.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
+    pub wd_encoder_bias: Option<f64>,
+    /// Code dimension l.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub code_dim: Option<usize>,
+    /// Hidden width m of a one-hidden-layer decoder.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub hidden: Option<usize>,
+    /// LISTA iterations.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub encoder_iters: Option<usize>,
+    /// Training batch size.
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub batch_size: Option<usize>,
+    /// SDL column normalisation of the decoder (true/false).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "BOOL"))]
+    pub column_norm: Option<bool>,
+    /// Halve the decoder's learning rate every N epochs (0: never).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
+    pub halve_lr_every: Option<usize>,
+}
+
+impl ParamOverrides {
+    /// Sets every given value in `p`: `hidden` makes the decoder one-hidden-layer of that
+    /// width, `halve_lr_every` 0 a constant learning rate. Ranges are checked later, by
+    /// [`ModelParams::validate`].
+    pub fn apply(&self, p: &mut ModelParams) {
+        let set = |dst: &mut f64, v: Option<f64>| {
+            if let Some(v) = v {
+                *dst = v;
+            }
+        };
+        set(&mut p.energy.lambda, self.lambda);
+        set(&mut p.energy.beta, self.beta);
+        set(&mut p.energy.threshold, self.threshold);
+        set(&mut p.energy.gamma, self.gamma);
+        set(&mut p.eta, self.eta);
+        set(&mut p.tol, self.tol);
+        set(&mut p.lr_decoder, self.lr_decoder);
+        set(&mut p.lr_encoder, self.lr_encoder);
+        set(&mut p.wd_hidden_bias, self.wd_hidden_bias);
+        set(&mut p.wd_encoder_bias, self.wd_encoder_bias);
+        if let Some(v) = self.max_iter {
+            p.max_iter = v;
+        }
+        if let Some(v) = self.code_dim {
+            p.code_dim = v;
+        }
+        if let Some(m) = self.hidden {
+            p.kind = DecoderKind::OneHidden { hidden: m };
+        }
+        if let Some(v) = self.encoder_iters {
+            p.encoder_iters = v;
+        }
+        if let Some(v) = self.batch_size {
+            p.batch_size = v;
+        }
+        if let Some(v) = self.column_norm {
+            p.column_norm = v;
+        }
+        if let Some(v) = self.halve_lr_every {
+            p.decoder_schedule = if v == 0 {
+                LrSchedule::Constant
+            } else {
+                LrSchedule::StepHalving { every: v }
+            };
+        }
+    }
 }
 
 impl ModelParams {
