@@ -1,0 +1,153 @@
+"""The scikit-learn estimators on MNIST subsets, against the CLI's training, and Ctrl-C."""
+
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import varsparse
+from varsparse import VarSparseCoder, VarSparseDictionaryLearning
+from conftest import ROOT
+
+
+def _psnr(x, rec, scale=0.3081):
+    mse = np.mean(((x - rec) * scale) ** 2, axis=1)
+    return float(np.mean(10 * np.log10(1.0 / mse)))
+
+
+@pytest.fixture(scope="module")
+def fitted(mnist):
+    est = VarSparseDictionaryLearning(preset="mnist-vdl", max_epochs=2, random_state=3,
+                                      validation_fraction=0.1, pixel_scale=0.3081)
+    return est.fit(mnist["train_images"])
+
+
+def test_fit_transform_inverse_on_mnist(fitted, mnist):
+    est = fitted
+    X = mnist["test_images"][:500]
+    assert est.n_features_in_ == 784
+    assert est.components_.shape == (128, 784)
+    assert est.params_["energy"]["lambda"] == 0.02
+    assert [h["epoch"] for h in est.history_] == [1, 2]
+    assert est.history_[0]["val"]["n"] == 200  # 10% of 2,000 held out
+    Z = est.transform(X)
+    assert Z.shape == (500, 128) and Z.dtype == np.float32 and Z.min() >= 0
+    sparsity = np.mean(Z == 0)
+    assert 0.3 < sparsity < 1.0
+    rec = est.inverse_transform(Z)
+    # reconstructions beat the mean image by a wide margin after two epochs
+    assert _psnr(X, rec) > _psnr(X, np.broadcast_to(X.mean(0), X.shape)) + 3
+    # the linear decoder reconstructs with its atoms: Z @ components_
+    np.testing.assert_allclose(rec, Z @ est.components_, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(est.atoms(), est.components_)
+    # FISTA's codes have a lower energy than the encoder's (its warm start)
+    Zf = est.transform(X, method="fista")
+    lam = est.params_["energy"]["lambda"]
+
+    def recon_l1(Z):
+        r = X - est.inverse_transform(Z)
+        return np.mean(np.mean(r.astype(np.float64) ** 2, axis=1) + lam * np.abs(Z).sum(1))
+
+    assert recon_l1(Zf) < recon_l1(Z)
+    with pytest.raises(ValueError, match="method"):
+        est.transform(X, method="lars")
+
+
+def test_matches_cli_training(cli, tmp_path, mnist):
+    """The estimator's training is the CLI's: same data, seed and preset give the same bits."""
+    X = mnist["train_images"][:1000]
+    V = mnist["val_images"][:100]
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "V.npy", V)
+    cli("train", "--preset", "mnist-sdl", "--epochs", "2", "--seed", "5", "--input",
+        tmp_path / "X.npy", "--val", tmp_path / "V.npy", "--out", tmp_path / "run")
+    est = VarSparseDictionaryLearning(preset="mnist-sdl", max_epochs=2, random_state=5).fit(X)
+    W_cli = np.load(tmp_path / "run" / "latest" / "decoder_W.npy")
+    np.testing.assert_array_equal(est.components_.T.view(np.uint32), W_cli.view(np.uint32))
+    cli_model = varsparse.load(tmp_path / "run" / "latest")
+    np.testing.assert_array_equal(est.transform(V), cli_model.encode(V))
+
+
+def test_save_load_pickle(fitted, mnist, tmp_path):
+    X = mnist["test_images"][:100]
+    Z = fitted.transform(X)
+    fitted.save(tmp_path / "ck")
+    back = VarSparseDictionaryLearning.load(tmp_path / "ck", n_threads=1)
+    assert back.n_threads == 1 and back.random_state == 3 and back.n_components == 128
+    np.testing.assert_array_equal(back.transform(X), Z)
+    np.testing.assert_array_equal(varsparse.load(tmp_path / "ck").encode(X), Z)
+    clone = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_array_equal(clone.transform(X), Z)
+
+
+def test_one_hidden_layer_decoder(mnist):
+    X = mnist["train_images"][:500]
+    est = VarSparseDictionaryLearning(preset="mnist-vdl-nl", n_components=16, hidden=32,
+                                      max_epochs=1, random_state=0).fit(X)
+    assert est.params_["kind"] == {"kind": "one_hidden", "hidden": 32}
+    assert not hasattr(est, "components_")
+    assert est.atoms().shape == (16, 784)
+    assert est.inverse_transform(est.transform(X[:10])).shape == (10, 784)
+    dec = est.model_.decoder_params()
+    assert dec["W1"].shape == (32, 16) and dec["W2"].shape == (784, 32)
+
+
+def test_bad_hyper_parameters_raise_value_error(mnist):
+    X = mnist["train_images"][:300]
+    with pytest.raises(ValueError, match="preset"):
+        VarSparseDictionaryLearning(preset="cifar").fit(X)
+    with pytest.raises(ValueError, match="lambda"):
+        VarSparseDictionaryLearning(lam=-1.0, max_epochs=1).fit(X)
+    with pytest.raises(ValueError, match="decoder"):
+        VarSparseDictionaryLearning(decoder="conv", max_epochs=1).fit(X)
+
+
+def test_sparse_coder(mnist, unit_dictionary):
+    X = mnist["test_images"][:200]
+    D = unit_dictionary.T  # atoms as rows
+    coder = VarSparseCoder(D, lam=0.02).fit(X)
+    Z = coder.transform(X)
+    np.testing.assert_array_equal(Z, varsparse.lasso(X, unit_dictionary, 0.02)[0])
+    Zf = VarSparseCoder(D, lam=0.02, method="fista").fit_transform(X)
+    np.testing.assert_array_equal(Zf, varsparse.fista(X, unit_dictionary, 0.02)[0])
+    Zh = VarSparseCoder(D, lam=0.02, beta=10.0).fit_transform(X)  # auto -> FISTA
+    np.testing.assert_array_equal(
+        Zh, varsparse.fista(X, unit_dictionary, 0.02, beta=10.0)[0])
+    signed = VarSparseCoder(D, lam=0.02, positive=False).fit_transform(X)
+    assert signed.min() < 0
+    with pytest.raises(ValueError, match="beta = gamma = 0"):
+        VarSparseCoder(D, method="lasso", gamma=1.0).fit(X).transform(X)
+    with pytest.raises(ValueError, match="features"):
+        VarSparseCoder(D).fit(X[:, :100])
+
+
+def test_ctrl_c_interrupts_fit_cleanly(tmp_path):
+    script = textwrap.dedent("""
+        import sys, numpy as np
+        from varsparse import VarSparseDictionaryLearning
+        X = np.random.default_rng(0).standard_normal((5000, 784)).astype(np.float32)
+        est = VarSparseDictionaryLearning(max_epochs=1000, random_state=0)
+        print("fitting", flush=True)
+        try:
+            est.fit(X)
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt", hasattr(est, "model_"), flush=True)
+            sys.exit(0)
+        print("finished", flush=True)
+    """)
+    p = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert p.stdout.readline().strip() == "fitting"
+    time.sleep(1.5)
+    t0 = time.perf_counter()
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    stopped_after = time.perf_counter() - t0
+    assert p.returncode == 0, err
+    assert out.strip() == "KeyboardInterrupt False"
+    assert stopped_after < 5, f"took {stopped_after:.1f} s to stop"
