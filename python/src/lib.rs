@@ -24,7 +24,7 @@ use varsparse::train::stats::EpochSummary;
 use varsparse::{Cpu, Decoder, EnergyParams, Error, ModelParams, Preset, SparseCoder};
 
 create_exception!(
-    _native,
+    varsparse,
     VarSparseError,
     PyException,
     "An error from varsparse that is neither a bad argument (ValueError) nor an I/O failure \
@@ -401,6 +401,13 @@ fn fit<'py>(
 /// Loads a checkpoint directory (written by `varsparse train` or `Model.save`).
 #[pyfunction]
 fn load(py: Python<'_>, path: PathBuf) -> PyResult<Model> {
+    if !path.exists() {
+        // the library's message, as Python's error for a missing file
+        return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
+            "checkpoint {}: no such directory",
+            path.display()
+        )));
+    }
     let m = compute(py, Some(1), || SparseCoder::load(&path))?;
     Ok(Model {
         inner: std::sync::Arc::new(m),

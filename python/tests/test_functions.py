@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import varsparse
-from conftest import ROOT
+from conftest import LAM, ROOT
 
 
 def _same_bits(a, b):
@@ -55,10 +55,11 @@ def test_fista_matches_cli(cli, tmp_path, mnist, unit_dictionary, case):
     if kwargs.pop("warm", False):
         warm = np.abs(np.random.default_rng(3).standard_normal((300, 64))).astype(np.float32)
     np.save(tmp_path / "W.npy", unit_dictionary)
-    z_cli, r_cli = _infer_cli(cli, tmp_path, ["--dictionary", tmp_path / "W.npy"], Y, 0.02,
+    z_cli, r_cli = _infer_cli(cli, tmp_path, ["--dictionary", tmp_path / "W.npy"], Y, LAM,
                               flags, warm)
-    z, report = varsparse.fista(Y, unit_dictionary, 0.02, warm_start=warm, **kwargs)
+    z, report = varsparse.fista(Y, unit_dictionary, LAM, warm_start=warm, **kwargs)
     _same_bits(z, z_cli)
+    assert 0.01 < np.mean(z != 0)  # codes worth comparing
     assert report["rows"] == r_cli["rows"] == 300
     assert report["mean_energy"] == r_cli["mean_energy"]
     assert report["mean_steps"] == r_cli["mean_steps"]
@@ -88,13 +89,15 @@ MLP_CASES = {
 def test_fista_mlp_matches_cli(cli, tmp_path, mnist, case):
     kwargs, flags = MLP_CASES[case]
     W1, b1, W2 = _mlp()
-    for name, a in (("W1", W1), ("b1", b1), ("W2", W2)):
+    # `infer --mlp` reads b1 as a 2-D (1, m) array
+    for name, a in (("W1", W1), ("b1", b1[None, :]), ("W2", W2)):
         np.save(tmp_path / f"{name}.npy", a)
     Y = mnist["test_images"][:260]
     mlp = ",".join(str(tmp_path / f"{n}.npy") for n in ("W1", "b1", "W2"))
     z_cli, r_cli = _infer_cli(cli, tmp_path, ["--mlp", mlp], Y, 0.01, flags)
     z, report = varsparse.fista_mlp(Y, W1, b1, W2, 0.01, **kwargs)
     _same_bits(z, z_cli)
+    assert 0.05 < np.mean(z == 0) < 0.99  # codes worth comparing
     assert report["batches"] == r_cli["batches"]
 
 
@@ -105,10 +108,11 @@ def test_lasso_matches_cli_exact_solver(cli, tmp_path, mnist, unit_dictionary):
         pytest.skip("this CLI's infer has no --solver flag (no exact solver to compare with)")
     Y = mnist["test_images"][:300]
     np.save(tmp_path / "W.npy", unit_dictionary)
-    z_cli, _ = _infer_cli(cli, tmp_path, ["--dictionary", tmp_path / "W.npy"], Y, 0.02,
+    z_cli, _ = _infer_cli(cli, tmp_path, ["--dictionary", tmp_path / "W.npy"], Y, LAM,
                           ["--solver", "exact"])
-    z, _ = varsparse.lasso(Y, unit_dictionary, 0.02)
+    z, _ = varsparse.lasso(Y, unit_dictionary, LAM)
     _same_bits(z, z_cli)
+    assert 0.5 < np.mean(z == 0) < 0.99
 
 
 def _objective(Y, W, Z, lam):
@@ -121,7 +125,7 @@ def _objective(Y, W, Z, lam):
 def test_lasso_is_optimal(mnist, unit_dictionary, positive):
     Y = mnist["test_images"][:200]
     W = unit_dictionary
-    z, report = varsparse.lasso(Y, W, 0.02, positive=positive)
+    z, report = varsparse.lasso(Y, W, LAM, positive=positive)
     assert z.dtype == np.float32 and z.shape == (200, 64)
     assert report["n"] == 200
     assert report["max_kkt_violation"] < 1e-4
@@ -129,44 +133,44 @@ def test_lasso_is_optimal(mnist, unit_dictionary, positive):
         assert z.min() >= 0
     else:
         assert z.min() < 0
-    obj = _objective(Y, W, z, 0.02)
+    obj = _objective(Y, W, z, LAM)
     assert abs(obj - report["mean_objective"]) < 1e-4 * obj
     # FISTA run to a tight tolerance cannot beat the exact optimum
-    zf, _ = varsparse.fista(Y, W, 0.02, tol=0.0, max_iter=500, signed=not positive)
-    assert obj <= _objective(Y, W, zf, 0.02) * (1 + 1e-6)
+    zf, _ = varsparse.fista(Y, W, LAM, tol=0.0, max_iter=500, signed=not positive)
+    assert obj <= _objective(Y, W, zf, LAM) * (1 + 1e-6)
 
 
 def test_views_and_dtypes_give_the_same_codes(mnist, unit_dictionary):
     base = mnist["test_images"][:400]
     Y = np.ascontiguousarray(base[::2])  # 200 rows, C order
-    z, _ = varsparse.fista(Y, unit_dictionary, 0.02)
+    z, _ = varsparse.fista(Y, unit_dictionary, LAM)
     for variant in (np.asfortranarray(Y), base[::2], Y.astype(np.float64)):
-        zv, _ = varsparse.fista(variant, np.asfortranarray(unit_dictionary), 0.02)
+        zv, _ = varsparse.fista(variant, np.asfortranarray(unit_dictionary), LAM)
         _same_bits(zv, z)
-    zl, _ = varsparse.lasso(Y, unit_dictionary, 0.02)
-    zl2, _ = varsparse.lasso(base[::2], unit_dictionary.astype(np.float64), 0.02)
+    zl, _ = varsparse.lasso(Y, unit_dictionary, LAM)
+    zl2, _ = varsparse.lasso(base[::2], unit_dictionary.astype(np.float64), LAM)
     _same_bits(zl, zl2)
     # the thread count does not change the bits
-    z1, _ = varsparse.fista(Y, unit_dictionary, 0.02, n_threads=1)
+    z1, _ = varsparse.fista(Y, unit_dictionary, LAM, n_threads=1)
     _same_bits(z1, z)
 
 
 def test_errors_are_python_errors(tmp_path, unit_dictionary):
     Y = np.zeros((5, 784), np.float32)
     with pytest.raises(ValueError, match="shape mismatch"):
-        varsparse.fista(Y[:, :100], unit_dictionary, 0.02)
+        varsparse.fista(Y[:, :100], unit_dictionary, LAM)
     with pytest.raises(ValueError, match="lambda"):
         varsparse.lasso(Y, unit_dictionary, -1.0)
     with pytest.raises(ValueError, match="max_iter"):
-        varsparse.fista(Y, unit_dictionary, 0.02, max_iter=0)
+        varsparse.fista(Y, unit_dictionary, LAM, max_iter=0)
     bad = Y.copy()
     bad[2, 3] = np.nan
     with pytest.raises(ValueError, match="non-finite input"):
-        varsparse.fista(bad, unit_dictionary, 0.02)
+        varsparse.fista(bad, unit_dictionary, LAM)
     with pytest.raises(ValueError, match="not both"):
-        varsparse.fista(Y, unit_dictionary, 0.02, step=0.5, backtracking=True)
+        varsparse.fista(Y, unit_dictionary, LAM, step=0.5, backtracking=True)
     with pytest.raises(ValueError, match="2-D"):
-        varsparse.fista(Y[0], unit_dictionary, 0.02)
+        varsparse.fista(Y[0], unit_dictionary, LAM)
     with pytest.raises(OSError):
         varsparse.load(tmp_path / "no-such-checkpoint")
     (tmp_path / "broken").mkdir()
@@ -178,12 +182,12 @@ def test_errors_are_python_errors(tmp_path, unit_dictionary):
 
 def test_the_gil_is_released(mnist, unit_dictionary):
     """Another Python thread runs while FISTA computes."""
-    Y = np.tile(mnist["test_images"][:1000], (4, 1))
+    Y = np.tile(mnist["test_images"][:1000], (10, 1))
     done = threading.Event()
     t0 = time.perf_counter()
 
     def work():
-        varsparse.fista(Y, unit_dictionary, 0.02, tol=0.0, max_iter=100, n_threads=1)
+        varsparse.fista(Y, unit_dictionary, LAM, tol=0.0, max_iter=100, n_threads=1)
         done.set()
 
     t = threading.Thread(target=work)
