@@ -510,11 +510,8 @@ impl Model {
     }
 
     /// The decoder's parameters as a dict of arrays: `W` (d, l) for a linear decoder; `W1`
-    /// (m, l), `b1` (1, m), `W2` (d, m) for a one-hidden-layer one.
-    fn decoder_params<'py>(
-        &self,
-        py: Python<'py>,
-    ) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+    /// (m, l), `b1` (m,), `W2` (d, m) for a one-hidden-layer one.
+    fn decoder_params<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
         let p = self.inner.decoder().to_host(&Cpu).map_err(to_py)?;
         let d = pyo3::types::PyDict::new(py);
         match p {
@@ -523,6 +520,7 @@ impl Model {
             }
             varsparse::model::params::DecoderParams::OneHidden { w1, b1, w2 } => {
                 d.set_item("W1", w1.into_pyarray(py))?;
+                let b1: ndarray::Array1<f32> = b1.iter().copied().collect();
                 d.set_item("b1", b1.into_pyarray(py))?;
                 d.set_item("W2", w2.into_pyarray(py))?;
             }

@@ -111,6 +111,7 @@ def test_one_hidden_layer_decoder(mnist):
     assert est.inverse_transform(est.transform(X[:10])).shape == (10, 784)
     dec = est.model_.decoder_params()
     assert dec["W1"].shape == (32, 16) and dec["W2"].shape == (784, 32)
+    assert dec["b1"].shape == (32,)
 
 
 def test_bad_hyper_parameters_raise_value_error(mnist):
@@ -164,6 +165,7 @@ def test_ctrl_c_interrupts_fit_cleanly(tmp_path):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=30)
     stopped_after = time.perf_counter() - t0
-    assert p.returncode == 0, err
-    assert out.strip() == "KeyboardInterrupt False"
-    assert stopped_after < 5, f"took {stopped_after:.1f} s to stop"
+    assert p.returncode == 0, f"exit {p.returncode}; stdout {out!r}; stderr {err!r}"
+    assert out.strip() == "KeyboardInterrupt False", f"stdout {out!r}; stderr {err!r}"
+    # training would run for minutes: it stopped at the next batch (slack for a loaded machine)
+    assert stopped_after < 10, f"took {stopped_after:.1f} s to stop"
