@@ -145,7 +145,9 @@ def test_sparse_coder(mnist, unit_dictionary):
 
 def test_ctrl_c_interrupts_fit_cleanly(tmp_path):
     script = textwrap.dedent("""
-        import sys, numpy as np
+        import signal, sys, numpy as np
+        # Python's own handler, even where SIGINT was inherited as ignored (a background job)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from varsparse import VarSparseDictionaryLearning
         X = np.random.default_rng(0).standard_normal((5000, 784)).astype(np.float32)
         est = VarSparseDictionaryLearning(max_epochs=1000, random_state=0)
@@ -163,7 +165,11 @@ def test_ctrl_c_interrupts_fit_cleanly(tmp_path):
     time.sleep(1.5)
     t0 = time.perf_counter()
     p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=30)
+    try:
+        out, err = p.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise
     stopped_after = time.perf_counter() - t0
     assert p.returncode == 0, f"exit {p.returncode}; stdout {out!r}; stderr {err!r}"
     assert out.strip() == "KeyboardInterrupt False", f"stdout {out!r}; stderr {err!r}"
