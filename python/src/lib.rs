@@ -436,19 +436,21 @@ impl Model {
         Ok(z.into_pyarray(py))
     }
 
-    /// FISTA codes warm-started from the encoder's, with the model's inference parameters;
-    /// returns the codes and a JSON report.
+    /// FISTA codes warm-started from (and drawn towards) the encoder's, with the model's
+    /// inference parameters, in batches of the training batch size; returns the codes and the
+    /// report as a dict (as `varsparse.fista`'s).
     #[pyo3(signature = (y, n_threads=None))]
     fn encode_fista<'py>(
         &self,
         py: Python<'py>,
         y: PyReadonlyArray2<'py, f32>,
         n_threads: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyArray2<f32>>, String)> {
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyAny>)> {
         let m = &self.inner;
         let yv = y.as_array();
         let (z, batches) = compute(py, n_threads, || m.encode_fista(yv))?;
         let report = fista_report(&z, &m.params().fista(), &batches)?;
+        let report = py.import("json")?.call_method1("loads", (report,))?;
         Ok((z.into_pyarray(py), report))
     }
 

@@ -1,6 +1,5 @@
 """The scikit-learn estimators on MNIST subsets, against the CLI's training, and Ctrl-C."""
 
-import json
 import pickle
 import signal
 import subprocess
@@ -67,7 +66,6 @@ def test_fit_transform_inverse_on_mnist(fitted, mnist):
 
     Z_enc = Z.astype(np.float64)
     _, report = est.model_.encode_fista(X)
-    report = json.loads(report)
     assert energy(Zf) == pytest.approx(report["mean_energy"], rel=1e-3)
     assert energy(Zf) < energy(Z)
     with pytest.raises(ValueError, match="method"):
