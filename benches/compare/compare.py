@@ -156,7 +156,7 @@ for k, pdir in enumerate(dirs):
             out = os.path.join(tmp, "Z.npy")
             cmd = [
                 binary, "--threads", "2", "infer", "--dictionary", os.path.join(pdir, "W.npy"),
-                "--input", os.path.join(pdir, "Y.npy"), "--lambda", repr(lam), "--output", out,
+                "--input", os.path.join(pdir, "Y.npy"), "--lambda", repr(lam), "--out", out,
             ]
 
             def run_process():

@@ -64,8 +64,9 @@ enum Command {
     ///
     /// Prints a markdown table and writes OUT/classify.csv, OUT/classify.json and OUT/classify.png (Figure 9: top-1 accuracy against N).
     Classify(commands::classify::Args),
-    /// Batch-encoding benchmark: the non-negative lasso on the 10,000 MNIST test images against
-    /// 128 unit-norm atoms, every solver path, with the GEMM throughput at the same shapes.
+    /// Batch-encoding benchmark: the non-negative lasso on 10,000 MNIST test images (128 atoms) or
+    /// natural patches (--atoms 256,512,1024), at one or more sparsities, every solver path, the
+    /// exact solver's time split, with the GEMM throughput at the same shapes.
     Bench(commands::bench::Args),
     /// Denoising (Table 1, Figure 5): sparsity and PSNR of clean and noisy test images under the
     /// encoder's codes, for each noise level.

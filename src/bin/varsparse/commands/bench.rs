@@ -6,10 +6,18 @@ use std::time::Instant;
 
 use varsparse::backend::Device;
 use varsparse::data::spec::resolve_data_dir;
-use varsparse::io::{write_json, write_npy_f32};
 use varsparse::{Error, Result};
 
 use crate::args::create_dir;
+
+/// Where the benchmark's dictionary and inputs come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// The 10,000 MNIST test images; atoms are normalised training images.
+    Mnist,
+    /// 10,000 natural test patches (28 x 28, LCN); atoms are normalised training patches.
+    Patches,
+}
 
 /// `bench`'s flags.
 #[derive(clap::Args)]
@@ -17,25 +25,36 @@ pub struct Args {
     /// Timed repetitions of each path (the table gives medians).
     #[arg(long, value_name = "N", default_value_t = 5)]
     repeats: usize,
-    /// Seed of the atoms' draw from the training images.
+    /// Seed of the atoms' draw from the training samples.
     #[arg(long, value_name = "S", default_value_t = 0)]
     seed: u64,
-    /// Target fraction of zero codes (sets lambda).
-    #[arg(long, value_name = "F", default_value_t = 0.89)]
-    sparsity: f64,
+    /// Target fractions of zero codes, each giving one problem (sets lambda), e.g.
+    /// 0.5,0.7,0.89,0.95,0.97.
+    #[arg(long, value_name = "F[,F..]", value_delimiter = ',', default_value = "0.89")]
+    sparsity: Vec<f64>,
+    /// The inputs and atoms.
+    #[arg(long, value_enum, default_value_t = Source::Mnist)]
+    source: Source,
+    /// Dictionary sizes, each giving one problem per sparsity (MNIST: 128 only makes sense
+    /// beside the training set's size; patches: e.g. 256,512,1024).
+    #[arg(long, value_name = "L[,L..]", value_delimiter = ',', default_value = "128")]
+    atoms: Vec<usize>,
     /// Time only the active-set solver (no FISTA paths).
     #[arg(long)]
     no_fista: bool,
-    /// Write W.npy, Y.npy and problem.json here (for benches/compare/compare.py).
+    /// Write W.npy, Y.npy and problem.json here (one sub-directory per problem when there are
+    /// several), for benches/compare/compare.py.
     #[arg(long, value_name = "DIR")]
     export: Option<PathBuf>,
-    /// The data directory holding mnist/ (default: $VARSPARSE_DATA, else the crate's data/).
+    /// The data directory holding mnist/ and natural/ (default: $VARSPARSE_DATA, else the
+    /// crate's data/).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
 }
 
 /// Runs `bench`.
 pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
+    use varsparse::experiments::bench::{self, Problem};
     if device != Device::Cpu {
         return Err(Error::param(
             "device",
@@ -44,17 +63,7 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
              (examples/cuda_bench.rs compares the CUDA backend)",
         ));
     }
-    let dir = resolve_data_dir(a.data_dir.as_deref())?.join("mnist");
-    let t0 = Instant::now();
-    let p = varsparse::experiments::bench::Problem::mnist(&dir, a.seed, a.sparsity)?;
-    eprintln!(
-        "problem: Y {:?}, W {:?}, lambda {:.6e} ({:.1} s to set up)",
-        p.y.dim(),
-        p.w.dim(),
-        p.lambda,
-        t0.elapsed().as_secs_f64()
-    );
-    let (rows, refs) = varsparse::experiments::bench::run(&p, a.repeats, !a.no_fista)?;
+    let data = resolve_data_dir(a.data_dir.as_deref())?;
     println!(
         "threads {threads}, build: {}",
         if cfg!(feature = "openblas") {
@@ -63,36 +72,73 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
             "matrixmultiply (default)"
         }
     );
-    println!(
-        "| path | median s | samples/s | GFLOP/s (dense-equivalent) | mean objective | rel. gap to optimum | sparsity |"
-    );
-    println!("|---|---|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {:.4} | {:.0} | {:.1} | {:.6} | {:.1e} | {:.1}% |",
-            r.path,
-            r.seconds,
-            r.samples_per_s,
-            r.gflops,
-            r.mean_objective,
-            r.rel_gap,
-            100.0 * r.sparsity
+    let several = a.atoms.len() * a.sparsity.len() > 1;
+    for &atoms in &a.atoms {
+        let t0 = Instant::now();
+        let first = a.sparsity.first().copied().unwrap_or(0.89);
+        let mut p = match a.source {
+            Source::Mnist if atoms == 128 => Problem::mnist(&data.join("mnist"), a.seed, first)?,
+            Source::Mnist => {
+                return Err(Error::param(
+                    "atoms",
+                    atoms,
+                    "128 for --source mnist (the bench's MNIST problem); use --source patches for other sizes",
+                ));
+            }
+            Source::Patches => Problem::patches(&data.join("natural"), atoms, a.seed, first)?,
+        };
+        eprintln!(
+            "problem: Y {:?}, W {:?} ({:.1} s to set up)",
+            p.y.dim(),
+            p.w.dim(),
+            t0.elapsed().as_secs_f64()
         );
-    }
-    for (label, g) in &refs {
-        println!("| {label} | | | {g:.1} | | | |");
-    }
-    if let Some(out) = &a.export {
-        create_dir(out)?;
-        write_npy_f32(&out.join("W.npy"), &p.w)?;
-        write_npy_f32(&out.join("Y.npy"), &p.y)?;
-        let json = serde_json::json!({
-            "lambda": p.lambda,
-            "objective": "mean over samples of (1/d)||y - W z||^2 + lambda ||z||_1, z >= 0",
-            "d": p.w.nrows(),
-            "rows": rows,
-        });
-        write_json(&out.join("problem.json"), &json)?;
+        for (k, &sparsity) in a.sparsity.iter().enumerate() {
+            if k > 0 {
+                p.set_sparsity(sparsity)?;
+            }
+            let label = format!("{:?} l={atoms} sparsity={sparsity}", a.source).to_lowercase();
+            let (rows, refs) = bench::run(&p, a.repeats, !a.no_fista)?;
+            let split = bench::time_split(&p, a.repeats)?;
+            println!("\n### {label}: lambda {:.6e}", p.lambda);
+            println!(
+                "| path | median s | samples/s | GFLOP/s (dense-equivalent) | mean objective | rel. gap to optimum | sparsity |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            for r in &rows {
+                println!(
+                    "| {} | {:.4} | {:.0} | {:.1} | {:.6} | {:.1e} | {:.1}% |",
+                    r.path,
+                    r.seconds,
+                    r.samples_per_s,
+                    r.gflops,
+                    r.mean_objective,
+                    r.rel_gap,
+                    100.0 * r.sparsity
+                );
+            }
+            for (label, g) in &refs {
+                println!("| {label} | | | {g:.1} | | | |");
+            }
+            println!(
+                "exact solver: {:.1} ms = W^T W {:.2} ms + Y W {:.1} ms + per-sample solves {:.1} ms; \
+                 {:.0}% of the GEMM-bound limit (Y W alone)",
+                1e3 * split.whole_s,
+                1e3 * split.gram_s,
+                1e3 * split.yw_s,
+                1e3 * split.solves_s,
+                100.0 * split.fraction_of_gemm_limit
+            );
+            if let Some(out) = &a.export {
+                let dir = if several {
+                    out.join(format!("{:?}_l{atoms}_s{sparsity}", a.source).to_lowercase())
+                } else {
+                    out.clone()
+                };
+                create_dir(&dir)?;
+                bench::export(&dir, &label, &p, &rows, Some(&split))?;
+            }
+        }
     }
     Ok(())
 }
