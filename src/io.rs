@@ -282,32 +282,37 @@ impl NpyFile {
                 self.header.data_offset + (start * size) as u64,
             ))
             .map_err(io)?;
-        let mut raw = vec![0u8; n * size];
-        self.file.read_exact(&mut raw).map_err(io)?;
-        let big = self.header.big_endian;
+        // read straight into the typed buffer (no intermediate bytes), then fix the byte order
+        // where the file's differs from this machine's
+        let swap = self.header.big_endian != cfg!(target_endian = "big");
         Ok(match self.header.dtype {
-            NpyDtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| {
-                    let b = [b[0], b[1], b[2], b[3]];
-                    if big {
-                        f32::from_be_bytes(b)
-                    } else {
-                        f32::from_le_bytes(b)
+            NpyDtype::F32 => {
+                let mut v = vec![0f32; n];
+                self.file
+                    .read_exact(bytemuck::cast_slice_mut(&mut v))
+                    .map_err(io)?;
+                if swap {
+                    for x in &mut v {
+                        *x = f32::from_bits(x.to_bits().swap_bytes());
                     }
-                })
-                .collect(),
-            NpyDtype::F64 => raw
-                .chunks_exact(8)
-                .map(|b| {
-                    let b = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-                    (if big {
-                        f64::from_be_bytes(b)
-                    } else {
-                        f64::from_le_bytes(b)
-                    }) as f32
-                })
-                .collect(),
+                }
+                v
+            }
+            NpyDtype::F64 => {
+                let mut v = vec![0f64; n];
+                self.file
+                    .read_exact(bytemuck::cast_slice_mut(&mut v))
+                    .map_err(io)?;
+                v.iter()
+                    .map(|&x| {
+                        (if swap {
+                            f64::from_bits(x.to_bits().swap_bytes())
+                        } else {
+                            x
+                        }) as f32
+                    })
+                    .collect()
+            }
         })
     }
 

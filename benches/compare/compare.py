@@ -5,11 +5,12 @@ batch-encoding problems, in one process, and prints one table per problem plus a
 Run through benches/compare/run.sh, which exports the problems with `varsparse bench --export`
 and installs numpy, scikit-learn and spams-bin into a virtual environment.
 
-    compare.py DIR [REPEATS] [--varsparse BIN]
+    compare.py DIR [REPEATS] [--varsparse BIN] [--no-sklearn]
 
 DIR holds one problem (W.npy, Y.npy, problem.json) or one sub-directory per problem. With
 `--varsparse BIN`, the whole `BIN infer` process (start-up, reading Y.npy, solving, writing the
-codes) is timed on each problem too, against SPAMS's in-process call.
+codes) is timed on each problem too, against SPAMS's in-process call. scikit-learn and the numpy
+FISTA run on the first problem only (they are 100x slower); `--no-sklearn` skips them.
 
 The problem: non-negative lasso, in varsparse's (the authors') scaling
     min_{z >= 0} (1/d) ||y - W z||^2 + lambda ||z||_1
@@ -34,6 +35,8 @@ import numpy as np
 warnings.filterwarnings("ignore")  # scikit-learn's ConvergenceWarning, once per sample
 
 args = [a for a in sys.argv[1:]]
+with_sklearn = "--no-sklearn" not in args
+args = [a for a in args if a != "--no-sklearn"]
 binary = None
 if "--varsparse" in args:
     i = args.index("--varsparse")
@@ -113,7 +116,7 @@ for k, pdir in enumerate(dirs):
                 best = sps
         spams_sps = best
 
-    if k == 0:
+    if k == 0 and with_sklearn:
         from sklearn.decomposition import sparse_encode
 
         for algo in ["lasso_cd", "lasso_lars"]:

@@ -76,7 +76,8 @@ impl Problem {
     /// about `target` of the code entries of the first 1,000 inputs are zero.
     ///
     /// # Errors
-    /// [`crate::Error::InvalidParameter`] unless `0 < target < 1`; solver errors.
+    /// [`crate::Error::InvalidParameter`] unless `0 < target < 1`, or when no `lambda` in the
+    /// range gets within 2 points of `target`; solver errors.
     pub fn set_sparsity(&mut self, target: f64) -> Result<()> {
         if !(target > 0.0 && target < 1.0) {
             return Err(crate::Error::param(
@@ -96,7 +97,20 @@ impl Problem {
                 hi = mid;
             }
         }
-        self.lambda = (0.5 * (lo + hi)).exp();
+        let lambda = (0.5 * (lo + hi)).exp();
+        let (_, r) = nonneg_lasso(&self.w, probe, lambda)?;
+        if (r.sparsity - target).abs() > 0.02 {
+            return Err(crate::Error::param(
+                "sparsity",
+                target,
+                format!(
+                    "not reachable on this problem: lambda in [1e-6, 10] gives {:.1}% at best \
+                     (non-negative codes are sparse even as lambda goes to 0)",
+                    100.0 * r.sparsity
+                ),
+            ));
+        }
+        self.lambda = lambda;
         Ok(())
     }
 }

@@ -30,14 +30,24 @@ pub struct Args {
     seed: u64,
     /// Target fractions of zero codes, each giving one problem (sets lambda), e.g.
     /// 0.5,0.7,0.89,0.95,0.97.
-    #[arg(long, value_name = "F[,F..]", value_delimiter = ',', default_value = "0.89")]
+    #[arg(
+        long,
+        value_name = "F[,F..]",
+        value_delimiter = ',',
+        default_value = "0.89"
+    )]
     sparsity: Vec<f64>,
     /// The inputs and atoms.
     #[arg(long, value_enum, default_value_t = Source::Mnist)]
     source: Source,
     /// Dictionary sizes, each giving one problem per sparsity (MNIST: 128 only makes sense
     /// beside the training set's size; patches: e.g. 256,512,1024).
-    #[arg(long, value_name = "L[,L..]", value_delimiter = ',', default_value = "128")]
+    #[arg(
+        long,
+        value_name = "L[,L..]",
+        value_delimiter = ',',
+        default_value = "128"
+    )]
     atoms: Vec<usize>,
     /// Time only the active-set solver (no FISTA paths).
     #[arg(long)]
@@ -75,7 +85,8 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
     let several = a.atoms.len() * a.sparsity.len() > 1;
     for &atoms in &a.atoms {
         let t0 = Instant::now();
-        let first = a.sparsity.first().copied().unwrap_or(0.89);
+        // built at the default sparsity (reachable on both sources), then set per case
+        let first = 0.89;
         let mut p = match a.source {
             Source::Mnist if atoms == 128 => Problem::mnist(&data.join("mnist"), a.seed, first)?,
             Source::Mnist => {
@@ -93,9 +104,15 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
             p.w.dim(),
             t0.elapsed().as_secs_f64()
         );
-        for (k, &sparsity) in a.sparsity.iter().enumerate() {
-            if k > 0 {
-                p.set_sparsity(sparsity)?;
+        // the sparsity the problem's lambda was set for
+        let mut current = first;
+        for &sparsity in &a.sparsity {
+            if sparsity != current {
+                if let Err(e) = p.set_sparsity(sparsity) {
+                    eprintln!("skipping sparsity {sparsity}: {e}");
+                    continue;
+                }
+                current = sparsity;
             }
             let label = format!("{:?} l={atoms} sparsity={sparsity}", a.source).to_lowercase();
             let (rows, refs) = bench::run(&p, a.repeats, !a.no_fista)?;
