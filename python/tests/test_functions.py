@@ -55,8 +55,9 @@ def test_fista_matches_cli(cli, tmp_path, mnist, unit_dictionary, case):
     if kwargs.pop("warm", False):
         warm = np.abs(np.random.default_rng(3).standard_normal((300, 64))).astype(np.float32)
     np.save(tmp_path / "W.npy", unit_dictionary)
+    # the CLI's default solver is the exact lasso where it applies: ask it for FISTA
     z_cli, r_cli = _infer_cli(cli, tmp_path, ["--dictionary", tmp_path / "W.npy"], Y, LAM,
-                              flags, warm)
+                              [*flags, "--solver", "fista"], warm)
     z, report = varsparse.fista(Y, unit_dictionary, LAM, warm_start=warm, **kwargs)
     _same_bits(z, z_cli)
     assert 0.01 < np.mean(z != 0)  # codes worth comparing
