@@ -144,6 +144,10 @@ pub enum Error {
     /// The CUDA backend cannot start: a library is missing or there is no such device.
     #[error("CUDA unavailable: {0}")]
     CudaUnavailable(String),
+    /// A collective operation between the processes of a distributed run failed, or the run's
+    /// ranks disagree (docs/SCALING.md).
+    #[error("distributed run: {0}")]
+    Comm(String),
     /// Drawing a figure failed.
     #[error("drawing the figure `{what}`: {detail}")]
     Figure {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array1, Array2, ShapeBuilder};
 use ndarray_npy::WriteNpyExt;
 
+use crate::comm::Comm;
 use crate::error::{Error, Result};
 
 /// The most elements an `.npy` array may hold when varsparse reads it (2^32, 16 GiB of `f32`):
@@ -501,4 +502,188 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })
+}
+
+/// The `.npy` header (format 1.0) of a C-order little-endian `float32` array of shape
+/// `(rows, cols)`: the bytes [`write_npy_f32`] writes before the data.
+pub fn npy_f32_header(rows: usize, cols: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols})}}");
+    // magic (6) + version (2) + header length (2) + dict + padding + '\n', a multiple of 64
+    let unpadded = 10 + dict.len() + 1;
+    let total = unpadded.div_ceil(64) * 64;
+    let header_len = total - 10;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    // the dict of a 2-D float32 array is far below 65,535 bytes
+    out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.resize(total - 1, b' ');
+    out.push(b'\n');
+    out
+}
+
+/// Writes one `(rows, cols)` `float32` `.npy` from the ranks of `comm`, each holding a block of
+/// its rows (`part`, starting at row `start`; the blocks in rank order cover every row once):
+/// the file is the one [`write_npy_f32`] would write for the whole array. Rank 0 creates a
+/// temporary file of the final size next to `path`, every rank writes its rows at their
+/// offset (no rank holds more than its block), and rank 0 renames it into place once every
+/// rank has written: a failure on any rank (reported on every rank) leaves no file behind. On
+/// one process this is [`write_npy_f32`].
+///
+/// # Errors
+/// [`Error::Shape`] if the blocks do not tile the array; [`Error::Io`] naming the file (on
+/// every rank when one fails); a communication error.
+pub fn write_npy_f32_sharded(
+    path: &Path,
+    rows: usize,
+    start: usize,
+    part: &Array2<f32>,
+    comm: &dyn Comm,
+) -> Result<()> {
+    if comm.size() == 1 {
+        if start != 0 || part.nrows() != rows {
+            return Err(Error::shape(
+                "sharded .npy",
+                format!(
+                    "one process holds rows {start}.. of {} but the array has {rows}",
+                    part.nrows()
+                ),
+            ));
+        }
+        return write_npy_f32(path, part);
+    }
+    let cols = part.ncols();
+    // every rank's (start, rows, cols), to check the tiling before anything is written
+    let mut all = vec![0.0; 3 * comm.size()];
+    comm.all_gather_f64(&[start as f64, part.nrows() as f64, cols as f64], &mut all)?;
+    let mut next = 0usize;
+    for (r, b) in all.chunks(3).enumerate() {
+        let (s, n, c) = (b[0] as usize, b[1] as usize, b[2] as usize);
+        if s != next || c != cols {
+            return Err(Error::shape(
+                "sharded .npy",
+                format!(
+                    "rank {r} holds rows {s}..{} with {c} columns, expected rows from {next} with {cols}",
+                    s + n
+                ),
+            ));
+        }
+        next = s + n;
+    }
+    if next != rows {
+        return Err(Error::shape(
+            "sharded .npy",
+            format!("the ranks hold {next} rows of an array of {rows}"),
+        ));
+    }
+    let header = npy_f32_header(rows, cols);
+    // rank 0's temporary name, known to every rank
+    let tmp = {
+        let name = temp_path(path)
+            .into_os_string()
+            .into_string()
+            .unwrap_or_default();
+        let names = comm.all_gather_bytes(name.as_bytes())?;
+        PathBuf::from(String::from_utf8_lossy(&names[0]).into_owned())
+    };
+    let io = |source: std::io::Error| Error::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    };
+    let failed = |what: &str| Error::Comm(format!("writing {}: {what}", path.display()));
+    // 1. rank 0 creates the file at its final size
+    let created = if comm.rank() == 0 {
+        (|| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&header)?;
+            f.set_len((header.len() + rows * cols * 4) as u64)
+        })()
+    } else {
+        Ok(())
+    };
+    let ok = created.is_ok();
+    if comm.any(!ok)? {
+        if comm.rank() == 0 {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        return match created {
+            Err(e) => Err(io(e)),
+            Ok(()) => Err(failed("rank 0 could not create the file")),
+        };
+    }
+    // 2. every rank writes its rows
+    let written = (|| {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+        let block = part.as_standard_layout();
+        let data: &[f32] = block.as_slice().unwrap_or(&[]);
+        f.write_all_at(
+            bytemuck::cast_slice(data),
+            (header.len() + start * cols * 4) as u64,
+        )?;
+        f.sync_all()
+    })();
+    let any_failed = comm.any(written.is_err())?;
+    // 3. rank 0 renames it into place, or removes it
+    let renamed = if comm.rank() == 0 {
+        if any_failed {
+            let _ = std::fs::remove_file(&tmp);
+            Ok(())
+        } else {
+            std::fs::rename(&tmp, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&tmp);
+            })
+        }
+    } else {
+        Ok(())
+    };
+    let rename_failed = comm.any(renamed.is_err())?;
+    written.map_err(io)?;
+    renamed.map_err(io)?;
+    if any_failed {
+        return Err(failed("another rank could not write its rows"));
+    }
+    if rename_failed {
+        return Err(failed("rank 0 could not move the file into place"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_the_one_ndarray_npy_writes() {
+        for (r, c) in [(0, 5), (3, 4), (10_000, 128), (123_456_789, 7), (1, 1)] {
+            // a (r, c) array with r capped: the header is compared with the shape patched in
+            let a = Array2::<f32>::zeros((r.min(3), c));
+            let mut bytes = Vec::new();
+            a.write_npy(&mut bytes).unwrap();
+            let theirs = &bytes[..bytes.len() - 4 * a.len()];
+            assert_eq!(npy_f32_header(r.min(3), c), theirs, "({r}, {c})");
+            // and the full-size header parses back to the shape
+            let h = npy_f32_header(r, c);
+            let parsed = NpyHeader::parse(&h, (h.len() + 4 * r * c) as u64).unwrap();
+            assert_eq!(parsed.shape, vec![r, c]);
+            assert_eq!(parsed.data_offset, h.len() as u64);
+        }
+    }
+
+    #[test]
+    fn one_process_sharded_write_is_the_plain_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Array2::from_shape_fn((5, 3), |(i, j)| (i * 3 + j) as f32 - 2.5);
+        write_npy_f32(&dir.path().join("a.npy"), &a).unwrap();
+        write_npy_f32_sharded(&dir.path().join("b.npy"), 5, 0, &a, &crate::comm::Solo).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("a.npy")).unwrap(),
+            std::fs::read(dir.path().join("b.npy")).unwrap()
+        );
+        assert!(
+            write_npy_f32_sharded(&dir.path().join("c.npy"), 6, 0, &a, &crate::comm::Solo).is_err()
+        );
+        assert!(!dir.path().join("c.npy").exists());
+    }
 }

@@ -5,6 +5,7 @@
 extern crate blas_src;
 
 pub mod backend;
+pub mod comm;
 pub mod data;
 pub mod error;
 #[cfg(feature = "experiments")]

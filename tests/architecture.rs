@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// import each other.
 fn rank(module: &str) -> Option<(u8, &'static str)> {
     Some(match module {
-        "error" | "scalar" | "rng" | "io" => (0, "base"),
+        "error" | "scalar" | "rng" | "io" | "comm" => (0, "base"),
         "backend" => (1, "backend"),
         "data" => (2, "data"),
         "model" => (2, "model"),

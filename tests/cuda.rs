@@ -180,8 +180,10 @@ fn kernels_agree_with_the_cpu() {
     );
     let mut hg = y0.clone();
     let mut ghg = g.upload(y0.view()).unwrap();
-    c.hinge_grad(&xs, &mu, &sd, 10.0, 0.5, &mut hg).unwrap();
-    g.hinge_grad(&gxs, &gmu, &gsd, 10.0, 0.5, &mut ghg).unwrap();
+    c.hinge_grad(&xs, &mu, &sd, 10.0, 0.5, xs.nrows(), &mut hg)
+        .unwrap();
+    g.hinge_grad(&gxs, &gmu, &gsd, 10.0, 0.5, xs.nrows(), &mut ghg)
+        .unwrap();
     close("hinge_grad", &hg, &g.download(&ghg).unwrap(), 1);
     let mut cs = m(1, k, 10);
     let mut gcs = g.upload(cs.view()).unwrap();

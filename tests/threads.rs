@@ -356,7 +356,7 @@ fn kernels_on_every_thread_count<F: Scalar>() {
         let (mut mean, mut std) = (Array2::zeros((1, l)), Array2::zeros((1, l)));
         be.col_mean_std(&z, &mut mean, &mut std).unwrap();
         let mut grad = dense.clone();
-        be.hinge_grad(&z, &mean, &std, F::c(3.0), F::c(0.5), &mut grad)
+        be.hinge_grad(&z, &mean, &std, F::c(3.0), F::c(0.5), z.nrows(), &mut grad)
             .unwrap();
         (mean, std, grad)
     };

@@ -280,9 +280,11 @@ pub trait Backend<F: Scalar> {
 
     /// The variance hinge's value `sum_j relu(t - std_j)^2` for a `(1, l)` std vector.
     fn hinge_value(&self, std: &Self::Mat, t: F) -> Result<F>;
-    /// Accumulates the variance hinge's gradient into `grad` (shape of `x`, `(n, l)`):
-    /// `grad[i, j] += -(2 beta / (n - 1)) (t - s_j) / s_j (x[i, j] - mu_j)` where `0 < s_j < t`,
-    /// nothing where `s_j = 0` or `s_j >= t`.
+    /// Accumulates the variance hinge's gradient into `grad` (shape of `x`):
+    /// `grad[i, j] += -(2 beta / (count - 1)) (t - s_j) / s_j (x[i, j] - mu_j)` where
+    /// `0 < s_j < t`, nothing where `s_j = 0` or `s_j >= t`. `count` is the number of samples
+    /// the statistics were taken over: `x`'s rows on one process, the whole batch when `x` is
+    /// one rank's share of it ([`crate::comm`]); at least 2.
     #[allow(clippy::too_many_arguments)]
     fn hinge_grad(
         &self,
@@ -291,6 +293,7 @@ pub trait Backend<F: Scalar> {
         std: &Self::Mat,
         beta: F,
         t: F,
+        count: usize,
         grad: &mut Self::Mat,
     ) -> Result<()>;
 

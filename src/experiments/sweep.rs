@@ -220,6 +220,7 @@ pub fn run_sweep_on<B: Backend<f32>>(
                         resume: (from > 0).then(|| latest.clone()),
                         stop,
                         data_description: cfg.data_description.clone(),
+                        comm: None,
                     };
                     params.clone().validate()?.fit_with(
                         make()?,

@@ -19,7 +19,10 @@
 //! Its gradient for latent `j` is `-(2 beta/(n-1)) (T - s_j)/s_j (z_ij - mu_j)` when
 //! `0 < s_j < T`, and exactly zero when `s_j = 0` (a constant latent) or `s_j >= T`.
 
+use ndarray::Array2;
+
 use crate::backend::Backend;
+use crate::comm::Comm;
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 
@@ -179,7 +182,76 @@ pub fn hinge<F: Scalar, B: Backend<F>>(
     }
     be.col_mean_std(x, mean, std)?;
     if let Some(g) = grad {
-        be.hinge_grad(x, mean, std, beta, t, g)?;
+        be.hinge_grad(x, mean, std, beta, t, be.shape(x).0, g)?;
+    }
+    if want_value {
+        Ok(beta * be.hinge_value(std, t)?)
+    } else {
+        Ok(F::zero())
+    }
+}
+
+/// [`hinge`] over a batch whose rows are split between the ranks of `comm` (`x` holds this
+/// rank's rows): the column statistics are those of the whole batch, from two reductions of
+/// `l + 1` and `l` numbers (column sums and the row count, then the sums of squared deviations
+/// from the batch mean: the same two passes as on one process, in `f64`). The value (the same on
+/// every rank) and the gradient of this rank's rows are [`hinge`]'s for the whole batch. On one
+/// process this is [`hinge`].
+///
+/// # Errors
+/// As [`hinge`], with `n` the whole batch's rows; a communication error.
+#[allow(clippy::too_many_arguments)]
+pub fn hinge_on<F: Scalar, B: Backend<F>>(
+    be: &B,
+    x: &B::Mat,
+    beta: F,
+    t: F,
+    mean: &mut B::Mat,
+    std: &mut B::Mat,
+    grad: Option<&mut B::Mat>,
+    want_value: bool,
+    comm: &dyn Comm,
+) -> Result<F> {
+    if comm.size() == 1 {
+        return hinge(be, x, beta, t, mean, std, grad, want_value);
+    }
+    if beta == F::zero() {
+        return Ok(F::zero());
+    }
+    let xh = be.download(x)?;
+    let (rows, l) = xh.dim();
+    let mut sums = vec![0.0f64; l + 1];
+    for row in xh.rows() {
+        for (s, &v) in sums.iter_mut().zip(row.iter()) {
+            *s += v.f();
+        }
+    }
+    sums[l] = rows as f64;
+    comm.sum_f64(&mut sums)?;
+    let n = sums[l] as usize;
+    if n < 2 {
+        return Err(Error::shape(
+            "variance hinge",
+            format!("an unbiased std needs at least 2 samples in the batch, got {n}"),
+        ));
+    }
+    let mu: Vec<f64> = sums[..l].iter().map(|s| s / n as f64).collect();
+    let mut ss = vec![0.0f64; l];
+    for row in xh.rows() {
+        for ((s, &v), m) in ss.iter_mut().zip(row.iter()).zip(&mu) {
+            let dv = v.f() - m;
+            *s += dv * dv;
+        }
+    }
+    comm.sum_f64(&mut ss)?;
+    let mean_h = Array2::from_shape_fn((1, l), |(_, j)| F::c(mu[j]));
+    let std_h = Array2::from_shape_fn((1, l), |(_, j)| F::c((ss[j] / (n - 1) as f64).sqrt()));
+    *mean = be.upload(mean_h.view())?;
+    *std = be.upload(std_h.view())?;
+    if let Some(g) = grad
+        && rows > 0
+    {
+        be.hinge_grad(x, mean, std, beta, t, n, g)?;
     }
     if want_value {
         Ok(beta * be.hinge_value(std, t)?)

@@ -24,6 +24,7 @@
 use ndarray::{Array2, ArrayView2, AsArray, Ix2};
 
 use crate::backend::Backend;
+use crate::comm::Comm;
 use crate::error::{Error, Result};
 use crate::model::decoder::Decoder;
 use crate::model::params::DecoderParams;
@@ -111,6 +112,57 @@ impl Encoded {
                 e / n.max(1) as f64
             }
         }
+    }
+
+    /// The reports of every rank of `comm`, each holding the rows from `start` of one input
+    /// (as [`crate::comm::shard_blocks`] splits it), combined as one process encoding the whole
+    /// input would report them: FISTA's batches in order with their rows counted from the
+    /// input's first, the exact solver's reports combined ([`LassoReport::combine`]). The
+    /// codes stay with each rank: the result's are empty `(0, l)`.
+    ///
+    /// # Errors
+    /// A communication error; [`Error::Comm`] if the ranks ran different solvers.
+    pub fn gather_reports(&self, start: usize, comm: &dyn Comm) -> Result<Encoded> {
+        #[derive(serde::Serialize, serde::Deserialize)]
+        struct Part {
+            solver: Solver,
+            lasso: Option<LassoReport>,
+            batches: Vec<BatchReport>,
+        }
+        let mine = Part {
+            solver: self.solver,
+            lasso: self.lasso,
+            batches: self
+                .batches
+                .iter()
+                .map(|b| BatchReport {
+                    start: b.start + start,
+                    end: b.end + start,
+                    ..b.clone()
+                })
+                .collect(),
+        };
+        let bytes = serde_json::to_vec(&mine)
+            .map_err(|e| Error::Comm(format!("encoding this rank's report: {e}")))?;
+        let mut parts = Vec::with_capacity(comm.size());
+        for (r, b) in comm.all_gather_bytes(&bytes)?.iter().enumerate() {
+            let p: Part = serde_json::from_slice(b)
+                .map_err(|e| Error::Comm(format!("rank {r}'s report: {e}")))?;
+            if p.solver != self.solver {
+                return Err(Error::Comm(format!(
+                    "rank {r} ran {:?}, this rank {:?}",
+                    p.solver, self.solver
+                )));
+            }
+            parts.push(p);
+        }
+        let lassos: Vec<LassoReport> = parts.iter().filter_map(|p| p.lasso).collect();
+        Ok(Encoded {
+            codes: Array2::zeros((0, self.codes.ncols())),
+            solver: self.solver,
+            lasso: (!lassos.is_empty()).then(|| LassoReport::combine(&lassos)),
+            batches: parts.into_iter().flat_map(|p| p.batches).collect(),
+        })
     }
 
     /// FISTA's mean steps per sample (0 for the exact solver).

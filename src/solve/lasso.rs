@@ -51,6 +51,28 @@ pub struct LassoReport {
     pub max_kkt_violation: f64,
 }
 
+impl LassoReport {
+    /// The report of the union of disjoint sets of samples (e.g. the ranks' shares of one
+    /// input): counts added, means weighted by samples, the largest violation.
+    pub fn combine(parts: &[LassoReport]) -> LassoReport {
+        let n: usize = parts.iter().map(|p| p.n).sum();
+        let mean = |f: fn(&LassoReport) -> f64| {
+            parts.iter().map(|p| f(p) * p.n as f64).sum::<f64>() / n.max(1) as f64
+        };
+        LassoReport {
+            n,
+            mean_objective: mean(|p| p.mean_objective),
+            mean_support: mean(|p| p.mean_support),
+            sparsity: mean(|p| p.sparsity),
+            iterations: parts.iter().map(|p| p.iterations).sum(),
+            max_kkt_violation: parts
+                .iter()
+                .map(|p| p.max_kkt_violation)
+                .fold(0.0, f64::max),
+        }
+    }
+}
+
 /// Solves the non-negative lasso for every row of `y` `(n, d)` against `w` `(d, l)`:
 /// [`lasso`] with `positive = true`.
 ///

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{Array2, ArrayView2, AsArray, Ix2, s};
 
 use crate::backend::{Backend, Cpu};
+use crate::comm::{Comm, Solo, shard_blocks};
 use crate::data::{PixelScale, Samples};
 use crate::error::{Error, Result};
 use crate::model::{Decoder, EnergyTerms, Lista, ListaTape, energy};
@@ -264,6 +265,17 @@ impl<B: Backend<f32>> SparseCoder<B> {
     /// # Errors
     /// [`Error::Shape`] / [`Error::NonFiniteInput`] for bad input.
     pub fn evaluate(&self, samples: &Samples<'_>) -> Result<EvalStats> {
+        self.evaluate_on(samples, &Solo)
+    }
+
+    /// [`SparseCoder::evaluate`] shared between the ranks of `comm`: each rank evaluates whole
+    /// batches of its block of the samples ([`crate::comm::shard_blocks`]), and the sums are
+    /// reduced over the ranks, so every rank returns the statistics of all the samples (the
+    /// same batches as on one process; only the order of the final sums differs).
+    ///
+    /// # Errors
+    /// As [`SparseCoder::evaluate`]; a communication error.
+    pub fn evaluate_on(&self, samples: &Samples<'_>, comm: &dyn Comm) -> Result<EvalStats> {
         let y = samples.x;
         let (n, d) = y.dim();
         if d != self.input_dim {
@@ -284,9 +296,10 @@ impl<B: Backend<f32>> SparseCoder<B> {
         let bs = self.params.batch_size.max(1);
         let (mut psnr, mut zeros) = (0.0f64, 0usize);
         let mut terms = EnergyTerms::default();
-        let mut start = 0;
-        while start < n {
-            let end = (start + bs).min(n);
+        let mine = shard_blocks(n, bs, comm.rank(), comm.size());
+        let mut start = mine.start;
+        while start < mine.end {
+            let end = (start + bs).min(mine.end);
             let m = end - start;
             let yb = be.upload(y.slice(s![start..end, ..]))?;
             let mut tape = enc.tape(be, m)?;
@@ -321,6 +334,12 @@ impl<B: Backend<f32>> SparseCoder<B> {
             };
             psnr += be.psnr_sum(r, scale, PSNR_MSE_FLOOR as f32)?.f64();
             start = end;
+        }
+        if comm.size() > 1 {
+            let mut v = [psnr, zeros as f64, terms.recon, terms.l1, terms.hinge];
+            comm.sum_f64(&mut v)?;
+            [psnr, _, terms.recon, terms.l1, terms.hinge] = v;
+            zeros = v[1] as usize;
         }
         let nf = n.max(1) as f64;
         let terms = EnergyTerms {

@@ -15,6 +15,7 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use crate::backend::{Backend, Cpu};
+use crate::comm::{Comm, Solo, shard};
 use crate::data::{PixelScale, TrainData};
 use crate::error::{Error, Result};
 use crate::train::coder::SparseCoder;
@@ -72,6 +74,14 @@ pub struct FitOptions<'a> {
     pub stop: Option<&'a AtomicBool>,
     /// A description of the data (recorded in the checkpoints).
     pub data_description: Option<String>,
+    /// Train data-parallel with these ranks (docs/SCALING.md); `None`: this process alone.
+    /// Every rank calls [`ValidParams::fit_with`] with the same parameters and data; each takes
+    /// its rows of every global batch ([`crate::comm::shard`]) and its block of the validation
+    /// samples, and the result is the one-process run's up to the order of floating-point
+    /// sums. Only rank 0 writes checkpoints (`out_dir` is ignored on the others), and the
+    /// observers' and stop flag's requests to stop are shared, so that every rank stops
+    /// between the same batches.
+    pub comm: Option<Arc<dyn Comm>>,
 }
 
 impl ValidParams {
@@ -98,11 +108,22 @@ impl ValidParams {
         observer: &mut dyn Observer,
     ) -> Result<SparseCoder<B>> {
         let p = &self.0;
+        let comm: Arc<dyn Comm> = opts.comm.clone().unwrap_or_else(|| Arc::new(Solo));
+        let (rank, ranks) = (comm.rank(), comm.size());
+        // the run directory, on the rank that writes it
+        let out_dir = opts.out_dir.as_ref().filter(|_| rank == 0);
         // one writer per run directory, for the whole run
-        let _lock = match &opts.out_dir {
+        let _lock = match out_dir {
             Some(dir) => Some(RunLock::acquire(dir)?),
             None => None,
         };
+        if p.batch_size < ranks {
+            return Err(Error::param(
+                "batch size",
+                p.batch_size,
+                format!("a batch is split between {ranks} ranks: it needs at least one row each"),
+            ));
+        }
         data.train.validate("training samples")?;
         data.val.validate("validation samples")?;
         let (n_train, d) = data.train.x.dim();
@@ -138,6 +159,9 @@ impl ValidParams {
             None => SparseCoder::init(be, p, d, pixel_scale, data.image_shape)?,
         };
         model.image_shape = model.image_shape.or(data.image_shape);
+        model.trainer.set_comm(comm.clone());
+        // this rank's rows of every batch
+        let mine = shard(p.batch_size, rank, ranks);
         if let Some(desc) = &opts.data_description {
             model.data_description = Some(desc.clone());
         }
@@ -147,9 +171,9 @@ impl ValidParams {
             epochs: p.epochs,
             batches_per_epoch: n_batches,
         });
-        let mut batch = Array2::<f32>::zeros((p.batch_size, d));
+        let mut batch = Array2::<f32>::zeros((mine.len(), d));
         let mut batch_map = match data.train.scale {
-            PixelScale::PerElement(_) => Some(Array2::<f32>::zeros((p.batch_size, d))),
+            PixelScale::PerElement(_) => Some(Array2::<f32>::zeros((mine.len(), d))),
             PixelScale::Constant(_) => None,
         };
         for epoch in start..p.epochs {
@@ -157,10 +181,10 @@ impl ValidParams {
             let order = epoch_order(p.seed, epoch, n_train);
             let mut stats = TrainStats::default();
             for b in 0..n_batches {
-                if opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+                if comm.any(opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)))? {
                     return Err(Error::Interrupted { epoch });
                 }
-                let rows = &order[b * p.batch_size..(b + 1) * p.batch_size];
+                let rows = &order[b * p.batch_size..(b + 1) * p.batch_size][mine.clone()];
                 for (k, &i) in rows.iter().enumerate() {
                     batch.row_mut(k).assign(&data.train.x.row(i));
                 }
@@ -178,13 +202,13 @@ impl ValidParams {
                     .trainer
                     .step_scaled(&model.be, &yb, epoch, map.as_ref())?;
                 stats.add(&s);
-                if observer.on_batch(epoch, b, &s).is_break() {
+                if comm.any(observer.on_batch(epoch, b, &s).is_break())? {
                     return Err(Error::Interrupted { epoch });
                 }
             }
             let train_seconds = t0.elapsed().as_secs_f64();
             let t1 = Instant::now();
-            let val = model.evaluate(&data.val)?;
+            let val = model.evaluate_on(&data.val, &*comm)?;
             let val_seconds = t1.elapsed().as_secs_f64();
             if !val.energy.is_finite() {
                 let term = val.terms.non_finite_term().unwrap_or("total");
@@ -214,13 +238,13 @@ impl ValidParams {
                 lr_encoder: p.lr_encoder,
             };
             model.last = Some(summary.clone());
-            if let Some(dir) = &opts.out_dir {
+            if let Some(dir) = out_dir {
                 model.save(&dir.join("latest"))?;
                 if is_best {
                     model.save(&dir.join("best"))?;
                 }
             }
-            if observer.on_epoch(&summary).is_break() {
+            if comm.any(observer.on_epoch(&summary).is_break())? {
                 return Err(Error::Interrupted { epoch: epoch + 1 });
             }
             if let (Some(pat), Some(best)) = (p.patience, model.best)

@@ -8,7 +8,10 @@
 //!
 //! Decoder and encoder train together from the first batch.
 
+use std::sync::Arc;
+
 use crate::backend::Backend;
+use crate::comm::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::model::decoder::{Decoder, DecoderScratch};
 use crate::model::encoder::{Lista, ListaTape};
@@ -116,6 +119,8 @@ pub struct Trainer<F: Scalar, B: Backend<F>> {
     pub decoder_opt: AdamState<DecoderParams<B::Mat>>,
     config: StepConfig,
     ws: Option<StepWorkspace<F, B>>,
+    /// The ranks sharing each batch ([`Solo`] unless [`Trainer::set_comm`]).
+    comm: Arc<dyn Comm>,
 }
 
 impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
@@ -189,7 +194,22 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             decoder_opt,
             config,
             ws: None,
+            comm: Arc::new(Solo),
         })
+    }
+
+    /// Trains data-parallel with the ranks of `comm` (docs/SCALING.md): each [`Trainer::step`]
+    /// then takes this rank's rows of a global batch, FISTA reduces its batch-wide quantities
+    /// over the ranks ([`fista::solve_on`]), and the gradients and statistics are those of the
+    /// whole batch (each rank's share weighted by its rows, summed in rank order), so that every
+    /// rank applies the same update. Every rank must start from the same weights.
+    pub fn set_comm(&mut self, comm: Arc<dyn Comm>) {
+        self.comm = comm;
+    }
+
+    /// The ranks sharing each batch.
+    pub fn comm(&self) -> &Arc<dyn Comm> {
+        &self.comm
     }
 
     /// The configuration.
@@ -281,22 +301,35 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let (n, _) = be.shape(y);
         let cfg = &self.config;
         let l = self.decoder.code_dim();
+        let comm = &*self.comm;
+        let distributed = comm.size() > 1;
+        // the global batch's rows, and this rank's share of them
+        let n_all = if distributed { comm.sum_count(n)? } else { n };
+        let share = n as f64 / n_all as f64;
 
         // 1. amortised codes
         let e = self.encoder.forward(be, y, &mut ws.tape)?;
-        let encoder_sparsity = be.count_zeros(e)? as f64 / (n * l) as f64;
+        let mut e_zeros = be.count_zeros(e)?;
 
         // 2. FISTA from the encoder's codes. The previous batch's length forecasts this one's
         // (it picks the gradient path, which changes the codes by rounding only); not across
         // epochs, so that a run resumed from an epoch's checkpoint repeats the same steps.
         let forecast = ws.last_steps.filter(|&(ep, _)| ep == epoch).map(|(_, s)| s);
         ws.fista.set_forecast(forecast)?;
-        let report = fista::solve(be, &self.decoder, y, Some(e), &cfg.fista, &mut ws.fista)?;
+        let report = fista::solve_on(
+            be,
+            &self.decoder,
+            y,
+            Some(e),
+            &cfg.fista,
+            &mut ws.fista,
+            comm,
+        )?;
         ws.last_steps = Some((epoch, report.mean_steps));
         let z = ws.fista.codes();
 
         // 3. decoder step
-        let decoder_loss = self
+        let mut decoder_loss = self
             .decoder
             .loss_grads(be, y, z, &mut ws.dec, &mut ws.dec_grads)?;
         let scale = match pixel_map {
@@ -306,11 +339,28 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             }
             None => F::c(cfg.pixel_scale),
         };
-        let psnr = be
+        let mut psnr_sum = be
             .psnr_sum(ws.dec.residual(), scale, F::c(PSNR_MSE_FLOOR))?
-            .f()
-            / n as f64;
-        let sparsity = be.count_zeros(z)? as f64 / (n * l) as f64;
+            .f();
+        let mut z_zeros = be.count_zeros(z)?;
+        if distributed {
+            // the whole batch's loss, statistics and gradients: each rank's mean weighted by
+            // its share of the rows
+            let mut v = [
+                share * decoder_loss.f(),
+                psnr_sum,
+                z_zeros as f64,
+                e_zeros as f64,
+            ];
+            comm.sum_f64(&mut v)?;
+            decoder_loss = F::c(v[0]);
+            psnr_sum = v[1];
+            (z_zeros, e_zeros) = (v[2] as usize, v[3] as usize);
+            reduce_params(be, comm, share, &mut ws.dec_grads)?;
+        }
+        let psnr = psnr_sum / n_all as f64;
+        let sparsity = z_zeros as f64 / (n_all * l) as f64;
+        let encoder_sparsity = e_zeros as f64 / (n_all * l) as f64;
         if !decoder_loss.is_finite() {
             return Err(diverged(epoch, "decoder loss"));
         }
@@ -333,9 +383,15 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         }
 
         // 4. encoder step, towards the FISTA codes
-        let encoder_loss = self
-            .encoder
-            .loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
+        let mut encoder_loss =
+            self.encoder
+                .loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
+        if distributed {
+            let mut v = [share * encoder_loss.f()];
+            comm.sum_f64(&mut v)?;
+            encoder_loss = F::c(v[0]);
+            reduce_params(be, comm, share, &mut ws.enc_grads)?;
+        }
         if !encoder_loss.is_finite() {
             return Err(diverged(epoch, "encoder loss"));
         }
@@ -355,7 +411,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         }
 
         Ok(StepStats {
-            n,
+            n: n_all,
             decoder_loss: decoder_loss.f(),
             encoder_loss: encoder_loss.f(),
             energy: report.energy,
@@ -366,6 +422,34 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             fista_iterations: report.iterations,
         })
     }
+}
+
+/// Replaces every matrix of `grads` (this rank's mean gradient) by the whole batch's: the sum
+/// over the ranks, in rank order and in `f64`, of each rank's gradient times its share of the
+/// batch's rows.
+fn reduce_params<F: Scalar, B: Backend<F>, P: ParamSet<B::Mat>>(
+    be: &B,
+    comm: &dyn Comm,
+    share: f64,
+    grads: &mut P,
+) -> Result<()> {
+    let mut host = Vec::new();
+    let mut buf = Vec::new();
+    for (_, g) in grads.named() {
+        let h = be.download(g)?;
+        buf.extend(h.iter().map(|v| share * v.f()));
+        host.push(h);
+    }
+    comm.sum_f64(&mut buf)?;
+    let mut at = 0;
+    for ((_, g), mut h) in grads.named_mut().into_iter().zip(host) {
+        for v in h.iter_mut() {
+            *v = F::c(buf[at]);
+            at += 1;
+        }
+        *g = be.upload(h.view())?;
+    }
+    Ok(())
 }
 
 fn diverged(epoch: usize, term: &str) -> Error {

@@ -770,22 +770,23 @@ impl<F: Scalar> Backend<F> for Cpu {
         std: &Array2<F>,
         beta: F,
         t: F,
+        count: usize,
         grad: &mut Array2<F>,
     ) -> Result<()> {
         let (n, l) = x.dim();
         same_shape("hinge_grad", dim(x), dim(grad))?;
         row_vec("hinge_grad: mean", dim(mean), l)?;
         row_vec("hinge_grad: std", dim(std), l)?;
-        if n < 2 {
+        if count < 2 {
             return Err(Error::shape(
                 "hinge_grad",
-                format!("the variance hinge needs at least 2 rows, got {n}"),
+                format!("the variance hinge needs at least 2 samples, got {count}"),
             ));
         }
-        if l == 0 {
+        if l == 0 || n == 0 {
             return Ok(());
         }
-        let scale = -(F::c(2.0) * beta) / F::c((n - 1) as f64);
+        let scale = -(F::c(2.0) * beta) / F::c((count - 1) as f64);
         // Coefficient per latent; exactly zero where the hinge is inactive or the std is zero
         // (adding 0 * (x - mu) then leaves the gradient unchanged).
         let coef = |s: F| {
@@ -1083,7 +1084,7 @@ mod tests {
         let mut std = Array2::zeros((1, 3));
         be.col_mean_std(&x, &mut mean, &mut std).unwrap();
         let mut g = Array2::zeros((2, 3));
-        be.hinge_grad(&x, &mean, &std, 1.0, 0.5, &mut g).unwrap();
+        be.hinge_grad(&x, &mean, &std, 1.0, 0.5, 2, &mut g).unwrap();
         // column 0: std 0; columns 1, 2: std sqrt(2) > 0.5
         assert!(g.iter().all(|&v| v == 0.0));
     }

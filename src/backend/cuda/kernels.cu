@@ -44,8 +44,8 @@ extern "C" __global__ void vs_relu_mask(float* g, const float* act, int n) {
 }
 
 extern "C" __global__ void vs_hinge_grad(float* g, const float* x, const float* mean, const float* sd,
-                                         float beta, float t, int rows, int cols) {
-    float scale = -(2.0f * beta) / (float)(rows - 1);
+                                         float beta, float t, int rows, int cols, int count) {
+    float scale = -(2.0f * beta) / (float)(count - 1);
     GRID_STRIDE(i, rows * cols) {
         int j = i % cols;
         float s = sd[j];

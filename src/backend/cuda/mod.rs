@@ -610,22 +610,26 @@ impl Backend<f32> for Cuda {
         std: &CudaMat,
         beta: f32,
         t: f32,
+        count: usize,
         grad: &mut CudaMat,
     ) -> Result<()> {
         same_shape("hinge_grad", dims(x), dims(grad))?;
-        if dims(mean) != (1, x.cols) || dims(std) != (1, x.cols) || x.rows < 2 {
+        if dims(mean) != (1, x.cols) || dims(std) != (1, x.cols) || count < 2 {
             return Err(Error::shape(
                 "hinge_grad",
                 format!(
-                    "x {:?} (needs 2 rows), mean {:?}, std {:?}",
+                    "x {:?} over {count} samples (needs 2), mean {:?}, std {:?}",
                     dims(x),
                     dims(mean),
                     dims(std)
                 ),
             ));
         }
-        let (rows, cols) = (int(x.rows)?, int(x.cols)?);
-        launch!(self, "vs_hinge_grad", grid(x.rows * x.cols); &mut grad.data, &x.data, &mean.data, &std.data, &beta, &t, &rows, &cols);
+        if x.rows * x.cols == 0 {
+            return Ok(());
+        }
+        let (rows, cols, count) = (int(x.rows)?, int(x.cols)?, int(count)?);
+        launch!(self, "vs_hinge_grad", grid(x.rows * x.cols); &mut grad.data, &x.data, &mean.data, &std.data, &beta, &t, &rows, &cols, &count);
         Ok(())
     }
 

@@ -138,8 +138,3 @@ pub fn create_dir(dir: &Path) -> Result<()> {
         source,
     })
 }
-
-/// The fraction of entries exactly zero.
-pub fn sparsity(codes: &ndarray::Array2<f32>) -> f64 {
-    codes.iter().filter(|&&v| v == 0.0).count() as f64 / codes.len().max(1) as f64
-}

@@ -5,6 +5,7 @@
 mod args;
 mod commands;
 mod observer;
+mod ranks;
 
 use std::process::ExitCode;
 
@@ -25,7 +26,8 @@ struct Cli {
     threads: Option<usize>,
     /// Where to compute: cpu, cuda (the first GPU) or cuda:N (needs a build with the `cuda`
     /// feature and a GPU). Checkpoints and outputs have the same format either way. `bench`
-    /// measures the CPU and `atoms` only draws, so they run on the CPU.
+    /// measures the CPU and `atoms` only draws, so they run on the CPU. Under mpirun, cuda:N is
+    /// GPU N + the rank's rank on its node.
     #[arg(
         long,
         global = true,
@@ -93,31 +95,54 @@ fn main() -> ExitCode {
         eprintln!("error: --threads must be at least 1");
         return ExitCode::FAILURE;
     }
-    let device = cli.device;
+    #[cfg(feature = "mpi")]
+    let ranks = match ranks::Ranks::mpi() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    #[cfg(not(feature = "mpi"))]
+    let ranks = ranks::Ranks::solo();
+    ranks.abort_on_panic();
+    ranks.inject_fault();
+    let device = ranks.device(cli.device);
     // The kernels split each batch over a pool of `threads` threads (backend::threads); BLAS runs
     // single-threaded inside each part, so the two never compete for the cores.
     varsparse::backend::cpu::set_blas_threads(1);
+    let r = &ranks;
     let result = varsparse::backend::cpu::threads::with_threads(threads, || match cli.command {
-        Command::Infer(a) => commands::infer::run(a, device),
-        Command::Train(a) => commands::train::run(*a, device),
-        Command::Encode(a) => commands::encode::run(a, device),
-        Command::Eval(a) => commands::eval::run(a, device),
-        Command::Classify(a) => commands::classify::run(a, device),
-        Command::Bench(a) => commands::bench::run(a, device, threads),
-        Command::Denoise(a) => commands::denoise::run(a, device),
-        Command::Atoms(a) => commands::atoms::run(a),
-        Command::Sweep(a) => commands::sweep::run(a, device),
+        Command::Infer(a) => commands::infer::run(a, device, r),
+        Command::Train(a) => commands::train::run(*a, device, r),
+        Command::Encode(a) => commands::encode::run(a, device, r),
+        Command::Eval(a) => r
+            .single("eval")
+            .and_then(|()| commands::eval::run(a, device)),
+        Command::Classify(a) => r
+            .single("classify")
+            .and_then(|()| commands::classify::run(a, device)),
+        Command::Bench(a) => r
+            .single("bench")
+            .and_then(|()| commands::bench::run(a, device, threads)),
+        Command::Denoise(a) => r
+            .single("denoise")
+            .and_then(|()| commands::denoise::run(a, device)),
+        Command::Atoms(a) => r.single("atoms").and_then(|()| commands::atoms::run(a)),
+        Command::Sweep(a) => r
+            .single("sweep")
+            .and_then(|()| commands::sweep::run(a, device)),
     })
     .and_then(|r| r);
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // every rank stops between the same batches (the request is shared)
         Err(e @ Error::Interrupted { .. }) => {
-            eprintln!("{e}");
+            if ranks.is_root() {
+                eprintln!("{e}");
+            }
             ExitCode::from(130)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => ranks.fail(&e),
     }
 }

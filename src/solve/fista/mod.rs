@@ -54,6 +54,7 @@ pub use report::{BatchReport, FistaReport, TraceRecord};
 pub use workspace::FistaWorkspace;
 
 use crate::backend::{Backend, FistaStep, Trans};
+use crate::comm::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::model::decoder::{Decoder, DecoderKind, DecoderScratch};
 use crate::model::energy::{self, EnergyTerms};
@@ -64,6 +65,8 @@ use workspace::GramBuffers;
 /// Everything the smooth part needs, borrowed from the caller and the workspace.
 struct Smooth<'a, F: Scalar, B: Backend<F>> {
     be: &'a B,
+    /// The ranks sharing the batch (`y` holds this rank's rows).
+    comm: &'a dyn Comm,
     decoder: &'a Decoder<F, B>,
     y: &'a B::Mat,
     target: Option<&'a B::Mat>,
@@ -117,7 +120,15 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
             grad.as_deref_mut(),
             want_value,
         )?;
-        let hinge = energy::hinge(be, point, self.beta, self.t, mean, std, grad, want_value)?;
+        let hinge = energy::hinge_on(
+            be, point, self.beta, self.t, mean, std, grad, want_value, self.comm,
+        )?;
+        if self.comm.size() > 1 && want_value {
+            // the row terms summed over the ranks; the hinge is already the batch's
+            let mut v = [(recon + prox).f()];
+            self.comm.sum_f64(&mut v)?;
+            return Ok(F::c(v[0]) + hinge);
+        }
         Ok(recon + prox + hinge)
     }
 }
@@ -176,7 +187,17 @@ impl<F: Scalar, B: Backend<F>> Smooth<'_, F, B> {
             }
         }
         energy::proximity(be, point, self.target, self.gamma, Some(&mut *grad), false)?;
-        energy::hinge(be, point, self.beta, self.t, mean, std, Some(grad), false)?;
+        energy::hinge_on(
+            be,
+            point,
+            self.beta,
+            self.t,
+            mean,
+            std,
+            Some(grad),
+            false,
+            self.comm,
+        )?;
         Ok(())
     }
 }
@@ -200,7 +221,34 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     params: &FistaParams,
     ws: &mut FistaWorkspace<F, B>,
 ) -> Result<FistaReport> {
+    solve_on(be, decoder, y, warm, params, ws, &Solo)
+}
+
+/// [`solve`] on a batch whose rows are split between the ranks of `comm`: `y` (and `warm`)
+/// hold this rank's rows, and the batch-wide quantities are reduced over the ranks at every
+/// iteration, so that the run is the algorithm of [`solve`] on the whole batch (docs/SCALING.md):
+/// the variance hinge's column statistics ([`energy::hinge_on`]), the number of converged
+/// samples (the loop ends when every sample of the batch is flagged), the energies and model
+/// terms of the backtracking test, the report's energy and mean steps, and the counts behind
+/// the one-hidden-layer decoder's choice of gradient path. Each rank keeps at least one row.
+/// On one process ([`Solo`]) this is [`solve`], to the bit.
+///
+/// Every rank must call it with the same parameters. An error on one rank (bad input on its
+/// rows) is returned there only: the caller must end the job (the CLI aborts every rank).
+///
+/// # Errors
+/// As [`solve`]; a communication error.
+pub fn solve_on<F: Scalar, B: Backend<F>>(
+    be: &B,
+    decoder: &Decoder<F, B>,
+    y: &B::Mat,
+    warm: Option<&B::Mat>,
+    params: &FistaParams,
+    ws: &mut FistaWorkspace<F, B>,
+    comm: &dyn Comm,
+) -> Result<FistaReport> {
     params.validate()?;
+    let distributed = comm.size() > 1;
     let (n, d) = be.shape(y);
     let l = decoder.code_dim();
     if d != decoder.input_dim() {
@@ -230,11 +278,13 @@ pub fn solve<F: Scalar, B: Backend<F>>(
             format!("warm start is {:?}, expected ({n}, {l})", be.shape(e)),
         ));
     }
+    // the batch's rows, over all ranks
+    let n_all = if distributed { comm.sum_count(n)? } else { n };
     let ep = &params.energy;
-    if ep.beta > 0.0 && n < 2 {
+    if ep.beta > 0.0 && n_all < 2 {
         return Err(Error::param(
             "batch size",
-            n,
+            n_all,
             "the variance hinge (beta > 0) needs at least 2 samples per batch",
         ));
     }
@@ -258,7 +308,7 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     let forecast_gram = may_switch
         && ws
             .forecast
-            .is_some_and(|s| hidden_gram_pays(decoder, n, s * n as f64));
+            .is_some_and(|s| hidden_gram_pays(decoder, n_all, s * n_all as f64));
     let use_gram = match params.path {
         GradientPath::Direct => false,
         GradientPath::Gram => true,
@@ -292,6 +342,7 @@ pub fn solve<F: Scalar, B: Backend<F>>(
 
     let mut smooth = Smooth {
         be,
+        comm,
         decoder,
         y,
         target: warm,
@@ -346,8 +397,8 @@ pub fn solve<F: Scalar, B: Backend<F>>(
         if may_switch && !smooth.use_gram && it == HIDDEN_GRAM_AFTER {
             // switch if the samples still active, over twice as many iterations again, would
             // save more multiply-adds than the setup costs
-            let active = (n - rows_flagged) as f64;
-            if hidden_gram_pays(decoder, n, active * (2 * HIDDEN_GRAM_AFTER) as f64) {
+            let active = (n_all - rows_flagged) as f64;
+            if hidden_gram_pays(decoder, n_all, active * (2 * HIDDEN_GRAM_AFTER) as f64) {
                 gram_setup(be, decoder, y, gram.as_mut())?;
                 smooth.use_gram = true;
                 switched_at = Some(it);
@@ -407,7 +458,12 @@ pub fn solve<F: Scalar, B: Backend<F>>(
                 let fp = smooth
                     .eval(z, dec, gram.as_mut(), mean, std, None, true)?
                     .f();
-                let (lin, sq) = be.step_model_terms(g, z, x)?;
+                let (mut lin, mut sq) = be.step_model_terms(g, z, x)?;
+                if distributed {
+                    let mut v = [lin.f(), sq.f()];
+                    comm.sum_f64(&mut v)?;
+                    (lin, sq) = (F::c(v[0]), F::c(v[1]));
+                }
                 let q = fx.f() + lin.f() + 0.5 * lip * sq.f();
                 if fp.is_finite() && fp <= q + slack_rel * (fx.f().abs() + fp.abs()) {
                     break (Some(fp), Some(q));
@@ -428,6 +484,14 @@ pub fn solve<F: Scalar, B: Backend<F>>(
             (rc, f_trial, model)
         };
         t = t_next;
+        let mut rc = rc;
+        if distributed {
+            // the batch's converged samples, and whether any rank's codes blew up
+            let mut v = [rc.converged as f64, f64::from(u8::from(rc.non_finite))];
+            comm.sum_f64(&mut v)?;
+            rc.converged = v[0] as usize;
+            rc.non_finite = v[1] > 0.0;
+        }
         if rc.non_finite {
             return Err(Error::Diverged {
                 algorithm: "FISTA",
@@ -435,7 +499,7 @@ pub fn solve<F: Scalar, B: Backend<F>>(
                 term: "codes".into(),
             });
         }
-        steps_sum += n - rc.converged;
+        steps_sum += n_all - rc.converged;
         rows_flagged = rc.converged;
         iterations = it + 1;
         if params.record_trace {
@@ -444,20 +508,25 @@ pub fn solve<F: Scalar, B: Backend<F>>(
                 step: 1.0 / lip,
                 f_trial,
                 model,
-                active: n - rc.converged,
+                active: n_all - rc.converged,
             });
         }
-        if rc.converged == n {
+        if rc.converged == n_all {
             converged = true;
             break;
         }
     }
 
     // The energy at the returned codes, through the exact (direct) reconstruction.
-    let recon = decoder.recon(be, y, z, dec, None, true)?.f();
-    let l1 = lambda * be.sum_abs(z)?.f();
-    let hinge = energy::hinge(be, z, smooth.beta, smooth.t, mean, std, None, true)?.f();
-    let prox = energy::proximity(be, z, warm, smooth.gamma, None, true)?.f();
+    let mut recon = decoder.recon(be, y, z, dec, None, true)?.f();
+    let mut l1 = lambda * be.sum_abs(z)?.f();
+    let hinge = energy::hinge_on(be, z, smooth.beta, smooth.t, mean, std, None, true, comm)?.f();
+    let mut prox = energy::proximity(be, z, warm, smooth.gamma, None, true)?.f();
+    if distributed {
+        let mut v = [recon, l1, prox];
+        comm.sum_f64(&mut v)?;
+        [recon, l1, prox] = v;
+    }
     let energy = EnergyTerms {
         recon,
         l1,
@@ -473,7 +542,7 @@ pub fn solve<F: Scalar, B: Backend<F>>(
     }
     Ok(FistaReport {
         iterations,
-        mean_steps: steps_sum as f64 / n as f64,
+        mean_steps: steps_sum as f64 / n_all as f64,
         converged,
         energy,
         total_energy: energy.total(),

@@ -5,11 +5,13 @@ use std::time::Instant;
 
 use ndarray::Array2;
 use varsparse::backend::{Backend, Device, OnBackend};
+use varsparse::comm::{Comm, shard_blocks};
 use varsparse::data::SplitName;
-use varsparse::io::{read_npy_f32, write_json, write_npy_f32};
+use varsparse::io::{NpyFile, write_json, write_npy_f32_sharded};
 use varsparse::{Error, Result, SparseCoder};
 
-use crate::args::{load_model_split, sparsity};
+use crate::args::load_model_split;
+use crate::ranks::Ranks;
 
 /// `encode`'s flags.
 #[derive(clap::Args)]
@@ -39,20 +41,33 @@ pub struct Args {
 }
 
 /// The codes, on the job's backend.
-struct Job<'a>(&'a Args);
+struct Job<'a>(&'a Args, &'a dyn Comm);
 
 impl OnBackend for Job<'_> {
-    type Output = (Array2<f32>, f64);
+    /// This rank's codes, their first row, all rows, seconds.
+    type Output = (Array2<f32>, usize, usize, f64);
 
     fn run<B: Backend<f32>>(self, make: &dyn Fn() -> Result<B>) -> Result<Self::Output> {
-        let a = self.0;
+        let (a, comm) = (self.0, self.1);
         let model = SparseCoder::load_on(make()?, &a.model)?;
-        let y = match (&a.input, &a.split) {
-            (Some(path), None) => read_npy_f32(path)?,
-            (None, Some(split)) => load_model_split(&a.model, a.data_dir.as_deref(), *split)?
-                .get(*split)?
-                .x
-                .clone(),
+        // whole batches of the model's batch size per rank, so that every batch (and its
+        // variance statistics) is the one-process run's
+        let bs = model.params().batch_size;
+        let (y, rows, n) = match (&a.input, &a.split) {
+            (Some(path), None) => {
+                // only this rank's rows are read
+                let mut f = NpyFile::open(path)?;
+                let n = f.dim2()?.0;
+                let rows = shard_blocks(n, bs, comm.rank(), comm.size());
+                (f.read_rows(rows.clone())?, rows, n)
+            }
+            (None, Some(split)) => {
+                let data = load_model_split(&a.model, a.data_dir.as_deref(), *split)?;
+                let x = &data.get(*split)?.x;
+                let n = x.nrows();
+                let rows = shard_blocks(n, bs, comm.rank(), comm.size());
+                (x.slice(ndarray::s![rows.clone(), ..]).to_owned(), rows, n)
+            }
             _ => {
                 return Err(Error::param(
                     "input",
@@ -71,20 +86,31 @@ impl OnBackend for Job<'_> {
         } else {
             model.encode(&y)?
         };
-        Ok((codes, t0.elapsed().as_secs_f64()))
+        Ok((codes, rows.start, n, t0.elapsed().as_secs_f64()))
     }
 }
 
-/// Runs `encode`.
-pub fn run(a: Args, device: Device) -> Result<()> {
-    let (codes, secs) = device.run(Job(&a))?;
-    write_npy_f32(&a.out, &codes)?;
-    eprintln!(
-        "{} codes ({}) in {secs:.2} s, sparsity {:.1}% -> {}",
-        codes.nrows(),
-        if a.fista { "FISTA" } else { "encoder" },
-        100.0 * sparsity(&codes),
-        a.out.display()
-    );
+/// Runs `encode`; under mpirun each rank encodes a block of whole batches of the rows.
+pub fn run(a: Args, device: Device, ranks: &Ranks) -> Result<()> {
+    let comm = &*ranks.comm;
+    if ranks.distributed() && a.report.is_some() {
+        return Err(Error::param(
+            "report",
+            "given",
+            "under mpirun, encode writes no FISTA report (use infer --report)",
+        ));
+    }
+    let (codes, start, n, secs) = device.run(Job(&a, comm))?;
+    write_npy_f32_sharded(&a.out, n, start, &codes, comm)?;
+    let mut v = [codes.iter().filter(|&&x| x == 0.0).count() as f64];
+    comm.sum_f64(&mut v)?;
+    if ranks.is_root() {
+        eprintln!(
+            "{n} codes ({}) in {secs:.2} s, sparsity {:.1}% -> {}",
+            if a.fista { "FISTA" } else { "encoder" },
+            100.0 * v[0] / (n * codes.ncols()).max(1) as f64,
+            a.out.display()
+        );
+    }
     Ok(())
 }

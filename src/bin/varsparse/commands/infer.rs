@@ -1,12 +1,16 @@
 //! `varsparse infer`: codes for the rows of an `.npy` against a fixed decoder, with the exact
 //! lasso solver or FISTA (`varsparse::solve::encode`).
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use ndarray::{Array2, Axis};
 use varsparse::backend::{Backend, Device, OnBackend};
-use varsparse::io::{read_npy_f32, read_npy_vector_f32, write_json, write_npy_f32};
+use varsparse::comm::shard_blocks;
+use varsparse::io::{
+    NpyFile, read_npy_f32, read_npy_vector_f32, write_json, write_npy_f32_sharded,
+};
 use varsparse::lasso::LassoReport;
 use varsparse::model::decoder::Decoder;
 use varsparse::model::energy::EnergyParams;
@@ -14,7 +18,7 @@ use varsparse::solve::encode::{Encoded, Solver, encode};
 use varsparse::solve::fista::{BatchReport, FistaParams, GradientPath, StepRule};
 use varsparse::{Error, Result};
 
-use crate::args::sparsity;
+use crate::ranks::Ranks;
 
 /// `infer`'s flags.
 #[derive(clap::Args)]
@@ -165,6 +169,8 @@ struct Job<'a> {
     args: &'a Args,
     params: &'a FistaParams,
     solver: Solver,
+    /// The input's rows this rank encodes.
+    rows: Range<usize>,
 }
 
 impl OnBackend for Job<'_> {
@@ -177,8 +183,22 @@ impl OnBackend for Job<'_> {
             HostDecoder::Linear(w) => Decoder::linear(&be, &w)?,
             HostDecoder::OneHidden(w1, b1, w2) => Decoder::one_hidden(&be, &w1, &b1, &w2)?,
         };
-        let y = read_npy_f32(&a.input)?;
-        let warm = a.warm_start.as_deref().map(read_npy_f32).transpose()?;
+        // only this rank's rows are read
+        let y = NpyFile::open(&a.input)?.read_rows(self.rows.clone())?;
+        let warm = match a.warm_start.as_deref() {
+            Some(path) => {
+                let mut f = NpyFile::open(path)?;
+                let (n_in, n_warm) = (NpyFile::open(&a.input)?.dim2()?.0, f.dim2()?.0);
+                if n_warm != n_in {
+                    return Err(Error::shape(
+                        "warm start",
+                        format!("{} has {n_warm} rows, the input {n_in}", path.display()),
+                    ));
+                }
+                Some(f.read_rows(self.rows.clone())?)
+            }
+            None => None,
+        };
         let t0 = Instant::now();
         let out = encode(
             &be,
@@ -194,22 +214,43 @@ impl OnBackend for Job<'_> {
 }
 
 /// Runs `infer`.
-pub fn run(a: Args, device: Device) -> Result<()> {
+pub fn run(a: Args, device: Device, ranks: &Ranks) -> Result<()> {
     let params = a.params();
     let solver = a.solver()?;
-    let (out, n, secs) = device.run(Job {
+    let comm = &*ranks.comm;
+    // whole batches per rank, so that every batch is the one-process run's
+    let n_all = NpyFile::open(&a.input)?.dim2()?.0;
+    let rows = shard_blocks(n_all, a.batch_size, comm.rank(), comm.size());
+    let start = rows.start;
+    let (mine, _, my_secs) = device.run(Job {
         args: &a,
         params: &params,
         solver,
+        rows,
     })?;
+    write_npy_f32_sharded(&a.out, n_all, start, &mine.codes, comm)?;
+    // the run's statistics over every rank's rows
+    let mut v = [mine.codes.iter().filter(|&&x| x == 0.0).count() as f64];
+    comm.sum_f64(&mut v)?;
+    let mut secs = vec![0.0; comm.size()];
+    comm.all_gather_f64(&[my_secs], &mut secs)?;
+    let secs = secs.iter().copied().fold(0.0, f64::max);
+    let out = if ranks.distributed() {
+        mine.gather_reports(start, comm)?
+    } else {
+        mine
+    };
+    if !ranks.is_root() {
+        return Ok(());
+    }
+    let n = n_all;
+    let sparsity = v[0] / (n * out.codes.ncols()).max(1) as f64;
     if device != Device::Cpu && out.solver == Solver::Exact {
         eprintln!(
             "note: the exact lasso solver runs on the CPU (a host algorithm); --device {device} \
              applies to FISTA (--solver fista)"
         );
     }
-    write_npy_f32(&a.out, &out.codes)?;
-    let sparsity = sparsity(&out.codes);
     let energy = out.mean_energy();
     let steps = out.mean_steps();
     if let Some(path) = &a.report {

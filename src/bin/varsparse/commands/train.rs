@@ -2,17 +2,20 @@
 //! overridable, with checkpoints and `log.jsonl`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use varsparse::backend::{Backend, Device, OnBackend};
+use varsparse::comm::{Comm, Timed};
 use varsparse::data::LoadedData;
 use varsparse::io::write_json;
 use varsparse::train::checkpoint;
-use varsparse::train::{BestEpoch, FitOptions, ParamOverrides, ValidParams};
+use varsparse::train::{BestEpoch, FitOptions, Observer, ParamOverrides, ValidParams};
 use varsparse::{Error, ModelParams, Preset, Result};
 
 use crate::args::{DataArgs, create_dir};
 use crate::observer::{CliObserver, STOP, stop_on_ctrl_c};
+use crate::ranks::Ranks;
 
 /// `train`'s flags.
 #[derive(clap::Args)]
@@ -48,7 +51,7 @@ struct Fit<'a> {
     params: &'a ValidParams,
     data: &'a LoadedData,
     opts: &'a FitOptions<'a>,
-    observer: &'a mut CliObserver,
+    observer: &'a mut dyn Observer,
 }
 
 impl OnBackend for Fit<'_> {
@@ -63,7 +66,8 @@ impl OnBackend for Fit<'_> {
 }
 
 /// Runs `train`.
-pub fn run(a: Args, device: Device) -> Result<()> {
+pub fn run(a: Args, device: Device, ranks: &Ranks) -> Result<()> {
+    let root = ranks.is_root();
     let (mut params, spec, out, resume) = match &a.resume {
         Some(path) => {
             let from = checkpoint::resume_from(path)?;
@@ -123,36 +127,74 @@ pub fn run(a: Args, device: Device) -> Result<()> {
     let valid = params.validate()?;
     let config = serde_json::json!({ "params": valid.params(), "data": spec, "out": out });
     let config_text = serde_json::to_string_pretty(&config).unwrap_or_default();
-    eprintln!("configuration:\n{config_text}");
-    create_dir(&out)?;
-    write_json(&out.join("config.json"), &config)?;
+    // rank 0 writes the run directory and prints; every rank loads the data and trains
+    if root {
+        eprintln!("configuration:\n{config_text}");
+        if ranks.distributed() {
+            eprintln!(
+                "data-parallel over {} ranks: each batch of {} split by rows",
+                ranks.comm.size(),
+                valid.params().batch_size
+            );
+        }
+        create_dir(&out)?;
+        write_json(&out.join("config.json"), &config)?;
+    }
 
     let t0 = Instant::now();
     let data = spec.load()?;
-    eprintln!(
-        "data: {} training, {} validation samples of dimension {} ({:.1} s)",
-        data.train.x.nrows(),
-        data.val.x.nrows(),
-        data.train.x.ncols(),
-        t0.elapsed().as_secs_f64()
-    );
+    if root {
+        eprintln!(
+            "data: {} training, {} validation samples of dimension {} ({:.1} s)",
+            data.train.x.nrows(),
+            data.val.x.nrows(),
+            data.train.x.ncols(),
+            t0.elapsed().as_secs_f64()
+        );
+    }
     stop_on_ctrl_c();
-    let mut observer = CliObserver::new(out.join("log.jsonl"))?;
+    // under mpirun, the time in collectives is counted and reported
+    let timed = ranks
+        .distributed()
+        .then(|| Arc::new(Timed::new(ranks.comm.clone())));
+    let mut observer = match root {
+        true => Some(CliObserver::new(out.join("log.jsonl"))?),
+        false => None,
+    };
     let opts = FitOptions {
         out_dir: Some(out.clone()),
         resume,
         stop: Some(&STOP),
         data_description: serde_json::to_string(&spec).ok(),
+        comm: timed.clone().map(|t| t as Arc<dyn Comm>),
     };
+    let mut quiet = ();
     let summary = device.run(Fit {
         params: &valid,
         data: &data,
         opts: &opts,
-        observer: &mut observer,
+        observer: match &mut observer {
+            Some(o) => o,
+            None => &mut quiet,
+        },
     });
-    observer.finish()?;
+    if let Some(o) = &mut observer {
+        o.finish()?;
+    }
     let (epochs, best) = summary?;
-    if let Some(b) = best {
+    if let (true, Some(t)) = (root, &timed) {
+        let c = t.totals();
+        eprintln!(
+            "rank 0 of {}: {:.2} s of {:.2} s in {} collectives ({:.1} MB sent), waiting for the \
+             other ranks included",
+            ranks.comm.size(),
+            c.seconds,
+            t0.elapsed().as_secs_f64(),
+            c.calls,
+            c.bytes as f64 / 1e6
+        );
+    }
+    if let (true, Some(b)) = (root, best) {
         eprintln!(
             "done: {epochs} epochs in {:.1} s; best validation energy {:.5} at epoch {} -> {}",
             t0.elapsed().as_secs_f64(),
