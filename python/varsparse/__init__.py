@@ -24,18 +24,29 @@ Energy (docs/CONVENTIONS.md §1 in the repository), per sample:
 ``beta sum_j relu(threshold - std_j(Z))^2`` over each batch and, with ``gamma > 0``, the
 proximity term ``gamma (1/l) ||z - e||^2`` to the warm start ``e``.
 
+Devices: every function and method that computes takes ``device="cpu"`` (default),
+``"cuda"`` (the first GPU) or ``"cuda:N"``, the names of the command-line tool's ``--device``.
+The GPU is reachable only from a wheel built with the ``cuda`` feature
+(``maturin build --release --features cuda``, see the README; :data:`CUDA_BUILD` says whether
+this one was); the default wheel is CPU-only. Where CUDA cannot compute (no ``cuda`` feature,
+no driver or library, no such GPU) a CUDA device raises :class:`CudaUnavailableError`; a name
+that is not a device raises :class:`ValueError`. On a GPU, ``n_threads`` still sizes the host's
+share of the work.
+
 Errors: a bad argument raises :class:`ValueError`, a failed file operation :class:`OSError`,
-anything else :class:`VarSparseError`, with varsparse's message.
+anything else :class:`VarSparseError` (of which :class:`CudaUnavailableError` is one), with
+varsparse's message.
 """
 
 from __future__ import annotations
 
 import json as _json
+import warnings as _warnings
 
 import numpy as _np
 
 from . import _native
-from ._native import Model, VarSparseError
+from ._native import CUDA_BUILD, CudaUnavailableError, Model, VarSparseError
 
 __all__ = [
     "fista",
@@ -47,6 +58,8 @@ __all__ = [
     "preset_params",
     "Model",
     "VarSparseError",
+    "CudaUnavailableError",
+    "CUDA_BUILD",
     "VarSparseDictionaryLearning",
     "VarSparseCoder",
 ]
@@ -70,6 +83,14 @@ def _opt_f32(a, name):
     return None if a is None else _f32(a, name)
 
 
+def _device(device):
+    """``device`` in the library's spelling (``"cpu"``, ``"cuda"``, ``"cuda:N"``): ValueError
+    for a string that names no device, TypeError for anything but a string. Starts nothing."""
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string ('cpu', 'cuda' or 'cuda:N'), got {device!r}")
+    return _native.parse_device(device)
+
+
 def _infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
                 signed, batch_size, direct, n_threads):
     return (
@@ -83,7 +104,7 @@ def _infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max
 
 def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, step=None,
           backtracking=False, max_iter=200, tol=1e-3, signed=False, batch_size=250,
-          direct=False, n_threads=None):
+          direct=False, n_threads=None, device="cpu"):
     """FISTA codes of the rows of ``Y`` for the linear dictionary ``W``.
 
     The same computation, with the same options, as ``varsparse infer --dictionary W.npy``
@@ -120,6 +141,11 @@ def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, ste
         Compute the gradient through the input space (no Gram matrix).
     n_threads : int, optional
         CPU threads (default: all available).
+    device : str
+        Where to compute: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"`` (as
+        ``varsparse --device``). A CUDA device needs a wheel built with the ``cuda`` feature
+        and a GPU, else :class:`CudaUnavailableError`; its codes agree with the CPU's to
+        rounding, not bit for bit.
 
     Returns
     -------
@@ -133,19 +159,19 @@ def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, ste
     codes, report = _native.fista(
         _f32(Y, "Y"), _f32(W, "W"),
         *_infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
-                     signed, batch_size, direct, n_threads))
+                     signed, batch_size, direct, n_threads), _device(device))
     return codes, _json.loads(report)
 
 
 def fista_mlp(Y, W1, b1, W2, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None,
               step=None, backtracking=False, max_iter=200, tol=1e-3, signed=False,
-              batch_size=250, direct=False, n_threads=None):
+              batch_size=250, direct=False, n_threads=None, device="cpu"):
     """FISTA codes of the rows of ``Y`` for the decoder ``W2 relu(W1 z + b1)``.
 
     The same computation as ``varsparse infer --mlp W1.npy,b1.npy,W2.npy`` (identical bits).
     ``W1`` is ``(m, l)``, ``b1`` ``(m,)`` (``(1, m)`` and ``(m, 1)`` are accepted), ``W2``
     ``(d, m)``. Without ``step``, FISTA backtracks (there is no Lipschitz bound). Every other
-    argument, and the result, as in :func:`fista`.
+    argument (``device`` included), and the result, as in :func:`fista`.
     """
     b1 = _np.asarray(b1)
     if b1.ndim == 2 and 1 in b1.shape:
@@ -153,11 +179,25 @@ def fista_mlp(Y, W1, b1, W2, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_st
     codes, report = _native.fista_mlp(
         _f32(Y, "Y"), _f32(W1, "W1"), _f32(b1, "b1", ndim=1), _f32(W2, "W2"),
         *_infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
-                     signed, batch_size, direct, n_threads))
+                     signed, batch_size, direct, n_threads), _device(device))
     return codes, _json.loads(report)
 
 
-def lasso(Y, W, lam, positive=True, *, n_threads=None):
+def _lasso(Y, W, lam, positive, n_threads, device):
+    """:func:`lasso` without its note; ``device`` already parsed."""
+    codes, report = _native.lasso(_f32(Y, "Y"), _f32(W, "W"), float(lam), bool(positive),
+                                  None if n_threads is None else int(n_threads), device)
+    return codes, _json.loads(report)
+
+
+def _exact_on_cpu_note(device, where, fista, stacklevel):
+    """The CLI's note for ``infer --solver exact --device cuda``, as a UserWarning."""
+    _warnings.warn(
+        f"{where} runs on the CPU (a host algorithm); device={device!r} applies to FISTA "
+        f"({fista})", UserWarning, stacklevel=stacklevel + 1)
+
+
+def lasso(Y, W, lam, positive=True, *, n_threads=None, device="cpu"):
     """Exact lasso codes of the rows of ``Y`` for the dictionary ``W`` (active-set solver).
 
     Solves, per sample, ``min_z (1/d) ||y - W z||^2 + lam ||z||_1`` with ``z >= 0`` when
@@ -172,6 +212,12 @@ def lasso(Y, W, lam, positive=True, *, n_threads=None):
     positive : bool
     n_threads : int, optional
         CPU threads (default: all available); the codes do not depend on it.
+    device : str
+        ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``. The exact solver is a host algorithm:
+        as ``varsparse infer --solver exact --device cuda`` does, a CUDA device must be
+        available (else :class:`CudaUnavailableError`), the codes are computed on the CPU
+        (the same bits as ``device="cpu"``) and a :class:`UserWarning` says so. Use
+        :func:`fista` to compute on a GPU.
 
     Returns
     -------
@@ -180,9 +226,12 @@ def lasso(Y, W, lam, positive=True, *, n_threads=None):
         ``n``, ``mean_objective``, ``mean_support``, ``sparsity``, ``iterations`` and
         ``max_kkt_violation`` (relative).
     """
-    codes, report = _native.lasso(_f32(Y, "Y"), _f32(W, "W"), float(lam), bool(positive),
-                                  None if n_threads is None else int(n_threads))
-    return codes, _json.loads(report)
+    device = _device(device)
+    out = _lasso(Y, W, lam, positive, n_threads, device)
+    if device != "cpu":
+        _exact_on_cpu_note(device, "varsparse.lasso, the exact lasso solver,", "varsparse.fista",
+                           stacklevel=2)
+    return out
 
 
 def load(path):

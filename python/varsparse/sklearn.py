@@ -6,7 +6,8 @@
 - :class:`VarSparseCoder`: codes of samples for a fixed dictionary, like scikit-learn's
   ``SparseCoder``, with the exact lasso or FISTA.
 
-Both compute in float32 (float64 input is converted) and return float32 codes.
+Both compute in float32 (float64 input is converted) and return float32 codes, on the
+``device`` given to the constructor (``"cpu"``, ``"cuda"``, ``"cuda:N"``; see :mod:`varsparse`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _native
+from . import _device, _exact_on_cpu_note, _lasso, _native
 from . import fista as _fista
-from . import lasso as _lasso
 
 __all__ = ["VarSparseDictionaryLearning", "VarSparseCoder"]
 
@@ -109,6 +109,13 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
         Seeds the initialisation, the epochs' shuffles and the validation split.
     n_threads : int, optional
         CPU threads (default: all available); results do not depend on it.
+    device : str
+        Where ``fit``, ``transform`` and ``inverse_transform`` compute: ``"cpu"`` (default),
+        ``"cuda"`` or ``"cuda:N"``. A CUDA device needs a wheel built with the ``cuda``
+        feature and a GPU, else :class:`varsparse.CudaUnavailableError`; its results agree with
+        the CPU's to rounding, not bit for bit. The fitted model lives on the host (``model_``,
+        ``components_``, pickles, checkpoints are the same whatever the device); on a GPU each
+        call copies it there. Checked when used, not by the constructor.
 
     Attributes
     ----------
@@ -130,7 +137,7 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
                  fista_max_iter=None, fista_tol=None, lr_decoder=None, lr_encoder=None,
                  wd_hidden_bias=None, wd_encoder_bias=None, column_norm=None, max_epochs=None,
                  batch_size=None, validation_fraction=0.0, pixel_scale=1.0, random_state=None,
-                 n_threads=None):
+                 n_threads=None, device="cpu"):
         self.n_components = n_components
         self.preset = preset
         self.decoder = decoder
@@ -154,6 +161,7 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
         self.pixel_scale = pixel_scale
         self.random_state = random_state
         self.n_threads = n_threads
+        self.device = device
 
     def _model_params(self, n_train):
         """The library's ModelParams: the preset's, with every non-None parameter set."""
@@ -190,6 +198,7 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
         ``y`` is ignored. Ctrl-C stops training between batches with ``KeyboardInterrupt``
         (the estimator then stays as it was).
         """
+        device = _device(self.device)
         X = validate_data(self, X, dtype=[np.float32, np.float64])
         X = _to_f32(X)
         n = X.shape[0]
@@ -211,7 +220,7 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
                 f"the variance hinge (beta > 0) needs at least 2 training samples, got "
                 f"{n_train} sample{'s' if n_train != 1 else ''}")
         model, history = _native.fit(X_train, X_val, json.dumps(params), float(self.pixel_scale),
-                                     None, self.n_threads)
+                                     None, self.n_threads, device)
         self.model_ = model
         self.params_ = json.loads(model.params_json)
         self.history_ = json.loads(history)
@@ -235,21 +244,24 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
         variance hinge couples the samples of a batch).
         """
         check_is_fitted(self)
+        device = _device(self.device)
         X = _to_f32(validate_data(self, X, dtype=[np.float32, np.float64], reset=False))
         if method == "encoder":
-            return self.model_.encode(X, self.n_threads)
+            return self.model_.encode(X, self.n_threads, device)
         if method == "fista":
-            return self.model_.encode_fista(X, self.n_threads)[0]
+            return self.model_.encode_fista(X, self.n_threads, device)[0]
         raise ValueError(f"method must be 'encoder' or 'fista', got {method!r}")
 
     def inverse_transform(self, X):
         """Reconstructions (n_samples, n_features) of codes ``X`` (n_samples, n_components)."""
         check_is_fitted(self)
+        device = _device(self.device)
         Z = np.asarray(X)
         if Z.ndim != 2 or Z.shape[1] != self.n_components_:
             raise ValueError(
                 f"codes must be (n_samples, {self.n_components_}), got shape {Z.shape}")
-        return self.model_.decode(_to_f32(Z.astype(np.float32, copy=False)), self.n_threads)
+        return self.model_.decode(_to_f32(Z.astype(np.float32, copy=False)), self.n_threads,
+                                  device)
 
     def atoms(self):
         """The decoder's atoms (n_components, n_features): a linear decoder's columns of ``W``;
@@ -266,7 +278,8 @@ class VarSparseDictionaryLearning(TransformerMixin, BaseEstimator):
     @classmethod
     def load(cls, path, **params):
         """An estimator fitted from a checkpoint directory (``varsparse train``'s or
-        :meth:`save`'s); ``params`` set estimator parameters such as ``n_threads``.
+        :meth:`save`'s); ``params`` set estimator parameters such as ``n_threads`` or
+        ``device``.
 
         The estimator's hyper-parameters are set from the checkpoint's.
         """
@@ -347,6 +360,12 @@ class VarSparseCoder(TransformerMixin, BaseEstimator):
         :func:`varsparse.fista`.
     n_threads : int, optional
         CPU threads (default: all available).
+    device : str
+        Where FISTA computes: ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"`` (see
+        :func:`varsparse.fista`). The exact solver (``"lasso"``, and ``"auto"`` when it picks
+        it) runs on the CPU whatever the device, with a :class:`UserWarning` when the device is
+        not the CPU, as :func:`varsparse.lasso` does; an unavailable CUDA device raises
+        :class:`varsparse.CudaUnavailableError` with either solver.
 
     Attributes
     ----------
@@ -357,7 +376,7 @@ class VarSparseCoder(TransformerMixin, BaseEstimator):
 
     def __init__(self, dictionary, *, lam=0.02, method="auto", positive=True, beta=0.0,
                  threshold=0.5, gamma=0.0, max_iter=200, tol=1e-3, step=None,
-                 backtracking=False, batch_size=250, n_threads=None):
+                 backtracking=False, batch_size=250, n_threads=None, device="cpu"):
         self.dictionary = dictionary
         self.lam = lam
         self.method = method
@@ -371,6 +390,7 @@ class VarSparseCoder(TransformerMixin, BaseEstimator):
         self.backtracking = backtracking
         self.batch_size = batch_size
         self.n_threads = n_threads
+        self.device = device
 
     def fit(self, X, y=None):
         """Checks ``X`` against the dictionary and stores it as ``components_``; learns
@@ -397,12 +417,18 @@ class VarSparseCoder(TransformerMixin, BaseEstimator):
         lasso_applies = self.beta == 0 and self.gamma == 0
         if method == "lasso" and not lasso_applies:
             raise ValueError("method='lasso' needs beta = gamma = 0; use 'fista' or 'auto'")
+        device = _device(self.device)
         if method == "lasso" or (method == "auto" and lasso_applies):
-            return _lasso(X, W, self.lam, self.positive, n_threads=self.n_threads)[0]
+            codes = _lasso(X, W, self.lam, self.positive, self.n_threads, device)[0]
+            if device != "cpu":
+                _exact_on_cpu_note(
+                    device, f"VarSparseCoder(method={method!r}) chose the exact lasso solver, "
+                    "which", "method='fista'", stacklevel=2)
+            return codes
         return _fista(X, W, self.lam, beta=self.beta, threshold=self.threshold, gamma=self.gamma,
                       step=self.step, backtracking=self.backtracking, max_iter=self.max_iter,
                       tol=self.tol, signed=not self.positive, batch_size=self.batch_size,
-                      n_threads=self.n_threads)[0]
+                      n_threads=self.n_threads, device=device)[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
