@@ -195,6 +195,12 @@ impl<C: Comm + ?Sized> Comm for std::sync::Arc<C> {
     }
 }
 
+/// The granularity of a batch's split between ranks in training: 16 rows, the CPU GEMM's
+/// largest tile. A GEMM rounds a tile cut by the matrix's edge differently from a whole one, so
+/// each row's products (and FISTA's iterates) are the one-process run's bits only when every
+/// rank's block starts at a multiple of the tile (the thread pool splits rows the same way).
+pub const SHARD_ALIGN: usize = 16;
+
 /// Rank `rank`'s part of `n` items split over `size` ranks in contiguous blocks: the first
 /// `n % size` ranks take one item more. Ranks past the items get an empty range.
 pub fn shard(n: usize, rank: usize, size: usize) -> Range<usize> {

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 
 use crate::backend::{Backend, Cpu};
-use crate::comm::{Comm, Solo, shard};
+use crate::comm::{Comm, SHARD_ALIGN, Solo, shard_blocks};
 use crate::data::{PixelScale, TrainData};
 use crate::error::{Error, Result};
 use crate::train::coder::SparseCoder;
@@ -76,7 +76,8 @@ pub struct FitOptions<'a> {
     pub data_description: Option<String>,
     /// Train data-parallel with these ranks (docs/SCALING.md); `None`: this process alone.
     /// Every rank calls [`ValidParams::fit_with`] with the same parameters and data; each takes
-    /// its rows of every global batch ([`crate::comm::shard`]) and its block of the validation
+    /// its rows of every global batch (blocks of [`crate::comm::SHARD_ALIGN`] rows, split by
+    /// [`crate::comm::shard_blocks`]) and its block of the validation
     /// samples, and the result is the one-process run's up to the order of floating-point
     /// sums. Only rank 0 writes checkpoints (`out_dir` is ignored on the others), and the
     /// observers' and stop flag's requests to stop are shared, so that every rank stops
@@ -117,11 +118,14 @@ impl ValidParams {
             Some(dir) => Some(RunLock::acquire(dir)?),
             None => None,
         };
-        if p.batch_size < ranks {
+        if p.batch_size.div_ceil(SHARD_ALIGN) < ranks {
             return Err(Error::param(
                 "batch size",
                 p.batch_size,
-                format!("a batch is split between {ranks} ranks: it needs at least one row each"),
+                format!(
+                    "a batch is split between {ranks} ranks in blocks of {SHARD_ALIGN} rows: it \
+                     needs at least one block per rank"
+                ),
             ));
         }
         data.train.validate("training samples")?;
@@ -160,8 +164,8 @@ impl ValidParams {
         };
         model.image_shape = model.image_shape.or(data.image_shape);
         model.trainer.set_comm(comm.clone());
-        // this rank's rows of every batch
-        let mine = shard(p.batch_size, rank, ranks);
+        // this rank's rows of every batch, in blocks aligned as the GEMM's tiles
+        let mine = shard_blocks(p.batch_size, SHARD_ALIGN, rank, ranks);
         if let Some(desc) = &opts.data_description {
             model.data_description = Some(desc.clone());
         }
