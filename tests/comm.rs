@@ -14,10 +14,12 @@ use varsparse::model::energy::EnergyParams;
 use varsparse::rng::{linear_uniform, rng};
 use varsparse::solve::fista::{self, FistaParams, FistaWorkspace, StepRule};
 
-/// `size` ranks as threads: all-gathers through a shared table between two barriers.
+/// `size` ranks as threads: all-gathers through a shared table between two barriers;
+/// all-to-alls through a table of `size x size` messages.
 struct Shared {
     barrier: Barrier,
     slots: Mutex<Vec<Vec<u8>>>,
+    mail: Mutex<Vec<Vec<Vec<u8>>>>,
 }
 
 struct ThreadComm {
@@ -54,6 +56,29 @@ impl Comm for ThreadComm {
         self.shared.barrier.wait();
         Ok(all)
     }
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        varsparse::comm::check_all_to_all(send, send_counts, self.size)?;
+        {
+            let mut mail = self.shared.mail.lock().unwrap();
+            let mut at = 0;
+            for (q, &c) in send_counts.iter().enumerate() {
+                mail[self.rank][q] = send[at..at + c].to_vec();
+                at += c;
+            }
+        }
+        self.shared.barrier.wait();
+        let parts: Vec<Vec<u8>> = {
+            let mail = self.shared.mail.lock().unwrap();
+            (0..self.size).map(|p| mail[p][self.rank].clone()).collect()
+        };
+        self.shared.barrier.wait();
+        let counts = parts.iter().map(Vec::len).collect();
+        Ok((parts.concat(), counts))
+    }
     fn barrier(&self) -> Result<()> {
         self.shared.barrier.wait();
         Ok(())
@@ -64,6 +89,7 @@ fn comms(size: usize) -> Vec<ThreadComm> {
     let shared = Arc::new(Shared {
         barrier: Barrier::new(size),
         slots: Mutex::new(vec![Vec::new(); size]),
+        mail: Mutex::new(vec![vec![Vec::new(); size]; size]),
     });
     (0..size)
         .map(|rank| ThreadComm {
@@ -169,5 +195,256 @@ fn split_batches_solve_the_whole_batch_and_per_rank_statistics_do_not() {
                 assert!(naive > 100.0 * dist.max(1e-6), "{naive} against {dist}");
             }
         }
+    }
+}
+
+#[test]
+fn all_to_all_delivers_each_message_to_its_rank() {
+    for size in [1, 2, 3] {
+        std::thread::scope(|sc| {
+            for c in comms(size) {
+                sc.spawn(move || {
+                    let r = c.rank;
+                    // rank r sends rank q (3r + q) % 4 bytes (some empty), each naming both
+                    let msg =
+                        |from: usize, to: usize| vec![(16 * from + to) as u8; (3 * from + to) % 4];
+                    let counts: Vec<usize> = (0..size).map(|q| msg(r, q).len()).collect();
+                    let send: Vec<u8> = (0..size).flat_map(|q| msg(r, q)).collect();
+                    let (got, got_counts) = c.all_to_all_bytes(&send, &counts).unwrap();
+                    let want: Vec<u8> = (0..size).flat_map(|p| msg(p, r)).collect();
+                    let want_counts: Vec<usize> = (0..size).map(|p| msg(p, r).len()).collect();
+                    assert_eq!((got, got_counts), (want, want_counts), "rank {r} of {size}");
+                    // counts that do not add up are refused on the rank that gives them
+                    assert!(c.all_to_all_bytes(&send, &vec![0; size + 1]).is_err());
+                });
+            }
+        });
+    }
+}
+
+mod sharded_fit {
+    use super::*;
+    use varsparse::SparseCoder;
+    use varsparse::data::{PixelScale, Samples, TrainData};
+    use varsparse::train::{FitOptions, ModelParams, Preset, ValidParams};
+
+    /// 530 training rows (5 batches of 100, 30 dropped) and 60 validation rows of width 36;
+    /// a per-element pixel-scale map when `map`.
+    struct Data {
+        train: Array2<f32>,
+        val: Array2<f32>,
+        train_map: Array2<f32>,
+        val_map: Array2<f32>,
+    }
+
+    fn data() -> Data {
+        let (n, m, d) = (530, 60, 36);
+        let pos = |a: Array2<f32>| a.mapv(|v| 0.5 + v.abs());
+        Data {
+            train: linear_uniform(&mut rng(11), n, d, 1),
+            val: linear_uniform(&mut rng(12), m, d, 1),
+            train_map: pos(linear_uniform(&mut rng(13), n, d, 1)),
+            val_map: pos(linear_uniform(&mut rng(14), m, d, 1)),
+        }
+    }
+
+    impl Data {
+        fn view(&self, map: bool) -> TrainData<'_> {
+            fn samples<'a>(x: &'a Array2<f32>, m: &'a Array2<f32>, map: bool) -> Samples<'a> {
+                Samples {
+                    x: x.view(),
+                    scale: if map {
+                        PixelScale::PerElement(m.view())
+                    } else {
+                        PixelScale::Constant(0.3)
+                    },
+                }
+            }
+            TrainData {
+                train: samples(&self.train, &self.train_map, map),
+                val: samples(&self.val, &self.val_map, map),
+                image_shape: Some((6, 6)),
+                train_shard: None,
+            }
+        }
+    }
+
+    fn params(preset: Preset, epochs: usize) -> ValidParams {
+        ModelParams::preset(preset)
+            .code_dim(12)
+            .hidden(20)
+            .batch_size(100)
+            .epochs(epochs)
+            .seed(7)
+            .validate()
+            .unwrap()
+    }
+
+    /// What identifies a trained model bit for bit: its codes and reconstructions of fixed
+    /// inputs, and the last epoch's training and validation statistics.
+    fn fingerprint(m: &SparseCoder, probe: &Array2<f32>) -> (Vec<u32>, Vec<u32>, String) {
+        let bits = |a: Array2<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let codes = m.encode(probe).unwrap();
+        let last = m.last_epoch().unwrap();
+        (
+            bits(codes.clone()),
+            bits(m.decode(&codes).unwrap()),
+            format!("{:?} {:?} {}", last.train, last.val, m.epochs_trained()),
+        )
+    }
+
+    /// Fits on `size` thread-ranks, each holding the data `pick(rank)` gives it, with the
+    /// options `opts(rank)`; every rank's result.
+    fn fit_ranks<'a>(
+        p: &ValidParams,
+        size: usize,
+        pick: impl Fn(usize) -> TrainData<'a> + Sync,
+        opts: impl Fn(usize) -> FitOptions<'static> + Sync,
+    ) -> Vec<varsparse::Result<SparseCoder>> {
+        std::thread::scope(|sc| {
+            let handles: Vec<_> = comms(size)
+                .into_iter()
+                .map(|c| {
+                    let (pick, opts) = (&pick, &opts);
+                    sc.spawn(move || {
+                        let r = c.rank;
+                        let comm: Arc<dyn Comm> = Arc::new(c);
+                        let o = FitOptions {
+                            comm: Some(comm),
+                            ..opts(r)
+                        };
+                        p.fit_with(Cpu, &pick(r), &o, &mut ())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn shards_give_the_batches_of_the_whole_set() {
+        let d = data();
+        let probe = d.val.clone();
+        for (preset, map) in [(Preset::MnistVdl, false), (Preset::PatchesSdlNl, true)] {
+            let p = params(preset, 2);
+            // one process, with the whole set and with the whole set given as its one shard
+            let one = p.fit(&d.view(map), &mut ()).unwrap();
+            let one_shard = p
+                .fit(&d.view(map).keep_shard(0, 1).unwrap(), &mut ())
+                .unwrap();
+            assert_eq!(fingerprint(&one, &probe), fingerprint(&one_shard, &probe));
+            for size in [2, 3] {
+                let whole = fit_ranks(&p, size, |_| d.view(map), |_| FitOptions::default());
+                let sharded = fit_ranks(
+                    &p,
+                    size,
+                    |r| d.view(map).keep_shard(r, size).unwrap(),
+                    |_| FitOptions::default(),
+                );
+                let want = fingerprint(whole[0].as_ref().unwrap(), &probe);
+                for (r, m) in whole.iter().chain(&sharded).enumerate() {
+                    assert_eq!(
+                        fingerprint(m.as_ref().unwrap(), &probe),
+                        want,
+                        "{preset:?}, {size} ranks: result {r} differs"
+                    );
+                }
+                // and near the one-process model (sums in another order, docs/SCALING.md)
+                let (a, b) = (
+                    one.encode(&probe).unwrap(),
+                    sharded[0].as_ref().unwrap().encode(&probe).unwrap(),
+                );
+                let dist = max_diff(&a, &b);
+                eprintln!("{preset:?}, {size} ranks, sharded: codes {dist:.1e} from one process");
+                assert!(dist < 1e-2, "{dist}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sharded_run_resumes_bit_identically() {
+        let d = data();
+        let probe = d.val.clone();
+        let size = 3;
+        let tmp = tempfile::tempdir().unwrap();
+        let (first, second) = (tmp.path().join("a"), tmp.path().join("b"));
+        let shard = |r| d.view(true).keep_shard(r, size).unwrap();
+        let straight = fit_ranks(&params(Preset::PatchesVdl, 2), size, shard, |_| {
+            FitOptions::default()
+        });
+        let first_dir = first.clone();
+        fit_ranks(&params(Preset::PatchesVdl, 1), size, shard, move |_| {
+            FitOptions {
+                out_dir: Some(first_dir.clone()),
+                ..FitOptions::default()
+            }
+        })
+        .into_iter()
+        .for_each(|m| {
+            m.unwrap();
+        });
+        let resumed = fit_ranks(&params(Preset::PatchesVdl, 2), size, shard, move |_| {
+            FitOptions {
+                out_dir: Some(second.clone()),
+                resume: Some(first.join("latest")),
+                ..FitOptions::default()
+            }
+        });
+        let want = fingerprint(straight[0].as_ref().unwrap(), &probe);
+        for m in &resumed {
+            assert_eq!(fingerprint(m.as_ref().unwrap(), &probe), want);
+        }
+    }
+
+    #[test]
+    fn inconsistent_shards_fail_on_every_rank() {
+        let d = data();
+        let p = params(Preset::MnistVdl, 1);
+        // shards out of rank order
+        let swapped = fit_ranks(
+            &p,
+            2,
+            |r| d.view(false).keep_shard(1 - r, 2).unwrap(),
+            |_| FitOptions::default(),
+        );
+        // one rank with a shard, the other with the whole set
+        let mixed = fit_ranks(
+            &p,
+            2,
+            |r| match r {
+                0 => d.view(false).keep_shard(0, 2).unwrap(),
+                _ => d.view(false),
+            },
+            |_| FitOptions::default(),
+        );
+        for (what, results) in [("swapped", swapped), ("mixed", mixed)] {
+            for (r, m) in results.iter().enumerate() {
+                let e = m.as_ref().err().expect("an error");
+                eprintln!("{what}, rank {r}: {e}");
+            }
+        }
+        // a shard that is not the whole set, on one process
+        let half = d.view(false).keep_shard(0, 2).unwrap();
+        let e = p.fit(&half, &mut ()).err().expect("an error");
+        assert!(e.to_string().contains("whole set"), "{e}");
+        // a NaN in rank 1's shard: both ranks fail, rank 1 naming it
+        let mut bad = d.train.clone();
+        bad[[400, 3]] = f32::NAN;
+        let bad_view = TrainData {
+            train: Samples::new(bad.view(), 0.3),
+            ..d.view(false)
+        };
+        let results = fit_ranks(
+            &p,
+            2,
+            |r| bad_view.keep_shard(r, 2).unwrap(),
+            |_| FitOptions::default(),
+        );
+        let msgs: Vec<String> = results
+            .iter()
+            .map(|m| m.as_ref().err().expect("an error").to_string())
+            .collect();
+        assert!(msgs[1].contains("training samples"), "{msgs:?}");
+        assert!(msgs[0].contains("another rank"), "{msgs:?}");
     }
 }

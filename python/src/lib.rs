@@ -646,6 +646,7 @@ fn fit<'py>(
             train: Samples::new(xt, pixel_scale),
             val: Samples::new(xv, pixel_scale),
             image_shape,
+            train_shard: None,
         };
         if in_place(device) {
             valid.fit_with(Cpu, &data, &FitOptions::default(), obs_ref)

@@ -38,6 +38,18 @@ pub trait Comm: fmt::Debug + Send + Sync {
     /// # Errors
     /// A communication error.
     fn all_gather_bytes(&self, local: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Personalised exchange (`MPI_Alltoallv`): `send` is the concatenation of the bytes for
+    /// ranks `0, 1, …, size - 1`, `send_counts[q]` bytes for rank `q` (any length, 0 too). The
+    /// result is the concatenation of what every rank sent to this one, in rank order, with the
+    /// byte count from each rank. This rank's own part comes back as it is. The training loop
+    /// moves each epoch's rows between the ranks' shards with one call (docs/SCALING.md).
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] if `send_counts` does not have [`Comm::size`] entries adding up
+    /// to `send.len()`; a communication error (with MPI: more than 2^31 - 1 bytes sent or
+    /// received by one rank, on every rank of the call).
+    fn all_to_all_bytes(&self, send: &[u8], send_counts: &[usize])
+    -> Result<(Vec<u8>, Vec<usize>)>;
     /// Waits until every rank has called it.
     ///
     /// # Errors
@@ -110,6 +122,14 @@ impl Comm for Solo {
     fn all_gather_bytes(&self, local: &[u8]) -> Result<Vec<Vec<u8>>> {
         Ok(vec![local.to_vec()])
     }
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        check_all_to_all(send, send_counts, 1)?;
+        Ok((send.to_vec(), send_counts.to_vec()))
+    }
     fn barrier(&self) -> Result<()> {
         Ok(())
     }
@@ -172,6 +192,16 @@ impl<C: Comm> Comm for Timed<C> {
     fn all_gather_bytes(&self, local: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.timed(local.len(), || self.inner.all_gather_bytes(local))
     }
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        // the bytes that leave this rank (its own part stays)
+        let own = send_counts.get(self.inner.rank()).copied().unwrap_or(0);
+        let out = send.len().saturating_sub(own);
+        self.timed(out, || self.inner.all_to_all_bytes(send, send_counts))
+    }
     fn barrier(&self) -> Result<()> {
         self.timed(0, || self.inner.barrier())
     }
@@ -190,9 +220,38 @@ impl<C: Comm + ?Sized> Comm for std::sync::Arc<C> {
     fn all_gather_bytes(&self, local: &[u8]) -> Result<Vec<Vec<u8>>> {
         (**self).all_gather_bytes(local)
     }
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        (**self).all_to_all_bytes(send, send_counts)
+    }
     fn barrier(&self) -> Result<()> {
         (**self).barrier()
     }
+}
+
+/// Checks the arguments of [`Comm::all_to_all_bytes`] (for its implementations): one count
+/// per rank, adding up to the buffer's length.
+///
+/// # Errors
+/// [`crate::Error::Shape`] otherwise.
+pub fn check_all_to_all(send: &[u8], send_counts: &[usize], size: usize) -> Result<()> {
+    let total = send_counts
+        .iter()
+        .try_fold(0usize, |t, &c| t.checked_add(c));
+    if send_counts.len() != size || total != Some(send.len()) {
+        return Err(crate::Error::shape(
+            "all_to_all",
+            format!(
+                "{} counts for {size} ranks, adding up to {total:?} for a buffer of {} bytes",
+                send_counts.len(),
+                send.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The granularity of a batch's split between ranks in training: 16 rows, the CPU GEMM's
@@ -262,5 +321,11 @@ mod tests {
         assert_eq!(Solo.sum_count(7).unwrap(), 7);
         assert!(Solo.any(true).unwrap() && !Solo.any(false).unwrap());
         assert_eq!(Solo.all_gather_bytes(b"ab").unwrap(), vec![b"ab".to_vec()]);
+        assert_eq!(
+            Solo.all_to_all_bytes(b"cd", &[2]).unwrap(),
+            (b"cd".to_vec(), vec![2])
+        );
+        assert!(Solo.all_to_all_bytes(b"cd", &[1, 1]).is_err());
+        assert!(Solo.all_to_all_bytes(b"cd", &[3]).is_err());
     }
 }

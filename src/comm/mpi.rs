@@ -3,12 +3,12 @@
 use std::sync::Mutex;
 
 use mpi::Threading;
-use mpi::datatype::PartitionMut;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::environment::Universe;
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::CommunicatorCollectives;
 
-use super::Comm;
+use super::{Comm, check_all_to_all};
 use crate::error::{Error, Result};
 
 /// The processes started by `mpirun`: MPI's world communicator.
@@ -147,8 +147,66 @@ impl Comm for MpiComm {
             .map(|(&l, &d)| all[d as usize..(d + l) as usize].to_vec())
             .collect())
     }
+    fn all_to_all_bytes(
+        &self,
+        send: &[u8],
+        send_counts: &[usize],
+    ) -> Result<(Vec<u8>, Vec<usize>)> {
+        check_all_to_all(send, send_counts, self.size)?;
+        // the counts first (MPI_Alltoall), then the bytes (MPI_Alltoallv), whose counts and
+        // offsets are 32-bit: every rank checks its side and all agree before the exchange, so
+        // that a rank over the limit does not leave the others waiting in it
+        let counts: Vec<u64> = send_counts.iter().map(|&c| c as u64).collect();
+        let mut recv_counts = vec![0u64; self.size];
+        self.with(|w| w.all_to_all_into(&counts[..], &mut recv_counts[..]));
+        let (send32, recv32) = (i32_counts(&counts), i32_counts(&recv_counts));
+        let fits = u8::from(send32.is_some() && recv32.is_some());
+        let mut all_fit = vec![0u8; self.size];
+        self.with(|w| w.all_gather_into(&fits, &mut all_fit[..]));
+        let (Some((sc, sd)), Some((rc, rd))) = (send32, recv32) else {
+            return Err(Error::Comm(format!(
+                "an all-to-all of {} bytes sent and {} received by rank {}: MPI's counts are \
+                 32-bit, at most 2^31 - 1 bytes each way per rank (use more ranks)",
+                send.len(),
+                recv_counts.iter().sum::<u64>(),
+                self.rank
+            )));
+        };
+        if let Some(r) = all_fit.iter().position(|&f| f == 0) {
+            return Err(Error::Comm(format!(
+                "rank {r}'s part of an all-to-all exceeds MPI's 2^31 - 1 bytes (use more ranks)"
+            )));
+        }
+        // fits in i32, so in usize
+        let total: usize = rc.iter().map(|&c| c as usize).sum();
+        let mut recv = Vec::new();
+        recv.try_reserve_exact(total)
+            .map_err(|_| Error::Comm(format!("cannot allocate {total} bytes to receive")))?;
+        recv.resize(total, 0u8);
+        {
+            let part = Partition::new(send, &sc[..], &sd[..]);
+            let mut rpart = PartitionMut::new(&mut recv[..], &rc[..], &rd[..]);
+            self.with(|w| w.all_to_all_varcount_into(&part, &mut rpart));
+        }
+        Ok((recv, rc.iter().map(|&c| c as usize).collect()))
+    }
     fn barrier(&self) -> Result<()> {
         self.with(|w| w.barrier());
         Ok(())
     }
+}
+
+/// Counts and their offsets in one buffer as MPI's 32-bit integers, or `None` when the buffer
+/// would exceed `i32::MAX` bytes.
+fn i32_counts(counts: &[u64]) -> Option<(Vec<i32>, Vec<i32>)> {
+    let mut c32 = Vec::with_capacity(counts.len());
+    let mut displs = Vec::with_capacity(counts.len());
+    let mut total = 0u64;
+    for &c in counts {
+        displs.push(i32::try_from(total).ok()?);
+        c32.push(i32::try_from(c).ok()?);
+        total += c;
+    }
+    i32::try_from(total).ok()?;
+    Some((c32, displs))
 }

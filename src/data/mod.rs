@@ -30,5 +30,5 @@ pub use patches::{
     DEFAULT_PATCH_SEED, NaturalImage, PatchParams, PatchSet, Patches, generate_patches,
     generate_patches_from_images, lcn, load_natural_images,
 };
-pub use samples::{PixelScale, Samples, TrainData};
+pub use samples::{PixelScale, RowShard, Samples, TrainData};
 pub use spec::{DataKind, DataSpec, LoadedData, Split, SplitName};

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, s};
 
-use crate::data::samples::{PixelScale, Samples, TrainData};
+use crate::data::samples::{PixelScale, RowShard, Samples, TrainData};
 use crate::data::{self, PatchParams, PatchSet};
 use crate::error::{Error, Result};
 use crate::io::read_npy_f32;
@@ -152,6 +152,9 @@ pub struct LoadedData {
     pub pixel_scale: f64,
     /// Image shape of a sample.
     pub image_shape: Option<(usize, usize)>,
+    /// `Some` after [`LoadedData::keep_train_shard`]: `train` holds only these rows of the
+    /// whole training split.
+    pub train_shard: Option<RowShard>,
 }
 
 fn patch_split(p: PatchSet) -> Split {
@@ -341,6 +344,7 @@ impl DataSpec {
                     val: split(m.val),
                     test: Some(split(m.test)),
                     pixel_scale: data::MNIST_STD as f64,
+                    train_shard: None,
                 })
             }
             DataSpec::Patches {
@@ -365,6 +369,7 @@ impl DataSpec {
                     test: Some(patch_split(p.test)),
                     pixel_scale: 1.0,
                     image_shape: Some((side, side)),
+                    train_shard: None,
                 })
             }
             DataSpec::Npy {
@@ -409,6 +414,7 @@ impl DataSpec {
                     test: None,
                     pixel_scale: *pixel_scale,
                     image_shape: *image_shape,
+                    train_shard: None,
                 })
             }
         }
@@ -425,6 +431,41 @@ impl Split {
                 None => PixelScale::Constant(pixel_scale),
             },
         }
+    }
+
+    /// Rows `rows` of the split (samples, scale map and labels), copied.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for rows past the end.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Result<Split> {
+        let n = self.x.nrows();
+        if rows.start > rows.end || rows.end > n {
+            return Err(Error::shape(
+                "split",
+                format!("rows {rows:?} of {n} samples"),
+            ));
+        }
+        let map_rows = |m: &Array2<f32>| -> Result<Array2<f32>> {
+            if m.nrows() != n {
+                return Err(Error::shape(
+                    "split",
+                    format!(
+                        "pixel-scale map is {:?}, samples are {:?}",
+                        m.dim(),
+                        self.x.dim()
+                    ),
+                ));
+            }
+            Ok(m.slice(s![rows.clone(), ..]).to_owned())
+        };
+        Ok(Split {
+            x: self.x.slice(s![rows.clone(), ..]).to_owned(),
+            scale_map: self.scale_map.as_ref().map(map_rows).transpose()?,
+            labels: self
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(rows.clone()).map(<[u8]>::to_vec)),
+        })
     }
 
     /// The first `n` samples (or all).
@@ -448,7 +489,45 @@ impl LoadedData {
             train: self.train.samples(self.pixel_scale),
             val: self.val.samples(self.pixel_scale),
             image_shape: self.image_shape,
+            train_shard: self.train_shard,
         }
+    }
+
+    /// Keeps only rank `rank`'s shard of the training split, rows
+    /// `comm::shard(n, rank, ranks)` of its `n` (samples, scale map and labels; the rest is
+    /// freed), and records it in [`LoadedData::train_shard`], so that
+    /// [`LoadedData::train_data`] hands the shard to a data-parallel fit (docs/SCALING.md).
+    /// Validation and test splits are kept whole. With one rank, nothing changes.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if the training split is already a shard, if `ranks` is 0
+    /// or `rank` is not below it; [`Error::Shape`] for a scale map of another shape.
+    pub fn keep_train_shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
+        if self.train_shard.is_some() {
+            return Err(Error::param(
+                "training data",
+                "a shard",
+                "already a shard of a larger set",
+            ));
+        }
+        if rank >= ranks {
+            return Err(Error::param(
+                "rank",
+                rank,
+                format!("not a rank of {ranks} ranks"),
+            ));
+        }
+        if ranks == 1 {
+            return Ok(());
+        }
+        let n = self.train.x.nrows();
+        let rows = crate::comm::shard(n, rank, ranks);
+        self.train = self.train.rows(rows.clone())?;
+        self.train_shard = Some(RowShard {
+            offset: rows.start,
+            n_total: n,
+        });
+        Ok(())
     }
 
     /// A split by name: `"train"`, `"val"` (or `"validation"`) or `"test"` (see [`SplitName`]).

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::train::coder::SparseCoder;
 use crate::train::lock::RunLock;
 use crate::train::params::ValidParams;
+use crate::train::shards::{self, Layout};
 use crate::train::stats::{EpochSummary, TrainStats};
 use crate::train::step::StepStats;
 
@@ -75,11 +76,15 @@ pub struct FitOptions<'a> {
     /// A description of the data (recorded in the checkpoints).
     pub data_description: Option<String>,
     /// Train data-parallel with these ranks (docs/SCALING.md); `None`: this process alone.
-    /// Every rank calls [`ValidParams::fit_with`] with the same parameters and data; each takes
-    /// its rows of every global batch (blocks of [`crate::comm::SHARD_ALIGN`] rows, split by
-    /// [`crate::comm::shard_blocks`]) and its block of the validation
-    /// samples, and the result is the one-process run's up to the order of floating-point
-    /// sums. Only rank 0 writes checkpoints (`out_dir` is ignored on the others), and the
+    /// Every rank calls [`ValidParams::fit_with`] with the same parameters and validation
+    /// samples, and either the whole training set or its shard of it
+    /// ([`crate::data::TrainData::train_shard`]: contiguous shards in rank order, e.g. from
+    /// [`crate::data::TrainData::keep_shard`]; then each epoch starts with one all-to-all that
+    /// brings every rank the rows of its blocks of that epoch's batches). Each rank takes its
+    /// rows of every global batch (the one-process run's; blocks of
+    /// [`crate::comm::SHARD_ALIGN`] rows, split by [`crate::comm::shard_blocks`]) and its block
+    /// of the validation samples, and the result is the one-process run's up to the order of
+    /// floating-point sums (sharded or not, the same bits). Only rank 0 writes checkpoints (`out_dir` is ignored on the others), and the
     /// observers' and stop flag's requests to stop are shared, so that every rank stops
     /// between the same batches.
     pub comm: Option<Arc<dyn Comm>>,
@@ -128,9 +133,26 @@ impl ValidParams {
                 ),
             ));
         }
-        data.train.validate("training samples")?;
+        // where the training rows are (one collective with several ranks)
+        let layout = shards::layout(&*comm, data)?;
+        match layout {
+            Layout::Whole => data.train.validate("training samples")?,
+            Layout::Sharded { .. } => {
+                // each rank checks its shard; all fail together
+                let local = data.train.validate("training samples");
+                if comm.any(local.is_err())? {
+                    local?;
+                    return Err(Error::Comm(
+                        "another rank's shard of the training samples is not usable (that rank \
+                         reports why)"
+                            .into(),
+                    ));
+                }
+            }
+        }
         data.val.validate("validation samples")?;
-        let (n_train, d) = data.train.x.dim();
+        let d = data.train.x.ncols();
+        let n_train = layout.n_total(data.train.x.nrows());
         if data.val.x.ncols() != d {
             return Err(Error::shape(
                 "data",
@@ -175,32 +197,56 @@ impl ValidParams {
             epochs: p.epochs,
             batches_per_epoch: n_batches,
         });
-        let mut batch = Array2::<f32>::zeros((mine.len(), d));
+        // the batch's rows when every rank holds the whole set (sharded data: `EpochRows`)
+        let whole = layout == Layout::Whole;
+        let mut batch = Array2::<f32>::zeros((if whole { mine.len() } else { 0 }, d));
         let mut batch_map = match data.train.scale {
-            PixelScale::PerElement(_) => Some(Array2::<f32>::zeros((mine.len(), d))),
-            PixelScale::Constant(_) => None,
+            PixelScale::PerElement(_) if whole => Some(Array2::<f32>::zeros((mine.len(), d))),
+            _ => None,
         };
         for epoch in start..p.epochs {
             let t0 = Instant::now();
             let order = epoch_order(p.seed, epoch, n_train);
+            // sharded data: this rank's rows of every batch of the epoch, from one all-to-all
+            let epoch_rows = match &layout {
+                Layout::Sharded { starts } => Some(shards::exchange(
+                    &*comm,
+                    starts,
+                    &data.train,
+                    &order,
+                    p.batch_size,
+                    n_batches,
+                )?),
+                Layout::Whole => None,
+            };
             let mut stats = TrainStats::default();
             for b in 0..n_batches {
                 if comm.any(opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)))? {
                     return Err(Error::Interrupted { epoch });
                 }
-                let rows = &order[b * p.batch_size..(b + 1) * p.batch_size][mine.clone()];
-                for (k, &i) in rows.iter().enumerate() {
-                    batch.row_mut(k).assign(&data.train.x.row(i));
-                }
-                let yb = model.be.upload(batch.view())?;
-                let map = match (&mut batch_map, data.train.scale) {
-                    (Some(m), PixelScale::PerElement(src)) => {
-                        for (k, &i) in rows.iter().enumerate() {
-                            m.row_mut(k).assign(&src.row(i));
-                        }
-                        Some(model.be.upload(m.view())?)
+                let (yb, map) = match &epoch_rows {
+                    Some(rows) => {
+                        let (x, m) = rows.batch(b);
+                        let m = m.map(|m| model.be.upload(m)).transpose()?;
+                        (model.be.upload(x)?, m)
                     }
-                    _ => None,
+                    None => {
+                        let rows = &order[b * p.batch_size..(b + 1) * p.batch_size][mine.clone()];
+                        for (k, &i) in rows.iter().enumerate() {
+                            batch.row_mut(k).assign(&data.train.x.row(i));
+                        }
+                        let yb = model.be.upload(batch.view())?;
+                        let map = match (&mut batch_map, data.train.scale) {
+                            (Some(m), PixelScale::PerElement(src)) => {
+                                for (k, &i) in rows.iter().enumerate() {
+                                    m.row_mut(k).assign(&src.row(i));
+                                }
+                                Some(model.be.upload(m.view())?)
+                            }
+                            _ => None,
+                        };
+                        (yb, map)
+                    }
                 };
                 let s = model
                     .trainer

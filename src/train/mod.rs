@@ -8,6 +8,7 @@ pub mod fit;
 pub mod lock;
 pub mod optim;
 pub mod params;
+mod shards;
 pub mod stats;
 pub mod step;
 

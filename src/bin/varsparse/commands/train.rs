@@ -142,15 +142,25 @@ pub fn run(a: Args, device: Device, ranks: &Ranks) -> Result<()> {
     }
 
     let t0 = Instant::now();
-    let data = spec.load()?;
+    let mut data = spec.load()?;
+    let n_train = data.train.x.nrows();
+    // under mpirun each rank keeps only its shard of the training rows (the rest is freed
+    // right after loading); every epoch's batches come from one all-to-all (docs/SCALING.md)
+    data.keep_train_shard(ranks.comm.rank(), ranks.comm.size())?;
     if root {
         eprintln!(
             "data: {} training, {} validation samples of dimension {} ({:.1} s)",
-            data.train.x.nrows(),
+            n_train,
             data.val.x.nrows(),
             data.train.x.ncols(),
             t0.elapsed().as_secs_f64()
         );
+        if ranks.distributed() {
+            eprintln!(
+                "each rank holds its shard of the training samples (rank 0: {} rows)",
+                data.train.x.nrows()
+            );
+        }
     }
     stop_on_ctrl_c();
     // under mpirun, the time in collectives is counted and reported

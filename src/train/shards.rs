@@ -1,0 +1,337 @@
+//! Training on sharded data (docs/SCALING.md, "Each rank holds a shard of the training set"):
+//! every rank holds a contiguous shard of the training rows ([`RowShard`]); at the start of each
+//! epoch all ranks compute the same global order ([`crate::train::epoch_order`]), and one
+//! all-to-all ([`Comm::all_to_all_bytes`]) brings every rank the rows of its blocks of all the
+//! epoch's batches, which it then holds in batch order ([`EpochRows`]). The batches are those of
+//! one process holding the whole set.
+
+use std::ops::Range;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::comm::{Comm, SHARD_ALIGN, shard_blocks};
+use crate::data::{PixelScale, RowShard, Samples, TrainData};
+use crate::error::{Error, Result};
+
+/// Where the training rows are: on every rank, or in shards that follow each other in rank
+/// order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// Every rank holds the whole set (one process, or ranks without [`RowShard`]s).
+    Whole,
+    /// Rank `r` holds rows `starts[r]..starts[r + 1]`; `starts` has `ranks + 1` entries, the
+    /// last the set's size.
+    Sharded { starts: Vec<usize> },
+}
+
+impl Layout {
+    /// The rows of the whole set.
+    pub(crate) fn n_total(&self, local_rows: usize) -> usize {
+        match self {
+            Layout::Whole => local_rows,
+            Layout::Sharded { starts } => starts.last().copied().unwrap_or(0),
+        }
+    }
+
+    /// The rank holding row `i` of a sharded set.
+    fn owner(starts: &[usize], i: usize) -> usize {
+        // the last rank whose shard starts at or before i (empty shards are skipped)
+        starts.partition_point(|&s| s <= i).saturating_sub(1)
+    }
+}
+
+/// Works out, collectively, how the ranks hold the training rows, and checks that they agree.
+///
+/// With one rank, a [`RowShard`] must be the whole set. With several, every rank contributes its
+/// shard's place, row count, width and scale kind (one all-gather); every rank then reaches the
+/// same verdict, so that an inconsistent call fails on all of them instead of leaving some in a
+/// collective.
+///
+/// # Errors
+/// [`Error::Shape`] / [`Error::Comm`] when the shards do not tile the set in rank order, their
+/// widths or scale kinds differ, or some ranks pass shards and others not.
+pub(crate) fn layout(comm: &dyn Comm, data: &TrainData<'_>) -> Result<Layout> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let (n, d) = data.train.x.dim();
+    let per_element = matches!(data.train.scale, PixelScale::PerElement(_));
+    if ranks == 1 {
+        return match data.train_shard {
+            None => Ok(Layout::Whole),
+            Some(RowShard { offset: 0, n_total }) if n_total == n => Ok(Layout::Whole),
+            Some(s) => Err(Error::shape(
+                "training samples",
+                format!(
+                    "a shard of rows {}..{} of {} on a single process: it needs the whole set",
+                    s.offset,
+                    s.offset + n,
+                    s.n_total
+                ),
+            )),
+        };
+    }
+    // (has a shard, offset, rows, n_total, width, per-element map) from every rank; exact in
+    // f64 below 2^53
+    let (has, offset, n_total) = match data.train_shard {
+        Some(s) => (1.0, s.offset as f64, s.n_total as f64),
+        None => (0.0, 0.0, n as f64),
+    };
+    let mine = [
+        has,
+        offset,
+        n as f64,
+        n_total,
+        d as f64,
+        f64::from(u8::from(per_element)),
+    ];
+    let mut all = vec![0.0; 6 * ranks];
+    comm.all_gather_f64(&mine, &mut all)?;
+    let field = |r: usize, k: usize| all[6 * r + k] as usize;
+    let sharded = (0..ranks).filter(|&r| field(r, 0) == 1).count();
+    if (0..ranks).any(|r| field(r, 4) != d || field(r, 5) != usize::from(per_element)) {
+        return Err(Error::Comm(format!(
+            "the ranks' training samples differ in width or pixel-scale kind (rank {rank}: {d} \
+             columns, {} scale)",
+            if per_element {
+                "per-element"
+            } else {
+                "constant"
+            }
+        )));
+    }
+    if sharded == 0 {
+        return Ok(Layout::Whole);
+    }
+    if sharded < ranks {
+        return Err(Error::Comm(format!(
+            "{sharded} of {ranks} ranks pass a shard of the training set (TrainData::train_shard) \
+             and the others the whole set: all or none"
+        )));
+    }
+    let total = field(0, 3);
+    let mut starts = Vec::with_capacity(ranks + 1);
+    let mut next = 0usize;
+    for r in 0..ranks {
+        if field(r, 1) != next || field(r, 3) != total {
+            return Err(Error::shape(
+                "training shards",
+                format!(
+                    "rank {r} holds rows {}.. of {}, but the shards must follow each other in \
+                     rank order from row 0 (rank {r} should start at row {next} of {total})",
+                    field(r, 1),
+                    field(r, 3)
+                ),
+            ));
+        }
+        starts.push(next);
+        next += field(r, 2);
+    }
+    if next != total {
+        return Err(Error::shape(
+            "training shards",
+            format!("the ranks' shards cover {next} rows of a set of {total}"),
+        ));
+    }
+    starts.push(total);
+    Ok(Layout::Sharded { starts })
+}
+
+/// One rank's rows of every batch of an epoch, batch after batch: batch `b` is rows
+/// `b * block..(b + 1) * block` (and the same rows of the scale map).
+#[derive(Debug)]
+pub(crate) struct EpochRows {
+    /// The rows, `(n_batches * block, d)`.
+    pub(crate) x: Array2<f32>,
+    /// Their per-element scale map, when the data has one.
+    pub(crate) map: Option<Array2<f32>>,
+    /// Rows per batch on this rank.
+    pub(crate) block: usize,
+}
+
+impl EpochRows {
+    /// Batch `b`'s rows (and map rows) on this rank.
+    pub(crate) fn batch(&self, b: usize) -> (ArrayView2<'_, f32>, Option<ArrayView2<'_, f32>>) {
+        let rows = b * self.block..(b + 1) * self.block;
+        (
+            self.x.slice(ndarray::s![rows.clone(), ..]),
+            self.map.as_ref().map(|m| m.slice(ndarray::s![rows, ..])),
+        )
+    }
+}
+
+/// The global rows of rank `q`'s blocks of the epoch's batches, in batch order.
+fn needs(
+    order: &[usize],
+    batch_size: usize,
+    n_batches: usize,
+    q: usize,
+    ranks: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    let blk: Range<usize> = shard_blocks(batch_size, SHARD_ALIGN, q, ranks);
+    (0..n_batches).flat_map(move |b| {
+        order[b * batch_size..(b + 1) * batch_size][blk.clone()]
+            .iter()
+            .copied()
+    })
+}
+
+/// Appends a row's floats to `buf` in native byte order (the ranks of a job share it).
+fn put_row(buf: &mut Vec<u8>, row: ndarray::ArrayView1<'_, f32>) {
+    match row.as_slice() {
+        Some(s) => buf.extend_from_slice(bytemuck::cast_slice(s)),
+        None => row
+            .iter()
+            .for_each(|v| buf.extend_from_slice(&v.to_ne_bytes())),
+    }
+}
+
+/// Copies `bytes` (one row, native byte order) into `row` of a standard-layout array.
+fn get_row(mut row: ndarray::ArrayViewMut1<'_, f32>, bytes: &[u8]) {
+    match row.as_slice_mut() {
+        Some(s) => bytemuck::cast_slice_mut::<f32, u8>(s).copy_from_slice(bytes),
+        None => row
+            .iter_mut()
+            .zip(bytes.chunks_exact(4))
+            .for_each(|(v, c)| *v = f32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+    }
+}
+
+/// `rows * width` floats as an array, refusing sizes that overflow or cannot be allocated.
+fn alloc(rows: usize, width: usize, what: &str) -> Result<Array2<f32>> {
+    let n = rows
+        .checked_mul(width)
+        .ok_or_else(|| Error::shape(what, format!("{rows} x {width} floats overflow")))?;
+    let mut v: Vec<f32> = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::shape(
+            what,
+            format!(
+                "cannot allocate {rows} x {width} floats ({} bytes)",
+                4 * n as u128
+            ),
+        )
+    })?;
+    v.resize(n, 0.0);
+    Array2::from_shape_vec((rows, width), v).map_err(|e| Error::shape(what, e.to_string()))
+}
+
+/// The exchange of one epoch: this rank sends every other rank the rows of its shard that the
+/// other's blocks of the epoch's batches need (one [`Comm::all_to_all_bytes`]), and returns its
+/// own blocks' rows in batch order. `train` is this rank's shard, `starts` the shards' first
+/// rows ([`Layout::Sharded`]), `order` the epoch's global order.
+///
+/// # Errors
+/// A communication error; [`Error::Shape`] for sizes that overflow or cannot be allocated, or
+/// [`Error::Comm`] when a rank sent other bytes than this one expects.
+pub(crate) fn exchange(
+    comm: &dyn Comm,
+    starts: &[usize],
+    train: &Samples<'_>,
+    order: &[usize],
+    batch_size: usize,
+    n_batches: usize,
+) -> Result<EpochRows> {
+    let (rank, ranks) = (comm.rank(), comm.size());
+    let d = train.x.ncols();
+    let map = match train.scale {
+        PixelScale::PerElement(m) => Some(m),
+        PixelScale::Constant(_) => None,
+    };
+    let floats_per_row = if map.is_some() { 2 * d } else { d };
+    let row_bytes = floats_per_row
+        .checked_mul(4)
+        .ok_or_else(|| Error::shape("training rows", format!("{d} columns overflow")))?;
+    let mine = starts[rank]..starts[rank + 1];
+    let block = shard_blocks(batch_size, SHARD_ALIGN, rank, ranks).len();
+
+    // what this rank sends: for each other rank, in that rank's order, the rows it holds
+    let mut send_rows = vec![0usize; ranks];
+    for (q, c) in send_rows.iter_mut().enumerate() {
+        if q != rank {
+            *c = needs(order, batch_size, n_batches, q, ranks)
+                .filter(|i| mine.contains(i))
+                .count();
+        }
+    }
+    let send_counts = send_rows
+        .iter()
+        .map(|&r| r.checked_mul(row_bytes))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| Error::shape("training rows", "the epoch's bytes overflow"))?;
+    let send_total = send_counts
+        .iter()
+        .try_fold(0usize, |t, &c| t.checked_add(c))
+        .ok_or_else(|| Error::shape("training rows", "the epoch's bytes overflow"))?;
+    let mut send = Vec::new();
+    send.try_reserve_exact(send_total).map_err(|_| {
+        Error::shape(
+            "training rows",
+            format!("cannot allocate {send_total} bytes to send"),
+        )
+    })?;
+    for q in (0..ranks).filter(|&q| q != rank) {
+        for i in needs(order, batch_size, n_batches, q, ranks).filter(|i| mine.contains(i)) {
+            put_row(&mut send, train.x.row(i - mine.start));
+            if let Some(m) = map {
+                put_row(&mut send, m.row(i - mine.start));
+            }
+        }
+    }
+    let (recv, recv_counts) = comm.all_to_all_bytes(&send, &send_counts)?;
+    drop(send);
+
+    // what this rank expects from each rank, and where each rank's rows start in `recv`
+    let mut expect = vec![0usize; ranks];
+    for i in needs(order, batch_size, n_batches, rank, ranks) {
+        let p = Layout::owner(starts, i);
+        if p != rank {
+            expect[p] += 1;
+        }
+    }
+    let mut cursor = Vec::with_capacity(ranks);
+    let mut at = 0usize;
+    for (p, (&rows, &got)) in expect.iter().zip(&recv_counts).enumerate() {
+        if rows.checked_mul(row_bytes) != Some(got) {
+            return Err(Error::Comm(format!(
+                "rank {p} sent {got} bytes of training rows, rank {rank} expected {rows} rows of \
+                 {row_bytes} bytes (do the ranks train with the same seed and batch size?)"
+            )));
+        }
+        cursor.push(at);
+        at += got;
+    }
+    if at != recv.len() {
+        return Err(Error::Comm(format!(
+            "received {} bytes, counts say {at}",
+            recv.len()
+        )));
+    }
+
+    let n_rows = n_batches * block;
+    let mut x = alloc(n_rows, d, "the epoch's training rows")?;
+    let mut out_map = match map {
+        Some(_) => Some(alloc(n_rows, d, "the epoch's pixel-scale rows")?),
+        None => None,
+    };
+    let xb = 4 * d;
+    for (k, i) in needs(order, batch_size, n_batches, rank, ranks).enumerate() {
+        let p = Layout::owner(starts, i);
+        if p == rank {
+            x.row_mut(k).assign(&train.x.row(i - mine.start));
+            if let (Some(o), Some(m)) = (&mut out_map, map) {
+                o.row_mut(k).assign(&m.row(i - mine.start));
+            }
+        } else {
+            let at = cursor[p];
+            get_row(x.row_mut(k), &recv[at..at + xb]);
+            if let Some(o) = &mut out_map {
+                get_row(o.row_mut(k), &recv[at + xb..at + 2 * xb]);
+            }
+            cursor[p] = at + row_bytes;
+        }
+    }
+    Ok(EpochRows {
+        x,
+        map: out_map,
+        block,
+    })
+}
