@@ -88,7 +88,14 @@ fn train(np: usize, preset: &str, dir: &Path, epochs: &str, resume: bool) {
         ]);
     }
     args.extend(data_args(preset));
-    ok(np, &args);
+    let out = ok(np, &args);
+    // with several ranks each holds only its shard of the training set
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        np > 1,
+        err.contains("each rank holds its shard of the training samples"),
+        "{err}"
+    );
 }
 
 /// The model's parameters (not the optimiser's state) of a run's latest checkpoint, by file.

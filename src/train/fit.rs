@@ -105,7 +105,11 @@ impl ValidParams {
     /// [`Error::Shape`] / [`Error::NonFiniteInput`] for unusable data (fewer samples than one
     /// batch, NaN); [`Error::Diverged`] naming the term that blew up; [`Error::Checkpoint`] for a
     /// checkpoint that cannot be resumed (another model kind, other hyper-parameters);
-    /// [`Error::Interrupted`] when stopped by the observer or the stop flag; I/O errors.
+    /// [`Error::Interrupted`] when stopped by the observer or the stop flag; I/O errors. With
+    /// several ranks: [`Error::Comm`] / [`Error::Shape`] on every rank when the ranks' training
+    /// shards do not follow each other in rank order from row 0 and cover the set, differ in
+    /// width or pixel-scale kind, or some ranks pass a shard and others the whole set; on every
+    /// rank when one rank's shard holds a NaN (that rank names it); a communication error.
     pub fn fit_with<B: Backend<f32>>(
         &self,
         be: B,
