@@ -201,17 +201,16 @@ impl ValidParams {
             epochs: p.epochs,
             batches_per_epoch: n_batches,
         });
-        // the batch's rows when every rank holds the whole set (sharded data: `EpochRows`)
-        let whole = layout == Layout::Whole;
-        let mut batch = Array2::<f32>::zeros((if whole { mine.len() } else { 0 }, d));
+        let mut batch = Array2::<f32>::zeros((mine.len(), d));
         let mut batch_map = match data.train.scale {
-            PixelScale::PerElement(_) if whole => Some(Array2::<f32>::zeros((mine.len(), d))),
-            _ => None,
+            PixelScale::PerElement(_) => Some(Array2::<f32>::zeros((mine.len(), d))),
+            PixelScale::Constant(_) => None,
         };
         for epoch in start..p.epochs {
             let t0 = Instant::now();
             let order = epoch_order(p.seed, epoch, n_train);
-            // sharded data: this rank's rows of every batch of the epoch, from one all-to-all
+            // sharded data: the rows of this rank's blocks of the epoch's batches that other ranks
+            // hold, from one all-to-all
             let epoch_rows = match &layout {
                 Layout::Sharded { starts } => Some(shards::exchange(
                     &*comm,
@@ -230,9 +229,9 @@ impl ValidParams {
                 }
                 let (yb, map) = match &epoch_rows {
                     Some(rows) => {
-                        let (x, m) = rows.batch(b);
-                        let m = m.map(|m| model.be.upload(m)).transpose()?;
-                        (model.be.upload(x)?, m)
+                        rows.fill(b, &data.train, &mut batch, batch_map.as_mut());
+                        let map = batch_map.as_ref().map(|m| model.be.upload(m.view()));
+                        (model.be.upload(batch.view())?, map.transpose()?)
                     }
                     None => {
                         let rows = &order[b * p.batch_size..(b + 1) * p.batch_size][mine.clone()];

@@ -2,12 +2,13 @@
 //! every rank holds a contiguous shard of the training rows ([`RowShard`]); at the start of each
 //! epoch all ranks compute the same global order ([`crate::train::epoch_order`]), and one
 //! all-to-all ([`Comm::all_to_all_bytes`]) brings every rank the rows of its blocks of all the
-//! epoch's batches, which it then holds in batch order ([`EpochRows`]). The batches are those of
+//! epoch's batches that other ranks hold ([`EpochRows`]); each batch is then copied together from
+//! those and the rank's own shard. The batches are those of
 //! one process holding the whole set.
 
 use std::ops::Range;
 
-use ndarray::{Array2, ArrayView2};
+use ndarray::Array2;
 
 use crate::comm::{Comm, SHARD_ALIGN, shard_blocks};
 use crate::data::{PixelScale, RowShard, Samples, TrainData};
@@ -135,26 +136,63 @@ pub(crate) fn layout(comm: &dyn Comm, data: &TrainData<'_>) -> Result<Layout> {
     Ok(Layout::Sharded { starts })
 }
 
-/// One rank's rows of every batch of an epoch, batch after batch: batch `b` is rows
-/// `b * block..(b + 1) * block` (and the same rows of the scale map).
+/// Where one row of a batch comes from.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    /// This rank's shard, at this row.
+    Local(usize),
+    /// The received bytes, at this offset.
+    Received(usize),
+}
+
+/// One rank's rows of every batch of an epoch: the rows received from the other ranks (as they
+/// came) and, for every row of this rank's blocks of the epoch's batches in batch order, where
+/// it is. [`EpochRows::fill`] copies batch `b`'s rows out, as the whole-set path copies them from
+/// the whole set.
 #[derive(Debug)]
 pub(crate) struct EpochRows {
-    /// The rows, `(n_batches * block, d)`.
-    pub(crate) x: Array2<f32>,
-    /// Their per-element scale map, when the data has one.
-    pub(crate) map: Option<Array2<f32>>,
+    recv: Vec<u8>,
+    rows: Vec<Source>,
     /// Rows per batch on this rank.
-    pub(crate) block: usize,
+    block: usize,
+    /// Bytes of a received row: its samples, then its scale map's row when there is one.
+    row_bytes: usize,
 }
 
 impl EpochRows {
-    /// Batch `b`'s rows (and map rows) on this rank.
-    pub(crate) fn batch(&self, b: usize) -> (ArrayView2<'_, f32>, Option<ArrayView2<'_, f32>>) {
-        let rows = b * self.block..(b + 1) * self.block;
-        (
-            self.x.slice(ndarray::s![rows.clone(), ..]),
-            self.map.as_ref().map(|m| m.slice(ndarray::s![rows, ..])),
-        )
+    /// Copies batch `b`'s rows into `x` (`(block, d)`) and their scale-map rows into `map`;
+    /// `train` is this rank's shard, as given to [`exchange`].
+    pub(crate) fn fill(
+        &self,
+        b: usize,
+        train: &Samples<'_>,
+        x: &mut Array2<f32>,
+        mut map: Option<&mut Array2<f32>>,
+    ) {
+        let src_map = match train.scale {
+            PixelScale::PerElement(m) => Some(m),
+            PixelScale::Constant(_) => None,
+        };
+        let xb = 4 * train.x.ncols();
+        for (k, &src) in self.rows[b * self.block..(b + 1) * self.block]
+            .iter()
+            .enumerate()
+        {
+            match src {
+                Source::Local(i) => {
+                    x.row_mut(k).assign(&train.x.row(i));
+                    if let (Some(m), Some(s)) = (map.as_deref_mut(), src_map) {
+                        m.row_mut(k).assign(&s.row(i));
+                    }
+                }
+                Source::Received(at) => {
+                    get_row(x.row_mut(k), &self.recv[at..at + xb]);
+                    if let Some(m) = map.as_deref_mut() {
+                        get_row(m.row_mut(k), &self.recv[at + xb..at + self.row_bytes]);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -195,28 +233,9 @@ fn get_row(mut row: ndarray::ArrayViewMut1<'_, f32>, bytes: &[u8]) {
     }
 }
 
-/// `rows * width` floats as an array, refusing sizes that overflow or cannot be allocated.
-fn alloc(rows: usize, width: usize, what: &str) -> Result<Array2<f32>> {
-    let n = rows
-        .checked_mul(width)
-        .ok_or_else(|| Error::shape(what, format!("{rows} x {width} floats overflow")))?;
-    let mut v: Vec<f32> = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::shape(
-            what,
-            format!(
-                "cannot allocate {rows} x {width} floats ({} bytes)",
-                4 * n as u128
-            ),
-        )
-    })?;
-    v.resize(n, 0.0);
-    Array2::from_shape_vec((rows, width), v).map_err(|e| Error::shape(what, e.to_string()))
-}
-
 /// The exchange of one epoch: this rank sends every other rank the rows of its shard that the
-/// other's blocks of the epoch's batches need (one [`Comm::all_to_all_bytes`]), and returns its
-/// own blocks' rows in batch order. `train` is this rank's shard, `starts` the shards' first
+/// other's blocks of the epoch's batches need (one [`Comm::all_to_all_bytes`]), and returns the
+/// rows it received with where each row of its blocks is. `train` is this rank's shard, `starts` the shards' first
 /// rows ([`Layout::Sharded`]), `order` the epoch's global order.
 ///
 /// # Errors
@@ -287,6 +306,12 @@ pub(crate) fn exchange(
             expect[p] += 1;
         }
     }
+    if recv_counts.len() != ranks {
+        return Err(Error::Comm(format!(
+            "an all-to-all returned {} counts for {ranks} ranks",
+            recv_counts.len()
+        )));
+    }
     let mut cursor = Vec::with_capacity(ranks);
     let mut at = 0usize;
     for (p, (&rows, &got)) in expect.iter().zip(&recv_counts).enumerate() {
@@ -306,32 +331,26 @@ pub(crate) fn exchange(
         )));
     }
 
-    let n_rows = n_batches * block;
-    let mut x = alloc(n_rows, d, "the epoch's training rows")?;
-    let mut out_map = match map {
-        Some(_) => Some(alloc(n_rows, d, "the epoch's pixel-scale rows")?),
-        None => None,
-    };
-    let xb = 4 * d;
-    for (k, i) in needs(order, batch_size, n_batches, rank, ranks).enumerate() {
+    let mut rows = Vec::new();
+    rows.try_reserve_exact(n_batches * block).map_err(|_| {
+        Error::shape(
+            "training rows",
+            format!("cannot allocate the index of {} rows", n_batches * block),
+        )
+    })?;
+    for i in needs(order, batch_size, n_batches, rank, ranks) {
         let p = Layout::owner(starts, i);
         if p == rank {
-            x.row_mut(k).assign(&train.x.row(i - mine.start));
-            if let (Some(o), Some(m)) = (&mut out_map, map) {
-                o.row_mut(k).assign(&m.row(i - mine.start));
-            }
+            rows.push(Source::Local(i - mine.start));
         } else {
-            let at = cursor[p];
-            get_row(x.row_mut(k), &recv[at..at + xb]);
-            if let Some(o) = &mut out_map {
-                get_row(o.row_mut(k), &recv[at + xb..at + 2 * xb]);
-            }
-            cursor[p] = at + row_bytes;
+            rows.push(Source::Received(cursor[p]));
+            cursor[p] += row_bytes;
         }
     }
     Ok(EpochRows {
-        x,
-        map: out_map,
+        recv,
+        rows,
         block,
+        row_bytes,
     })
 }
