@@ -84,9 +84,9 @@ pub struct FitOptions<'a> {
     /// rows of every global batch (the one-process run's; blocks of
     /// [`crate::comm::SHARD_ALIGN`] rows, split by [`crate::comm::shard_blocks`]) and its block
     /// of the validation samples, and the result is the one-process run's up to the order of
-    /// floating-point sums (sharded or not, the same bits). Only rank 0 writes checkpoints (`out_dir` is ignored on the others), and the
-    /// observers' and stop flag's requests to stop are shared, so that every rank stops
-    /// between the same batches.
+    /// floating-point sums (sharded or not, the same bits). Only rank 0 writes checkpoints
+    /// (`out_dir` is ignored on the others), and the observers' and stop flag's requests to
+    /// stop are shared, so that every rank stops between the same batches.
     pub comm: Option<Arc<dyn Comm>>,
 }
 

@@ -3,8 +3,7 @@
 //! epoch all ranks compute the same global order ([`crate::train::epoch_order`]), and one
 //! all-to-all ([`Comm::all_to_all_bytes`]) brings every rank the rows of its blocks of all the
 //! epoch's batches that other ranks hold ([`EpochRows`]); each batch is then copied together from
-//! those and the rank's own shard. The batches are those of
-//! one process holding the whole set.
+//! those and the rank's own shard. The batches are those of one process holding the whole set.
 
 use std::ops::Range;
 
@@ -235,12 +234,12 @@ fn get_row(mut row: ndarray::ArrayViewMut1<'_, f32>, bytes: &[u8]) {
 
 /// The exchange of one epoch: this rank sends every other rank the rows of its shard that the
 /// other's blocks of the epoch's batches need (one [`Comm::all_to_all_bytes`]), and returns the
-/// rows it received with where each row of its blocks is. `train` is this rank's shard, `starts` the shards' first
-/// rows ([`Layout::Sharded`]), `order` the epoch's global order.
+/// rows it received with where each row of its blocks is. `train` is this rank's shard,
+/// `starts` the shards' first rows ([`Layout::Sharded`]), `order` the epoch's global order.
 ///
 /// # Errors
-/// A communication error; [`Error::Shape`] for sizes that overflow or cannot be allocated, or
-/// [`Error::Comm`] when a rank sent other bytes than this one expects.
+/// [`Error::Comm`]: a communication error, sizes that overflow or cannot be allocated, or a rank
+/// that sent other bytes than this one expects.
 pub(crate) fn exchange(
     comm: &dyn Comm,
     starts: &[usize],
@@ -258,7 +257,7 @@ pub(crate) fn exchange(
     let floats_per_row = if map.is_some() { 2 * d } else { d };
     let row_bytes = floats_per_row
         .checked_mul(4)
-        .ok_or_else(|| Error::shape("training rows", format!("{d} columns overflow")))?;
+        .ok_or_else(|| Error::Comm(format!("training rows of {d} columns: bytes overflow")))?;
     let mine = starts[rank]..starts[rank + 1];
     let block = shard_blocks(batch_size, SHARD_ALIGN, rank, ranks).len();
 
@@ -275,17 +274,16 @@ pub(crate) fn exchange(
         .iter()
         .map(|&r| r.checked_mul(row_bytes))
         .collect::<Option<Vec<usize>>>()
-        .ok_or_else(|| Error::shape("training rows", "the epoch's bytes overflow"))?;
+        .ok_or_else(|| Error::Comm("the epoch's training rows to send: bytes overflow".into()))?;
     let send_total = send_counts
         .iter()
         .try_fold(0usize, |t, &c| t.checked_add(c))
-        .ok_or_else(|| Error::shape("training rows", "the epoch's bytes overflow"))?;
+        .ok_or_else(|| Error::Comm("the epoch's training rows to send: bytes overflow".into()))?;
     let mut send = Vec::new();
     send.try_reserve_exact(send_total).map_err(|_| {
-        Error::shape(
-            "training rows",
-            format!("cannot allocate {send_total} bytes to send"),
-        )
+        Error::Comm(format!(
+            "cannot allocate {send_total} bytes for the epoch's training rows to send"
+        ))
     })?;
     for q in (0..ranks).filter(|&q| q != rank) {
         for i in needs(order, batch_size, n_batches, q, ranks).filter(|i| mine.contains(i)) {
@@ -333,10 +331,10 @@ pub(crate) fn exchange(
 
     let mut rows = Vec::new();
     rows.try_reserve_exact(n_batches * block).map_err(|_| {
-        Error::shape(
-            "training rows",
-            format!("cannot allocate the index of {} rows", n_batches * block),
-        )
+        Error::Comm(format!(
+            "cannot allocate the index of the epoch's {} training rows",
+            n_batches * block
+        ))
     })?;
     for i in needs(order, batch_size, n_batches, rank, ranks) {
         let p = Layout::owner(starts, i);
