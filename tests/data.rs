@@ -885,3 +885,70 @@ fn a_presets_data_spec_and_another_root() {
     }
     assert!("holdout".parse::<SplitName>().is_err());
 }
+
+/// `LoadedData::keep_train_shard` and `TrainData::keep_shard`: rank r of N keeps the rows
+/// `comm::shard(n, r, N)` of the training split (samples, scale map, labels), records them, and
+/// the shards of all ranks put back together are the whole split; one rank changes nothing.
+#[test]
+fn training_shards_keep_their_rows_and_cover_the_split() {
+    use varsparse::comm::shard;
+    use varsparse::data::{LoadedData, PixelScale, RowShard, Split};
+    let (n, d) = (11, 3);
+    let x = Array2::from_shape_fn((n, d), |(i, j)| (10 * i + j) as f32);
+    let split = |x: Array2<f32>| Split {
+        scale_map: Some(x.mapv(|v| v + 0.5)),
+        labels: Some((0..x.nrows() as u8).collect()),
+        x,
+    };
+    let whole = LoadedData {
+        train: split(x.clone()),
+        val: split(x.slice(s![..4, ..]).to_owned()),
+        test: None,
+        pixel_scale: 1.0,
+        image_shape: None,
+        train_shard: None,
+    };
+    let mut one = whole.clone();
+    one.keep_train_shard(0, 1).unwrap();
+    assert_eq!((one.train.x.clone(), one.train_shard), (x.clone(), None));
+    for ranks in [2, 3, 4] {
+        let mut rows = Vec::new();
+        for r in 0..ranks {
+            let mut data = whole.clone();
+            data.keep_train_shard(r, ranks).unwrap();
+            let want = shard(n, r, ranks);
+            assert_eq!(
+                data.train_shard,
+                Some(RowShard {
+                    offset: want.start,
+                    n_total: n
+                })
+            );
+            assert_eq!(data.train.x, x.slice(s![want.clone(), ..]));
+            assert_eq!(
+                data.train.scale_map.as_ref().unwrap(),
+                &data.train.x.mapv(|v| v + 0.5)
+            );
+            assert_eq!(
+                data.train.labels.as_deref().unwrap(),
+                &(want.start as u8..want.end as u8).collect::<Vec<_>>()[..]
+            );
+            assert_eq!(data.val.x.nrows(), 4, "validation stays whole");
+            // TrainData::keep_shard on the whole data gives the same view
+            let td = whole.train_data().keep_shard(r, ranks).unwrap();
+            assert_eq!(td.train_shard, data.train_shard);
+            assert_eq!(td.train.x, data.train.x);
+            assert!(
+                matches!(td.train.scale, PixelScale::PerElement(m) if m == data.train.scale_map.as_ref().unwrap())
+            );
+            // the shard's TrainData carries it to the fit
+            assert_eq!(data.train_data().train_shard, data.train_shard);
+            assert!(data.keep_train_shard(r, ranks).is_err(), "already a shard");
+            rows.extend(data.train.x.rows().into_iter().map(|r| r.to_vec()));
+        }
+        let back: Vec<Vec<f32>> = x.rows().into_iter().map(|r| r.to_vec()).collect();
+        assert_eq!(rows, back, "{ranks} ranks");
+    }
+    assert!(whole.clone().keep_train_shard(3, 3).is_err());
+    assert!(whole.train_data().keep_shard(0, 0).is_err());
+}
