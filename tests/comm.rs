@@ -225,7 +225,7 @@ fn all_to_all_delivers_each_message_to_its_rank() {
 mod sharded_fit {
     use super::*;
     use varsparse::SparseCoder;
-    use varsparse::data::{PixelScale, Samples, TrainData};
+    use varsparse::data::{PixelScale, RowShard, Samples, TrainData};
     use varsparse::train::{FitOptions, ModelParams, Preset, ValidParams};
 
     /// 530 training rows (5 batches of 100, 30 dropped) and 60 validation rows of width 36;
@@ -341,8 +341,30 @@ mod sharded_fit {
                     |r| d.view(map).keep_shard(r, size).unwrap(),
                     |_| FitOptions::default(),
                 );
+                // uneven shards of the user's choosing, one of them empty on 3 ranks
+                let cuts: &[usize] = if size == 2 {
+                    &[0, 400, 530]
+                } else {
+                    &[0, 0, 100, 530]
+                };
+                let uneven = fit_ranks(
+                    &p,
+                    size,
+                    |r| {
+                        let all = d.view(map);
+                        TrainData {
+                            train: all.train.rows(cuts[r]..cuts[r + 1]).unwrap(),
+                            train_shard: Some(RowShard {
+                                offset: cuts[r],
+                                n_total: 530,
+                            }),
+                            ..all
+                        }
+                    },
+                    |_| FitOptions::default(),
+                );
                 let want = fingerprint(whole[0].as_ref().unwrap(), &probe);
-                for (r, m) in whole.iter().chain(&sharded).enumerate() {
+                for (r, m) in whole.iter().chain(&sharded).chain(&uneven).enumerate() {
                     assert_eq!(
                         fingerprint(m.as_ref().unwrap(), &probe),
                         want,
