@@ -26,6 +26,11 @@ struct ThreadComm {
     rank: usize,
     size: usize,
     shared: Arc<Shared>,
+    /// What `max_all_to_all_bytes` says (a small one makes the training loop split its
+    /// exchanges).
+    max_bytes: usize,
+    /// All-to-alls this rank has made.
+    all_to_alls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for ThreadComm {
@@ -62,6 +67,8 @@ impl Comm for ThreadComm {
         send_counts: &[usize],
     ) -> Result<(Vec<u8>, Vec<usize>)> {
         varsparse::comm::check_all_to_all(send, send_counts, self.size)?;
+        self.all_to_alls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         {
             let mut mail = self.shared.mail.lock().unwrap();
             let mut at = 0;
@@ -83,6 +90,9 @@ impl Comm for ThreadComm {
         self.shared.barrier.wait();
         Ok(())
     }
+    fn max_all_to_all_bytes(&self) -> usize {
+        self.max_bytes
+    }
 }
 
 fn comms(size: usize) -> Vec<ThreadComm> {
@@ -96,6 +106,8 @@ fn comms(size: usize) -> Vec<ThreadComm> {
             rank,
             size,
             shared: shared.clone(),
+            max_bytes: usize::MAX,
+            all_to_alls: Arc::default(),
         })
         .collect()
 }
@@ -301,24 +313,51 @@ mod sharded_fit {
         pick: impl Fn(usize) -> TrainData<'a> + Sync,
         opts: impl Fn(usize) -> FitOptions<'static> + Sync,
     ) -> Vec<varsparse::Result<SparseCoder>> {
-        std::thread::scope(|sc| {
+        fit_limited(p, size, usize::MAX, pick, opts).0
+    }
+
+    /// [`fit_ranks`] with ranks whose all-to-alls move at most `max_bytes`; also rank 0's
+    /// number of all-to-alls.
+    fn fit_limited<'a>(
+        p: &ValidParams,
+        size: usize,
+        max_bytes: usize,
+        pick: impl Fn(usize) -> TrainData<'a> + Sync,
+        opts: impl Fn(usize) -> FitOptions<'static> + Sync,
+    ) -> (Vec<varsparse::Result<SparseCoder>>, usize) {
+        let mut calls = 0;
+        let results = std::thread::scope(|sc| {
             let handles: Vec<_> = comms(size)
                 .into_iter()
-                .map(|c| {
+                .map(|mut c| {
+                    c.max_bytes = max_bytes;
                     let (pick, opts) = (&pick, &opts);
                     sc.spawn(move || {
                         let r = c.rank;
+                        let count = c.all_to_alls.clone();
                         let comm: Arc<dyn Comm> = Arc::new(c);
                         let o = FitOptions {
                             comm: Some(comm),
                             ..opts(r)
                         };
-                        p.fit_with(Cpu, &pick(r), &o, &mut ())
+                        let m = p.fit_with(Cpu, &pick(r), &o, &mut ());
+                        (m, count.load(std::sync::atomic::Ordering::Relaxed))
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        })
+            handles
+                .into_iter()
+                .enumerate()
+                .map(|(r, h)| {
+                    let (m, n) = h.join().unwrap();
+                    if r == 0 {
+                        calls = n;
+                    }
+                    m
+                })
+                .collect()
+        });
+        (results, calls)
     }
 
     #[test]
@@ -363,8 +402,32 @@ mod sharded_fit {
                     },
                     |_| FitOptions::default(),
                 );
+                // exchanges of at most 10 kB (20 kB with the map): the epoch's 5 batches in
+                // several groups (a batch moves about 4.6 kB to a rank, 9.2 kB with the map, on
+                // 2 ranks); with 1 kB, less than one batch, every rank fails
+                let shard = |r| d.view(map).keep_shard(r, size).unwrap();
+                let none = |_| FitOptions::default();
+                let (_, one_each) = fit_limited(&p, size, usize::MAX, shard, none);
+                let limit = if map { 20_000 } else { 10_000 };
+                let (split, calls) = fit_limited(&p, size, limit, shard, none);
+                eprintln!(
+                    "{preset:?}, {size} ranks: {one_each} all-to-alls in 2 epochs; {calls} \
+                     with at most {limit} bytes each"
+                );
+                assert_eq!(one_each, 2, "one all-to-all per epoch");
+                assert!(calls > 2, "{calls}");
+                for m in fit_limited(&p, size, 1000, shard, none).0 {
+                    let e = m.err().expect("an error").to_string();
+                    assert!(e.contains("exceed"), "{e}");
+                }
                 let want = fingerprint(whole[0].as_ref().unwrap(), &probe);
-                for (r, m) in whole.iter().chain(&sharded).chain(&uneven).enumerate() {
+                for (r, m) in whole
+                    .iter()
+                    .chain(&sharded)
+                    .chain(&uneven)
+                    .chain(&split)
+                    .enumerate()
+                {
                     assert_eq!(
                         fingerprint(m.as_ref().unwrap(), &probe),
                         want,

@@ -56,6 +56,13 @@ pub trait Comm: fmt::Debug + Send + Sync {
     /// A communication error.
     fn barrier(&self) -> Result<()>;
 
+    /// The most bytes one rank may send, or receive, in one [`Comm::all_to_all_bytes`] (with
+    /// MPI 2^31 - 1: its counts are 32-bit); unlimited by default. Callers that may move more
+    /// split their exchange (the training loop does: docs/SCALING.md).
+    fn max_all_to_all_bytes(&self) -> usize {
+        usize::MAX
+    }
+
     /// Element-wise sums over the ranks, added in rank order in `f64`; the result replaces `buf`
     /// on every rank. The identity on one process.
     ///
@@ -205,6 +212,9 @@ impl<C: Comm> Comm for Timed<C> {
     fn barrier(&self) -> Result<()> {
         self.timed(0, || self.inner.barrier())
     }
+    fn max_all_to_all_bytes(&self) -> usize {
+        self.inner.max_all_to_all_bytes()
+    }
 }
 
 impl<C: Comm + ?Sized> Comm for std::sync::Arc<C> {
@@ -229,6 +239,9 @@ impl<C: Comm + ?Sized> Comm for std::sync::Arc<C> {
     }
     fn barrier(&self) -> Result<()> {
         (**self).barrier()
+    }
+    fn max_all_to_all_bytes(&self) -> usize {
+        (**self).max_all_to_all_bytes()
     }
 }
 

@@ -194,6 +194,9 @@ impl Comm for MpiComm {
         self.with(|w| w.barrier());
         Ok(())
     }
+    fn max_all_to_all_bytes(&self) -> usize {
+        i32::MAX as usize
+    }
 }
 
 /// Counts and their offsets in one buffer as MPI's 32-bit integers, or `None` when the buffer

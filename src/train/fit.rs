@@ -210,22 +210,43 @@ impl ValidParams {
             let t0 = Instant::now();
             let order = epoch_order(p.seed, epoch, n_train);
             // sharded data: the rows of this rank's blocks of the epoch's batches that other ranks
-            // hold, from one all-to-all
-            let epoch_rows = match &layout {
-                Layout::Sharded { starts } => Some(shards::exchange(
+            // hold, from one all-to-all (more only past the communicator's size limit)
+            let mut groups = match &layout {
+                Layout::Sharded { starts } => shards::groups(
                     &*comm,
                     starts,
-                    &data.train,
                     &order,
                     p.batch_size,
                     n_batches,
-                )?),
-                Layout::Whole => None,
-            };
+                    shards::row_bytes(&data.train)?,
+                )?,
+                Layout::Whole => Vec::new(),
+            }
+            .into_iter();
+            let mut epoch_rows: Option<shards::EpochRows> = None;
             let mut stats = TrainStats::default();
             for b in 0..n_batches {
                 if comm.any(opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)))? {
                     return Err(Error::Interrupted { epoch });
+                }
+                if let Layout::Sharded { starts } = &layout
+                    && epoch_rows
+                        .as_ref()
+                        .is_none_or(|r| !r.batches().contains(&b))
+                {
+                    // the previous group's rows are freed first
+                    drop(epoch_rows.take());
+                    let batches = groups
+                        .next()
+                        .ok_or_else(|| Error::Comm(format!("no exchange planned for batch {b}")))?;
+                    epoch_rows = Some(shards::exchange(
+                        &*comm,
+                        starts,
+                        &data.train,
+                        &order,
+                        p.batch_size,
+                        batches,
+                    )?);
                 }
                 let (yb, map) = match &epoch_rows {
                     Some(rows) => {

@@ -152,6 +152,8 @@ enum Source {
 pub(crate) struct EpochRows {
     recv: Vec<u8>,
     rows: Vec<Source>,
+    /// The batches these rows are for.
+    batches: Range<usize>,
     /// Rows per batch on this rank.
     block: usize,
     /// Bytes of a received row: its samples, then its scale map's row when there is one.
@@ -159,8 +161,13 @@ pub(crate) struct EpochRows {
 }
 
 impl EpochRows {
-    /// Copies batch `b`'s rows into `x` (`(block, d)`) and their scale-map rows into `map`;
-    /// `train` is this rank's shard, as given to [`exchange`].
+    /// The batches whose rows these are.
+    pub(crate) fn batches(&self) -> Range<usize> {
+        self.batches.clone()
+    }
+
+    /// Copies batch `b`'s rows (`b` in [`EpochRows::batches`]) into `x` (`(block, d)`) and
+    /// their scale-map rows into `map`; `train` is this rank's shard, as given to [`exchange`].
     pub(crate) fn fill(
         &self,
         b: usize,
@@ -173,10 +180,8 @@ impl EpochRows {
             PixelScale::Constant(_) => None,
         };
         let xb = 4 * train.x.ncols();
-        for (k, &src) in self.rows[b * self.block..(b + 1) * self.block]
-            .iter()
-            .enumerate()
-        {
+        let at = (b - self.batches.start) * self.block;
+        for (k, &src) in self.rows[at..at + self.block].iter().enumerate() {
             match src {
                 Source::Local(i) => {
                     x.row_mut(k).assign(&train.x.row(i));
@@ -195,16 +200,16 @@ impl EpochRows {
     }
 }
 
-/// The global rows of rank `q`'s blocks of the epoch's batches, in batch order.
+/// The global rows of rank `q`'s blocks of the epoch's batches `batches`, in batch order.
 fn needs(
     order: &[usize],
     batch_size: usize,
-    n_batches: usize,
+    batches: Range<usize>,
     q: usize,
     ranks: usize,
 ) -> impl Iterator<Item = usize> + '_ {
     let blk: Range<usize> = shard_blocks(batch_size, SHARD_ALIGN, q, ranks);
-    (0..n_batches).flat_map(move |b| {
+    batches.flat_map(move |b| {
         order[b * batch_size..(b + 1) * batch_size][blk.clone()]
             .iter()
             .copied()
@@ -232,10 +237,87 @@ fn get_row(mut row: ndarray::ArrayViewMut1<'_, f32>, bytes: &[u8]) {
     }
 }
 
-/// The exchange of one epoch: this rank sends every other rank the rows of its shard that the
-/// other's blocks of the epoch's batches need (one [`Comm::all_to_all_bytes`]), and returns the
-/// rows it received with where each row of its blocks is. `train` is this rank's shard,
-/// `starts` the shards' first rows ([`Layout::Sharded`]), `order` the epoch's global order.
+/// Bytes of one training row in an exchange: its samples, and its scale map's row when there
+/// is one (`f32`).
+///
+/// # Errors
+/// [`Error::Comm`] if that overflows.
+pub(crate) fn row_bytes(train: &Samples<'_>) -> Result<usize> {
+    let d = train.x.ncols();
+    let floats = match train.scale {
+        PixelScale::PerElement(_) => d.checked_mul(2),
+        PixelScale::Constant(_) => Some(d),
+    };
+    floats
+        .and_then(|f| f.checked_mul(4))
+        .ok_or_else(|| Error::Comm(format!("training rows of {d} columns: bytes overflow")))
+}
+
+/// The epoch's batches in consecutive groups, one exchange each: a single group (one
+/// all-to-all per epoch) unless some rank would send or receive more than
+/// [`Comm::max_all_to_all_bytes`] in it. Every rank computes the same groups from the same
+/// order, without communicating.
+///
+/// # Errors
+/// [`Error::Comm`] if one batch alone is over the limit.
+pub(crate) fn groups(
+    comm: &dyn Comm,
+    starts: &[usize],
+    order: &[usize],
+    batch_size: usize,
+    n_batches: usize,
+    row_bytes: usize,
+) -> Result<Vec<Range<usize>>> {
+    let ranks = comm.size();
+    let limit = comm.max_all_to_all_bytes();
+    let blocks: Vec<Range<usize>> = (0..ranks)
+        .map(|q| shard_blocks(batch_size, SHARD_ALIGN, q, ranks))
+        .collect();
+    // rows each rank sends and receives, in the group so far and in one batch
+    let (mut sent, mut got) = (vec![0usize; ranks], vec![0usize; ranks]);
+    let (mut bs, mut bg) = (vec![0usize; ranks], vec![0usize; ranks]);
+    let fits = |rows: usize| rows.checked_mul(row_bytes).is_some_and(|b| b <= limit);
+    let mut groups = Vec::new();
+    let mut first = 0;
+    for b in 0..n_batches {
+        bs.fill(0);
+        bg.fill(0);
+        let batch = &order[b * batch_size..(b + 1) * batch_size];
+        for (q, blk) in blocks.iter().enumerate() {
+            for &i in &batch[blk.clone()] {
+                let p = Layout::owner(starts, i);
+                if p != q {
+                    bs[p] += 1;
+                    bg[q] += 1;
+                }
+            }
+        }
+        if !(bs.iter().all(|&r| fits(r)) && bg.iter().all(|&r| fits(r))) {
+            return Err(Error::Comm(format!(
+                "one batch's training rows exceed the {limit} bytes one all-to-all may move"
+            )));
+        }
+        let grown = |acc: &[usize], add: &[usize]| acc.iter().zip(add).all(|(a, c)| fits(a + c));
+        if b > first && !(grown(&sent, &bs) && grown(&got, &bg)) {
+            groups.push(first..b);
+            first = b;
+            sent.fill(0);
+            got.fill(0);
+        }
+        for q in 0..ranks {
+            sent[q] += bs[q];
+            got[q] += bg[q];
+        }
+    }
+    groups.push(first..n_batches);
+    Ok(groups)
+}
+
+/// The exchange for the epoch's batches `batches` (all of them unless [`groups`] splits them):
+/// this rank sends every other rank the rows of its shard that the other's blocks of those
+/// batches need (one [`Comm::all_to_all_bytes`]), and returns the rows it received with where
+/// each row of its blocks is. `train` is this rank's shard, `starts` the shards' first rows
+/// ([`Layout::Sharded`]), `order` the epoch's global order.
 ///
 /// # Errors
 /// [`Error::Comm`]: a communication error, sizes that overflow or cannot be allocated, or a rank
@@ -246,18 +328,15 @@ pub(crate) fn exchange(
     train: &Samples<'_>,
     order: &[usize],
     batch_size: usize,
-    n_batches: usize,
+    batches: Range<usize>,
 ) -> Result<EpochRows> {
     let (rank, ranks) = (comm.rank(), comm.size());
-    let d = train.x.ncols();
     let map = match train.scale {
         PixelScale::PerElement(m) => Some(m),
         PixelScale::Constant(_) => None,
     };
-    let floats_per_row = if map.is_some() { 2 * d } else { d };
-    let row_bytes = floats_per_row
-        .checked_mul(4)
-        .ok_or_else(|| Error::Comm(format!("training rows of {d} columns: bytes overflow")))?;
+    let row_bytes = row_bytes(train)?;
+    let n_batches = batches.len();
     let mine = starts[rank]..starts[rank + 1];
     let block = shard_blocks(batch_size, SHARD_ALIGN, rank, ranks).len();
 
@@ -265,7 +344,7 @@ pub(crate) fn exchange(
     let mut send_rows = vec![0usize; ranks];
     for (q, c) in send_rows.iter_mut().enumerate() {
         if q != rank {
-            *c = needs(order, batch_size, n_batches, q, ranks)
+            *c = needs(order, batch_size, batches.clone(), q, ranks)
                 .filter(|i| mine.contains(i))
                 .count();
         }
@@ -286,7 +365,7 @@ pub(crate) fn exchange(
         ))
     })?;
     for q in (0..ranks).filter(|&q| q != rank) {
-        for i in needs(order, batch_size, n_batches, q, ranks).filter(|i| mine.contains(i)) {
+        for i in needs(order, batch_size, batches.clone(), q, ranks).filter(|i| mine.contains(i)) {
             put_row(&mut send, train.x.row(i - mine.start));
             if let Some(m) = map {
                 put_row(&mut send, m.row(i - mine.start));
@@ -298,7 +377,7 @@ pub(crate) fn exchange(
 
     // what this rank expects from each rank, and where each rank's rows start in `recv`
     let mut expect = vec![0usize; ranks];
-    for i in needs(order, batch_size, n_batches, rank, ranks) {
+    for i in needs(order, batch_size, batches.clone(), rank, ranks) {
         let p = Layout::owner(starts, i);
         if p != rank {
             expect[p] += 1;
@@ -336,7 +415,7 @@ pub(crate) fn exchange(
             n_batches * block
         ))
     })?;
-    for i in needs(order, batch_size, n_batches, rank, ranks) {
+    for i in needs(order, batch_size, batches.clone(), rank, ranks) {
         let p = Layout::owner(starts, i);
         if p == rank {
             rows.push(Source::Local(i - mine.start));
@@ -348,6 +427,7 @@ pub(crate) fn exchange(
     Ok(EpochRows {
         recv,
         rows,
+        batches,
         block,
         row_bytes,
     })
