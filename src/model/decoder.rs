@@ -14,8 +14,10 @@ use ndarray::Array2;
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
+use crate::comm::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::model::params::{DecoderParams, ParamSet};
+use crate::model::reduce::{Part, sum_over_ranks};
 use crate::rng::linear_uniform;
 use crate::scalar::{Scalar, check_finite};
 
@@ -632,6 +634,27 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         s: &mut DecoderScratch<B::Mat>,
         grads: &mut DecoderParams<B::Mat>,
     ) -> Result<F> {
+        self.loss_grads_on(be, y, z, s, grads, &Solo)
+    }
+
+    /// [`Decoder::loss_grads`] of a batch whose rows are split between the ranks of `comm`
+    /// (`y`, `z` hold this rank's rows): the whole batch's loss and gradients, the same on every
+    /// rank. Each rank scales its rows by the whole batch's `1/(n d)`, so that every per-row
+    /// quantity is the one-process value; the gradients are then summed over the ranks in one
+    /// reduction, the bias's column sums in `f64` before rounding (docs/SCALING.md says what
+    /// differs from one process). On one process this is [`Decoder::loss_grads`].
+    ///
+    /// # Errors
+    /// As [`Decoder::loss_grads`]; a communication error.
+    pub fn loss_grads_on(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        z: &B::Mat,
+        s: &mut DecoderScratch<B::Mat>,
+        grads: &mut DecoderParams<B::Mat>,
+        comm: &dyn Comm,
+    ) -> Result<F> {
         let n = self.check_batch(be, "decoder loss", y, z, s)?;
         if grads.is_one_hidden() != self.params.is_one_hidden() {
             return Err(Error::shape(
@@ -643,14 +666,21 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 ),
             ));
         }
+        let n_all = if comm.size() > 1 {
+            comm.sum_count(n)?
+        } else {
+            n
+        };
         self.residual(be, y, z, s)?;
-        let inv = F::one() / F::c((n * self.d) as f64);
+        let inv = F::one() / F::c((n_all * self.d) as f64);
         let loss = be.sum_sq(&s.r)? * inv;
         let two = F::c(2.0) * inv;
+        let mut total = [loss.f()];
         match (&self.params, grads) {
             (DecoderParams::Linear { .. }, DecoderParams::Linear { w: g_w }) => {
                 // dW = (2/(n d)) R^T Z
                 be.gemm(two, &s.r, Trans::T, z, Trans::N, F::zero(), g_w)?;
+                sum_over_ranks(be, comm, &mut [Part::Sum(g_w)], &mut total)?;
             }
             (
                 DecoderParams::OneHidden { w2, .. },
@@ -666,7 +696,16 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 be.gemm(two, r, Trans::N, w2, Trans::N, F::zero(), dh)?;
                 be.relu_mask(h, dh)?;
                 be.gemm(F::one(), dh, Trans::T, z, Trans::N, F::zero(), g_w1)?;
-                be.col_sums(F::one(), dh, F::zero(), g_b1)?;
+                let mut parts = [
+                    Part::Sum(g_w1),
+                    Part::ColSums {
+                        alpha: 1.0,
+                        src: &*dh,
+                        out: g_b1,
+                    },
+                    Part::Sum(g_w2),
+                ];
+                sum_over_ranks(be, comm, &mut parts, &mut total)?;
             }
             _ => {
                 return Err(Error::shape(
@@ -675,7 +714,11 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 ));
             }
         }
-        Ok(loss)
+        Ok(if comm.size() > 1 {
+            F::c(total[0])
+        } else {
+            loss
+        })
     }
 
     /// SDL column normalisation (docs/CONVENTIONS.md §4): every column of every weight matrix scaled to unit

@@ -23,8 +23,10 @@ use ndarray::Array2;
 use rand_chacha::ChaCha8Rng;
 
 use crate::backend::{Backend, Trans};
+use crate::comm::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::model::params::{ListaParams, ParamSet};
+use crate::model::reduce::{Part, sum_over_ranks};
 use crate::rng::linear_uniform;
 use crate::scalar::Scalar;
 
@@ -275,6 +277,27 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         tape: &mut ListaTape<B::Mat>,
         grads: &mut ListaParams<B::Mat>,
     ) -> Result<F> {
+        self.loss_grads_on(be, y, target, tape, grads, &Solo)
+    }
+
+    /// [`Lista::loss_grads`] of a batch whose rows are split between the ranks of `comm` (`y`,
+    /// `target` and the tape hold this rank's rows): the whole batch's loss and gradients, the
+    /// same on every rank. Each rank scales its rows by the whole batch's `1/(n l)`; the
+    /// gradients are summed over the ranks in one reduction, the bias's column sums in `f64`
+    /// before rounding (as [`Decoder::loss_grads_on`](crate::model::Decoder::loss_grads_on)).
+    /// On one process this is [`Lista::loss_grads`].
+    ///
+    /// # Errors
+    /// As [`Lista::loss_grads`]; a communication error.
+    pub fn loss_grads_on(
+        &self,
+        be: &B,
+        y: &B::Mat,
+        target: &B::Mat,
+        tape: &mut ListaTape<B::Mat>,
+        grads: &mut ListaParams<B::Mat>,
+        comm: &dyn Comm,
+    ) -> Result<F> {
         let n = tape.n;
         if be.shape(target) != (n, self.l) {
             return Err(Error::shape(
@@ -286,13 +309,33 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
                 ),
             ));
         }
+        let n_all = if comm.size() > 1 {
+            comm.sum_count(n)?
+        } else {
+            n
+        };
         let out = &tape.z[tape.z.len() - 1];
-        let inv = F::one() / F::c((n * self.l) as f64);
+        let inv = F::one() / F::c((n_all * self.l) as f64);
         let loss = be.sum_sq_diff(out, target)? * inv;
         be.copy(out, &mut tape.d_z)?;
         be.axpby(-F::c(2.0) * inv, target, F::c(2.0) * inv, &mut tape.d_z)?;
         self.backward(be, y, tape, grads)?;
-        Ok(loss)
+        if comm.size() == 1 {
+            return Ok(loss);
+        }
+        let ListaParams { u, b, s } = grads;
+        let mut total = [loss.f()];
+        let mut parts = [
+            Part::Sum(u),
+            Part::ColSums {
+                alpha: 1.0,
+                src: &tape.d_b,
+                out: b,
+            },
+            Part::Sum(s),
+        ];
+        sum_over_ranks(be, comm, &mut parts, &mut total)?;
+        Ok(F::c(total[0]))
     }
 
     /// Backpropagates a gradient `d_out` `(n, l)` with respect to the output `E(Y)` of the last

@@ -5,6 +5,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod energy;
 pub mod params;
+mod reduce;
 
 pub use decoder::{Decoder, DecoderKind, DecoderScratch, HiddenGram};
 pub use encoder::{Lista, ListaTape};

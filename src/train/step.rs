@@ -201,8 +201,9 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// Trains data-parallel with the ranks of `comm` (docs/SCALING.md): each [`Trainer::step`]
     /// then takes this rank's rows of a global batch, FISTA reduces its batch-wide quantities
     /// over the ranks ([`fista::solve_on`]), and the gradients and statistics are those of the
-    /// whole batch (each rank's share weighted by its rows, summed in rank order), so that every
-    /// rank applies the same update. Every rank must start from the same weights.
+    /// whole batch ([`Decoder::loss_grads_on`], [`Lista::loss_grads_on`]: each rank's rows
+    /// scaled for the whole batch, summed in rank order), so that every rank applies the same
+    /// update. Every rank must start from the same weights.
     pub fn set_comm(&mut self, comm: Arc<dyn Comm>) {
         self.comm = comm;
     }
@@ -303,9 +304,8 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let l = self.decoder.code_dim();
         let comm = &*self.comm;
         let distributed = comm.size() > 1;
-        // the global batch's rows, and this rank's share of them
+        // the global batch's rows
         let n_all = if distributed { comm.sum_count(n)? } else { n };
-        let share = n as f64 / n_all as f64;
 
         // 1. amortised codes
         let e = self.encoder.forward(be, y, &mut ws.tape)?;
@@ -329,9 +329,9 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let z = ws.fista.codes();
 
         // 3. decoder step
-        let mut decoder_loss = self
-            .decoder
-            .loss_grads(be, y, z, &mut ws.dec, &mut ws.dec_grads)?;
+        let decoder_loss =
+            self.decoder
+                .loss_grads_on(be, y, z, &mut ws.dec, &mut ws.dec_grads, comm)?;
         let scale = match pixel_map {
             Some(m) => {
                 be.mul_assign(m, ws.dec.residual_mut())?;
@@ -344,19 +344,11 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             .f();
         let mut z_zeros = be.count_zeros(z)?;
         if distributed {
-            // the whole batch's loss, statistics and gradients: each rank's mean weighted by
-            // its share of the rows
-            let mut v = [
-                share * decoder_loss.f(),
-                psnr_sum,
-                z_zeros as f64,
-                e_zeros as f64,
-            ];
+            // the whole batch's statistics (the loss and gradients are already the batch's)
+            let mut v = [psnr_sum, z_zeros as f64, e_zeros as f64];
             comm.sum_f64(&mut v)?;
-            decoder_loss = F::c(v[0]);
-            psnr_sum = v[1];
-            (z_zeros, e_zeros) = (v[2] as usize, v[3] as usize);
-            reduce_params(be, comm, share, &mut ws.dec_grads)?;
+            psnr_sum = v[0];
+            (z_zeros, e_zeros) = (v[1] as usize, v[2] as usize);
         }
         let psnr = psnr_sum / n_all as f64;
         let sparsity = z_zeros as f64 / (n_all * l) as f64;
@@ -383,15 +375,9 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         }
 
         // 4. encoder step, towards the FISTA codes
-        let mut encoder_loss =
+        let encoder_loss =
             self.encoder
-                .loss_grads(be, y, z, &mut ws.tape, &mut ws.enc_grads)?;
-        if distributed {
-            let mut v = [share * encoder_loss.f()];
-            comm.sum_f64(&mut v)?;
-            encoder_loss = F::c(v[0]);
-            reduce_params(be, comm, share, &mut ws.enc_grads)?;
-        }
+                .loss_grads_on(be, y, z, &mut ws.tape, &mut ws.enc_grads, comm)?;
         if !encoder_loss.is_finite() {
             return Err(diverged(epoch, "encoder loss"));
         }
@@ -422,34 +408,6 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             fista_iterations: report.iterations,
         })
     }
-}
-
-/// Replaces every matrix of `grads` (this rank's mean gradient) by the whole batch's: the sum
-/// over the ranks, in rank order and in `f64`, of each rank's gradient times its share of the
-/// batch's rows.
-fn reduce_params<F: Scalar, B: Backend<F>, P: ParamSet<B::Mat>>(
-    be: &B,
-    comm: &dyn Comm,
-    share: f64,
-    grads: &mut P,
-) -> Result<()> {
-    let mut host = Vec::new();
-    let mut buf = Vec::new();
-    for (_, g) in grads.named() {
-        let h = be.download(g)?;
-        buf.extend(h.iter().map(|v| share * v.f()));
-        host.push(h);
-    }
-    comm.sum_f64(&mut buf)?;
-    let mut at = 0;
-    for ((_, g), mut h) in grads.named_mut().into_iter().zip(host) {
-        for v in h.iter_mut() {
-            *v = F::c(buf[at]);
-            at += 1;
-        }
-        *g = be.upload(h.view())?;
-    }
-    Ok(())
 }
 
 fn diverged(epoch: usize, term: &str) -> Error {

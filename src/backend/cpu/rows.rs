@@ -186,8 +186,8 @@ pub(super) fn col_mean_std_cols_avx2<F: Scalar>(
     col_mean_std_blocks(xs, l, j0, m, sd);
 }
 
-/// Columns per block of [`col_mean_std_blocks`]: its running sums stay in registers (four AVX2
-/// registers of `f32`) while the rows pass, instead of a load and a store per row.
+/// Columns per block of [`col_mean_std_blocks`]: its running sums stay in registers (eight AVX2
+/// registers of `f64`) while the rows pass, instead of a load and a store per row.
 pub(super) const STATS_BLOCK: usize = 32;
 
 /// The loop of [`col_mean_std_cols`]: [`col_mean_std_block`] on each whole block of
@@ -225,33 +225,34 @@ pub(super) fn col_mean_std_block<F: Scalar>(
 ) {
     let w = m.len();
     let n = xs.len() / l;
-    // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)).
-    // Accumulated in F over contiguous rows so that the loops vectorise; this runs once or
-    // twice per FISTA iteration when beta > 0.
-    // Shifted by the first row: a constant column then has a mean equal to its value and
-    // a std of exactly 0 (the hinge's gradient must vanish there), and rounding is smaller.
-    let mut acc = [F::zero(); STATS_BLOCK];
-    let mut first = [F::zero(); STATS_BLOCK];
-    let (acc, first) = (&mut acc[..w], &mut first[..w]);
-    first.copy_from_slice(&xs[c0..c0 + w]);
-    for row in xs.chunks_exact(l).skip(1) {
-        for ((a, &v), &v0) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(first.iter()) {
-            *a = *a + (v - v0);
-        }
-    }
-    let inv_n = F::one() / F::c(n as f64);
-    for ((mu, &a), &v0) in m.iter_mut().zip(acc.iter()).zip(first.iter()) {
-        *mu = v0 + a * inv_n;
-    }
-    acc.fill(F::zero());
+    // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)), both
+    // accumulated over the rows in order in f64, and rounded to F once at the end. This is the
+    // arithmetic of `model::energy::hinge_on`, whose ranks each sum their rows in f64 and add
+    // the partial sums: a batch split between ranks then gets the statistics of one process
+    // (docs/SCALING.md). A constant column has a mean equal to its value (`n` copies of an
+    // `f32` add exactly in f64) and a std of exactly 0, where the hinge's gradient must vanish.
+    let mut acc = [0.0f64; STATS_BLOCK];
+    let mut mu = [0.0f64; STATS_BLOCK];
+    let (acc, mu) = (&mut acc[..w], &mut mu[..w]);
     for row in xs.chunks_exact(l) {
-        for ((a, &v), &mu) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(m.iter()) {
-            let d = v - mu;
-            *a = *a + d * d;
+        for (a, &v) in acc.iter_mut().zip(&row[c0..c0 + w]) {
+            *a += v.f();
         }
     }
-    let inv = F::one() / F::c((n - 1) as f64);
+    let nf = n as f64;
+    for ((mo, mi), &a) in m.iter_mut().zip(mu.iter_mut()).zip(acc.iter()) {
+        *mi = a / nf;
+        *mo = F::c(*mi);
+    }
+    acc.fill(0.0);
+    for row in xs.chunks_exact(l) {
+        for ((a, &v), &mu) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(mu.iter()) {
+            let d = v.f() - mu;
+            *a += d * d;
+        }
+    }
+    let nm1 = (n - 1) as f64;
     for (s, &a) in sd.iter_mut().zip(acc.iter()) {
-        *s = (a * inv).sqrt();
+        *s = F::c((a / nm1).sqrt());
     }
 }
