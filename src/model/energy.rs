@@ -192,9 +192,10 @@ pub fn hinge<F: Scalar, B: Backend<F>>(
 }
 
 /// [`hinge`] over a batch whose rows are split between the ranks of `comm` (`x` holds this
-/// rank's rows): the column statistics are those of the whole batch, from two reductions of
-/// `l + 1` and `l` numbers (column sums and the row count, then the sums of squared deviations
-/// from the batch mean: the same two passes as on one process, in `f64`). The value (the same on
+/// rank's rows): the column statistics are those of the whole batch, from two reductions
+/// (column sums, the row count and the columns' extremes, `3 l + 1` numbers; then the sums of
+/// squared deviations from the batch mean, `l` numbers: for `f32`, the same two passes in `f64`
+/// as [`Backend::col_mean_std`] on the CPU, so the statistics are one process's). The value (the same on
 /// every rank) and the gradient of this rank's rows are [`hinge`]'s for the whole batch. On one
 /// process this is [`hinge`].
 ///
@@ -220,14 +221,34 @@ pub fn hinge_on<F: Scalar, B: Backend<F>>(
     }
     let xh = be.download(x)?;
     let (rows, l) = xh.dim();
-    let mut sums = vec![0.0f64; l + 1];
+    // this rank's column sums, row count, column minima and maxima
+    let w = 3 * l + 1;
+    let mut local = vec![0.0f64; w];
+    local[l + 1..2 * l + 1].fill(f64::INFINITY);
+    local[2 * l + 1..].fill(f64::NEG_INFINITY);
     for row in xh.rows() {
-        for (s, &v) in sums.iter_mut().zip(row.iter()) {
-            *s += v.f();
+        for (j, &v) in row.iter().enumerate() {
+            let v = v.f();
+            local[j] += v;
+            local[l + 1 + j] = local[l + 1 + j].min(v);
+            local[2 * l + 1 + j] = local[2 * l + 1 + j].max(v);
         }
     }
-    sums[l] = rows as f64;
-    comm.sum_f64(&mut sums)?;
+    local[l] = rows as f64;
+    let mut all = vec![0.0f64; comm.size() * w];
+    comm.all_gather_f64(&local, &mut all)?;
+    // sums in rank order (as Comm::sum_f64), extremes over the ranks
+    let mut sums = all[..l + 1].to_vec();
+    let (mut lo, mut hi) = (all[l + 1..2 * l + 1].to_vec(), all[2 * l + 1..w].to_vec());
+    for part in all.chunks_exact(w).skip(1) {
+        for (s, v) in sums.iter_mut().zip(&part[..l + 1]) {
+            *s += v;
+        }
+        for j in 0..l {
+            lo[j] = lo[j].min(part[l + 1 + j]);
+            hi[j] = hi[j].max(part[2 * l + 1 + j]);
+        }
+    }
     let n = sums[l] as usize;
     if n < 2 {
         return Err(Error::shape(
@@ -235,7 +256,17 @@ pub fn hinge_on<F: Scalar, B: Backend<F>>(
             format!("an unbiased std needs at least 2 samples in the batch, got {n}"),
         ));
     }
-    let mu: Vec<f64> = sums[..l].iter().map(|s| s / n as f64).collect();
+    // A constant column's mean is its value, so that its std is exactly 0 (its hinge gradient
+    // must vanish); for `f32` the sum is exact there anyway, as in `Backend::col_mean_std`.
+    let mu: Vec<f64> = (0..l)
+        .map(|j| {
+            if lo[j] == hi[j] {
+                lo[j]
+            } else {
+                sums[j] / n as f64
+            }
+        })
+        .collect();
     let mut ss = vec![0.0f64; l];
     for row in xh.rows() {
         for ((s, &v), m) in ss.iter_mut().zip(row.iter()).zip(&mu) {

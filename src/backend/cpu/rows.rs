@@ -225,12 +225,17 @@ pub(super) fn col_mean_std_block<F: Scalar>(
 ) {
     let w = m.len();
     let n = xs.len() / l;
-    // Two passes: the mean, then the centred sum of squares (as torch.norm(x - mean)), both
+    if F::EPS < f64::from(f32::EPSILON) {
+        col_mean_std_block_shifted(xs, l, c0, m, sd);
+        return;
+    }
+    // f32: two passes, the mean, then the centred sum of squares (as torch.norm(x - mean)), both
     // accumulated over the rows in order in f64, and rounded to F once at the end. This is the
     // arithmetic of `model::energy::hinge_on`, whose ranks each sum their rows in f64 and add
     // the partial sums: a batch split between ranks then gets the statistics of one process
-    // (docs/SCALING.md). A constant column has a mean equal to its value (`n` copies of an
-    // `f32` add exactly in f64) and a std of exactly 0, where the hinge's gradient must vanish.
+    // (docs/SCALING.md). A constant column has a mean equal to its value (`n < 2^29` copies of
+    // an `f32` add exactly in f64) and a std of exactly 0, where the hinge's gradient must
+    // vanish.
     let mut acc = [0.0f64; STATS_BLOCK];
     let mut mu = [0.0f64; STATS_BLOCK];
     let (acc, mu) = (&mut acc[..w], &mut mu[..w]);
@@ -254,5 +259,37 @@ pub(super) fn col_mean_std_block<F: Scalar>(
     let nm1 = (n - 1) as f64;
     for (s, &a) in sd.iter_mut().zip(acc.iter()) {
         *s = F::c((a / nm1).sqrt());
+    }
+}
+
+/// [`col_mean_std_block`] for `f64`, whose sums in `f64` are not exact: shifted by the first
+/// row, so that a constant column has a mean equal to its value and a std of exactly 0.
+#[inline(always)]
+fn col_mean_std_block_shifted<F: Scalar>(xs: &[F], l: usize, c0: usize, m: &mut [F], sd: &mut [F]) {
+    let w = m.len();
+    let n = xs.len() / l;
+    let mut acc = [F::zero(); STATS_BLOCK];
+    let mut first = [F::zero(); STATS_BLOCK];
+    let (acc, first) = (&mut acc[..w], &mut first[..w]);
+    first.copy_from_slice(&xs[c0..c0 + w]);
+    for row in xs.chunks_exact(l).skip(1) {
+        for ((a, &v), &v0) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(first.iter()) {
+            *a = *a + (v - v0);
+        }
+    }
+    let inv_n = F::one() / F::c(n as f64);
+    for ((mu, &a), &v0) in m.iter_mut().zip(acc.iter()).zip(first.iter()) {
+        *mu = v0 + a * inv_n;
+    }
+    acc.fill(F::zero());
+    for row in xs.chunks_exact(l) {
+        for ((a, &v), &mu) in acc.iter_mut().zip(&row[c0..c0 + w]).zip(m.iter()) {
+            let d = v - mu;
+            *a = *a + d * d;
+        }
+    }
+    let inv = F::one() / F::c((n - 1) as f64);
+    for (s, &a) in sd.iter_mut().zip(acc.iter()) {
+        *s = (a * inv).sqrt();
     }
 }
