@@ -98,6 +98,37 @@ pub struct RowShard {
     pub n_total: usize,
 }
 
+impl RowShard {
+    /// The rows `comm::shard(n, rank, ranks)` that rank `rank` keeps of a set of `n` rows that
+    /// is not yet a shard (`current` is `None`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] if `current` is already a shard, or `rank` is not below
+    /// `ranks` (so also for `ranks = 0`).
+    pub(crate) fn rows_to_keep(
+        current: Option<RowShard>,
+        n: usize,
+        rank: usize,
+        ranks: usize,
+    ) -> Result<std::ops::Range<usize>> {
+        if current.is_some() {
+            return Err(Error::param(
+                "training data",
+                "a shard",
+                "already a shard of a larger set",
+            ));
+        }
+        if rank >= ranks {
+            return Err(Error::param(
+                "rank",
+                rank,
+                format!("not a rank of {ranks} ranks"),
+            ));
+        }
+        Ok(shard(n, rank, ranks))
+    }
+}
+
 /// A training set and a validation set.
 #[derive(Clone, Copy, Debug)]
 pub struct TrainData<'a> {
@@ -134,22 +165,8 @@ impl<'a> TrainData<'a> {
     /// [`Error::InvalidParameter`] if the data is already a shard, if `ranks` is 0 or if `rank`
     /// is not below it.
     pub fn keep_shard(self, rank: usize, ranks: usize) -> Result<TrainData<'a>> {
-        if self.train_shard.is_some() {
-            return Err(Error::param(
-                "training data",
-                "a shard",
-                "already a shard of a larger set",
-            ));
-        }
-        if rank >= ranks {
-            return Err(Error::param(
-                "rank",
-                rank,
-                format!("not a rank of {ranks} ranks"),
-            ));
-        }
         let n = self.train.x.nrows();
-        let rows = shard(n, rank, ranks);
+        let rows = RowShard::rows_to_keep(self.train_shard, n, rank, ranks)?;
         Ok(TrainData {
             train: self.train.rows(rows.clone())?,
             train_shard: Some(RowShard {

@@ -503,25 +503,11 @@ impl LoadedData {
     /// [`Error::InvalidParameter`] if the training split is already a shard, if `ranks` is 0
     /// or `rank` is not below it; [`Error::Shape`] for a scale map of another shape.
     pub fn keep_train_shard(&mut self, rank: usize, ranks: usize) -> Result<()> {
-        if self.train_shard.is_some() {
-            return Err(Error::param(
-                "training data",
-                "a shard",
-                "already a shard of a larger set",
-            ));
-        }
-        if rank >= ranks {
-            return Err(Error::param(
-                "rank",
-                rank,
-                format!("not a rank of {ranks} ranks"),
-            ));
-        }
+        let n = self.train.x.nrows();
+        let rows = RowShard::rows_to_keep(self.train_shard, n, rank, ranks)?;
         if ranks == 1 {
             return Ok(());
         }
-        let n = self.train.x.nrows();
-        let rows = crate::comm::shard(n, rank, ranks);
         self.train = self.train.rows(rows.clone())?;
         self.train_shard = Some(RowShard {
             offset: rows.start,

@@ -666,11 +666,8 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
                 ),
             ));
         }
-        let n_all = if comm.size() > 1 {
-            comm.sum_count(n)?
-        } else {
-            n
-        };
+        // the whole batch's rows (n on one process)
+        let n_all = comm.sum_count(n)?;
         self.residual(be, y, z, s)?;
         let inv = F::one() / F::c((n_all * self.d) as f64);
         let loss = be.sum_sq(&s.r)? * inv;

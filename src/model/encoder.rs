@@ -309,11 +309,8 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
                 ),
             ));
         }
-        let n_all = if comm.size() > 1 {
-            comm.sum_count(n)?
-        } else {
-            n
-        };
+        // the whole batch's rows (n on one process)
+        let n_all = comm.sum_count(n)?;
         let out = &tape.z[tape.z.len() - 1];
         let inv = F::one() / F::c((n_all * self.l) as f64);
         let loss = be.sum_sq_diff(out, target)? * inv;
