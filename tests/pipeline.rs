@@ -360,8 +360,15 @@ fn a_version_1_checkpoint_loads_and_encodes_as_before() {
     let y = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-input.npy")).unwrap();
     let want = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-codes.npy")).unwrap();
     assert_eq!(m.encode(&y).unwrap(), want);
+    // FISTA's codes change with a summation meant to change results (as the golden hashes):
+    // re-recorded with VARSPARSE_BLESS=1, last for the variance statistics summed in f64
+    // (docs/SCALING.md)
+    let fista = m.encode_fista(&y).unwrap().0;
+    if std::env::var_os("VARSPARSE_BLESS").is_some() {
+        varsparse::io::write_npy_f32(&fx.join("checkpoint-v1-fista.npy"), &fista).unwrap();
+    }
     let want = varsparse::io::read_npy_f32(&fx.join("checkpoint-v1-fista.npy")).unwrap();
-    assert_eq!(m.encode_fista(&y).unwrap().0, want);
+    assert_eq!(fista, want);
     // saved again, it is version 2 and loads to the same model
     let dir = tempfile::tempdir().unwrap();
     m.save(dir.path()).unwrap();
