@@ -727,3 +727,186 @@ fn a_forecast_starts_the_hidden_gram_path_at_once() {
         .fold(0.0f64, |a, &b| a.max(b));
     assert!(err < 1e-9, "second batch: max |z - z_direct| = {err:e}");
 }
+
+/// A decoder whose energy has a V-shaped minimum at a hidden unit's kink: `d = l = m = 1`,
+/// `D(z) = relu(z - 1)`, `y = -1`, proximity `0.5 (z - 2)^2` towards the warm start `e = 2`.
+/// Left of `z = 1` the energy's slope is `-1`, right of it `+1`: a constant step bounces across
+/// the kink (the 2-cycle of docs/RESULTS.md's VDL-NL stall) and never meets the tolerance.
+fn kink_problem() -> (Decoder<f64, Cpu>, Array2<f64>, Array2<f64>, FistaParams) {
+    let one = Array2::from_elem((1, 1), 1.0);
+    let dec = Decoder::one_hidden(&Cpu, &one, &(-&one), &one).unwrap();
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.0,
+            beta: 0.0,
+            threshold: 0.5,
+            gamma: 0.5,
+        },
+        step: StepRule::Constant { eta: 0.25 },
+        path: GradientPath::Direct,
+        record_trace: true,
+        ..FistaParams::default()
+    };
+    (dec, -&one, &one * 2.0, params)
+}
+
+/// The constant step 2-cycles across the kink until `max_iter`; `Safeguarded` runs the same
+/// iterates for its first `after` iterations, then shrinks the sample's step until it meets the
+/// sufficient-decrease condition, and converges at the kink with a lower energy.
+#[test]
+fn safeguarded_step_ends_a_two_cycle_across_a_relu_kink() {
+    let be = Cpu;
+    let (dec, y, e, constant) = kink_problem();
+    let mut ws = FistaWorkspace::new(&be, &dec, 1).unwrap();
+    let r_c = fista::solve(&be, &dec, &y, Some(&e), &constant, &mut ws).unwrap();
+    let z_c = ws.codes()[[0, 0]];
+    assert!(!r_c.converged);
+    assert_eq!(r_c.iterations, constant.max_iter);
+    assert_eq!(r_c.safeguard_from, None);
+
+    let after = 10;
+    let safe = FistaParams {
+        step: StepRule::Safeguarded {
+            eta: 0.25,
+            after,
+            factor: 2.0,
+        },
+        ..constant
+    };
+    let r_s = fista::solve(&be, &dec, &y, Some(&e), &safe, &mut ws).unwrap();
+    let z_s = ws.codes()[[0, 0]];
+    assert!(r_s.converged, "{r_s:?}");
+    assert!(r_s.iterations < 30, "{} iterations", r_s.iterations);
+    assert_eq!(r_s.safeguard_from, Some(after));
+    assert!(r_s.backtracks > 0 && r_s.step < 0.25);
+    assert!((z_s - 1.0).abs() < 1e-3, "z = {z_s}, the kink is at 1");
+    assert!(
+        r_s.total_energy < r_c.total_energy,
+        "{} !< {} (constant step, z = {z_c})",
+        r_s.total_energy,
+        r_c.total_energy
+    );
+    // the first `after` iterations are the constant step's; then the step only shrinks
+    for (a, b) in r_s.trace[..after].iter().zip(&r_c.trace) {
+        assert_eq!(a, b);
+    }
+    for w in r_s.trace[after - 1..].windows(2) {
+        assert!(w[1].step <= w[0].step, "{w:?}");
+    }
+    // from the first iteration on (after = 0) it converges too
+    let at_once = FistaParams {
+        step: StepRule::Safeguarded {
+            eta: 0.25,
+            after: 0,
+            factor: 2.0,
+        },
+        ..constant
+    };
+    let r_0 = fista::solve(&be, &dec, &y, Some(&e), &at_once, &mut ws).unwrap();
+    assert!(r_0.converged && r_0.safeguard_from == Some(0), "{r_0:?}");
+    assert!((ws.codes()[[0, 0]] - 1.0).abs() < 1e-3);
+}
+
+/// Where the loop ends within `after` iterations, `Safeguarded` is the constant step to the
+/// bit (one-hidden-layer decoder with the hinge and proximity, and the linear Gram path); with
+/// `after = 0` on a smooth problem it converges from a step far too large for the constant rule;
+/// bad steps and factors are refused.
+#[test]
+fn safeguarded_step_is_the_constant_step_until_it_engages() {
+    let be = Cpu;
+    let (n, d, l, m) = (40, 30, 10, 24);
+    let y = random(n, d, 31);
+    let e = random(n, l, 32).mapv(|v| v.max(0.0) * 0.5);
+    let (dec, base) = one_hidden_problem(d, l, m, 33);
+    let lin = Decoder::linear(&be, &(random(d, l, 34) * 0.3)).unwrap();
+    for (dec, path) in [
+        (&dec, GradientPath::Auto),
+        (&dec, GradientPath::Gram),
+        (&lin, GradientPath::Auto),
+    ] {
+        let constant = FistaParams {
+            path,
+            tol: 1e-3,
+            max_iter: 400,
+            ..base
+        };
+        let mut ws = FistaWorkspace::new(&be, dec, n).unwrap();
+        let r_c = fista::solve(&be, dec, &y, Some(&e), &constant, &mut ws).unwrap();
+        let z_c = ws.codes().clone();
+        assert!(r_c.converged && r_c.iterations > 5, "{r_c:?}");
+        let safe = FistaParams {
+            step: StepRule::Safeguarded {
+                eta: 0.05,
+                after: r_c.iterations,
+                factor: 2.0,
+            },
+            ..constant
+        };
+        let r_s = fista::solve(&be, dec, &y, Some(&e), &safe, &mut ws).unwrap();
+        assert_eq!(ws.codes(), &z_c, "{path:?}");
+        assert_eq!(r_s, r_c, "{path:?}");
+    }
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    // on a smooth (convex) problem the per-sample test is the descent lemma: from a step far
+    // too large for the constant rule, the steps shrink to fit and the loop converges to the
+    // small constant step's energy
+    let smooth_problem = FistaParams {
+        energy: EnergyParams {
+            beta: 0.0,
+            ..base.energy
+        },
+        path: GradientPath::Direct,
+        max_iter: 2000,
+        tol: 1e-6,
+        ..base
+    };
+    let mut ws_lin = FistaWorkspace::new(&be, &lin, n).unwrap();
+    let r_small = fista::solve(&be, &lin, &y, Some(&e), &smooth_problem, &mut ws_lin).unwrap();
+    let too_large = StepRule::Constant { eta: 50.0 };
+    let r_large = fista::solve(
+        &be,
+        &lin,
+        &y,
+        Some(&e),
+        &FistaParams {
+            step: too_large,
+            ..smooth_problem
+        },
+        &mut ws_lin,
+    );
+    assert!(r_large.is_err() || !r_large.unwrap().converged);
+    let at_once = FistaParams {
+        step: StepRule::Safeguarded {
+            eta: 50.0,
+            after: 0,
+            factor: 2.0,
+        },
+        ..smooth_problem
+    };
+    let r_s = fista::solve(&be, &lin, &y, Some(&e), &at_once, &mut ws_lin).unwrap();
+    assert!(r_s.converged && r_s.safeguard_from == Some(0), "{r_s:?}");
+    assert!(r_s.backtracks > 0 && r_s.step < 50.0);
+    let rel = (r_s.total_energy - r_small.total_energy).abs() / r_small.total_energy;
+    assert!(
+        rel < 1e-6,
+        "{} vs {}",
+        r_s.total_energy,
+        r_small.total_energy
+    );
+    // bad factors and steps are refused
+    for step in [
+        StepRule::Safeguarded {
+            eta: 0.0,
+            after: 3,
+            factor: 2.0,
+        },
+        StepRule::Safeguarded {
+            eta: 0.1,
+            after: 3,
+            factor: 1.0,
+        },
+    ] {
+        let p = FistaParams { step, ..base };
+        assert!(fista::solve(&be, &dec, &y, Some(&e), &p, &mut ws).is_err());
+    }
+}

@@ -23,6 +23,9 @@
 //! * [`StepRule::Backtracking`]: one Lipschitz estimate `L` for the batch (the hinge couples
 //!   samples), increased by `factor` until `F(p) <= Q_L(p, x) = f(x) + <g, p - x> + L/2 ||p - x||^2`
 //!   with `p` the trial codes; `L` is carried to the next iteration.
+//! * [`StepRule::Safeguarded`]: the constant step for a number of iterations, then one step per
+//!   sample, shrunk until it satisfies the sufficient-decrease condition for that sample (the
+//!   iterates are the constant step's until the switch).
 //! * [`StepRule::Auto`]: for a linear decoder, `eta = 1/L` with
 //!   `L = (2/d) ||W||_2^2 + 2 gamma / l` (power iteration on `W^T W`, inflated by 2% because
 //!   power iteration approaches the top eigenvalue from below). The variance hinge is not globally
@@ -46,10 +49,11 @@
 mod batches;
 mod params;
 mod report;
+mod safeguard;
 mod workspace;
 
 pub use batches::solve_batches;
-pub use params::{FistaParams, GradientPath, HIDDEN_GRAM_AFTER, StepRule};
+pub use params::{FistaParams, GradientPath, HIDDEN_GRAM_AFTER, SAFEGUARD_AFTER, StepRule};
 pub use report::{BatchReport, FistaReport, TraceRecord};
 pub use workspace::FistaWorkspace;
 
@@ -292,7 +296,12 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
     if let Some(e) = warm {
         check_finite_mat(be, "warm start", e)?;
     }
-    let constant_step = matches!(params.step, StepRule::Constant { .. });
+    // a constant step at the first iteration (Safeguarded may switch to backtracking later)
+    let constant_step = match params.step {
+        StepRule::Constant { .. } => true,
+        StepRule::Safeguarded { after, .. } => after > 0,
+        StepRule::Backtracking { .. } | StepRule::Auto => false,
+    };
     let linear = decoder.kind() == DecoderKind::Linear;
     if params.path == GradientPath::Gram && !linear && !constant_step {
         return Err(Error::param(
@@ -323,9 +332,15 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         }
     }
 
-    // The step rule, resolved to an initial L and whether to backtrack.
+    // The step rule, resolved to an initial L, whether to backtrack, and (Safeguarded) the
+    // iteration from which to backtrack.
+    let mut safeguard_at = None;
     let (mut lip, backtrack, factor) = match params.step {
         StepRule::Constant { eta } => (1.0 / eta, false, 1.0),
+        StepRule::Safeguarded { eta, after, factor } => {
+            safeguard_at = Some(after);
+            (1.0 / eta, false, factor)
+        }
         StepRule::Backtracking {
             initial_step,
             factor,
@@ -385,6 +400,8 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
     let mut backtracks = 0usize;
     let mut rows_flagged = 0usize;
     let mut switched_at = None;
+    let mut safeguard_from = None;
+    let mut safeguard: Option<safeguard::Safeguard<F, B>> = None;
     // the non-zeros of x's unflagged rows, when the last step counted them
     let mut x_nonzeros = None;
     let tol = F::c(params.tol);
@@ -394,7 +411,13 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
     for it in 0..params.max_iter {
         let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
         let coef = F::c((t - 1.0) / t_next);
-        if may_switch && !smooth.use_gram && it == HIDDEN_GRAM_AFTER {
+        if safeguard_at == Some(it) {
+            // Safeguarded: the loop has run `after` iterations; per-sample steps take over from
+            // the state the constant steps left (z, x, flags)
+            safeguard = Some(safeguard::Safeguard::new(&smooth, 1.0 / lip, factor)?);
+            safeguard_from = Some(it);
+        }
+        if may_switch && safeguard.is_none() && !smooth.use_gram && it == HIDDEN_GRAM_AFTER {
             // switch if the samples still active, over twice as many iterations again, would
             // save more multiply-adds than the setup costs
             let active = (n_all - rows_flagged) as f64;
@@ -404,7 +427,26 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 switched_at = Some(it);
             }
         }
-        let (rc, f_trial, model) = if !backtrack {
+        let (rc, f_trial, model) = if let Some(sg) = safeguard.as_mut() {
+            let step = sg.iterate(
+                &smooth,
+                lambda,
+                params.nonneg,
+                coef,
+                tol,
+                x,
+                z,
+                z_old,
+                g,
+                flags,
+                dec,
+                mean,
+                std,
+                it,
+            )?;
+            backtracks += step.backtracks;
+            (step.rc, None, None)
+        } else if !backtrack {
             // constant step: gradient of the active rows only, then one fused update pass
             let eta = 1.0 / lip;
             let step = FistaStep {
@@ -505,7 +547,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         if params.record_trace {
             trace.push(TraceRecord {
                 iteration: it,
-                step: 1.0 / lip,
+                step: safeguard.as_ref().map_or(1.0 / lip, |s| s.min_step()),
                 f_trial,
                 model,
                 active: n_all - rc.converged,
@@ -547,7 +589,8 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         energy,
         total_energy: energy.total(),
         backtracks,
-        step: 1.0 / lip,
+        step: safeguard.as_ref().map_or(1.0 / lip, |s| s.min_step()),
+        safeguard_from,
         path: match switched_at {
             Some(it) => format!("direct, then gram from iteration {it}"),
             None if forecast_gram => "gram (forecast)".into(),

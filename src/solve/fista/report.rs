@@ -36,6 +36,10 @@ pub struct FistaReport {
     pub backtracks: usize,
     /// The last step used, `1/L`.
     pub step: f64,
+    /// [`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded) only: the iteration
+    /// from which the step was backtracked (`None`: the loop ended on the constant step).
+    #[serde(default)]
+    pub safeguard_from: Option<usize>,
     /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
     /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto)).
     pub path: String,

@@ -67,6 +67,10 @@ pub struct Args {
     /// FISTA: backtracking line search (Beck & Teboulle), one L per batch.
     #[arg(long)]
     backtracking: bool,
+    /// FISTA: with --step, backtrack (from L = 1/step) in a batch whose loop runs past N
+    /// iterations (the step safeguard of `train`; 0: from the first iteration).
+    #[arg(long, value_name = "N", requires = "step")]
+    safeguard_after: Option<usize>,
     /// FISTA: maximum iterations per batch.
     #[arg(long, value_name = "N", default_value_t = 200)]
     max_iter: usize,
@@ -104,7 +108,14 @@ impl Args {
 
     fn params(&self) -> FistaParams {
         let step = match (self.step, self.backtracking) {
-            (Some(eta), _) => StepRule::Constant { eta },
+            (Some(eta), _) => match self.safeguard_after {
+                None => StepRule::Constant { eta },
+                Some(after) => StepRule::Safeguarded {
+                    eta,
+                    after,
+                    factor: 2.0,
+                },
+            },
             (None, true) => StepRule::Backtracking {
                 initial_step: None,
                 factor: 2.0,
