@@ -261,7 +261,8 @@ fn train_then_encode_eval_and_resume() {
             .count(),
         2
     );
-    // the run directory itself resumes from its latest/ (into the same run directory)
+    // the run directory itself resumes from its latest/ (into the same run directory); the
+    // step safeguard, unlike the other hyper-parameters, may change
     varsparse()
         .args([
             "train",
@@ -269,6 +270,8 @@ fn train_then_encode_eval_and_resume() {
             &run.display().to_string(),
             "--epochs",
             "3",
+            "--safeguard-after",
+            "5",
         ])
         .assert()
         .success()
@@ -280,6 +283,7 @@ fn train_then_encode_eval_and_resume() {
         serde_json::from_str(&std::fs::read_to_string(run.join("latest/model.json")).unwrap())
             .unwrap();
     assert_eq!(latest["epochs_done"], 3);
+    assert_eq!(latest["params"]["step_safeguard"], 5, "{latest}");
     // resuming from best/ works but warns that the epochs after it are discarded
     let elsewhere = dir.path().join("from-best").display().to_string();
     varsparse()
@@ -376,7 +380,7 @@ fn train_then_encode_eval_and_resume() {
         .assert()
         .failure()
         .stderr(predicates::str::contains(
-            "only epochs and patience may change",
+            "only epochs, patience and the step safeguard may change",
         ));
     varsparse()
         .args(["eval", "--model", &dir.path().display().to_string()])
@@ -389,6 +393,22 @@ fn train_then_encode_eval_and_resume() {
 fn train_flag_errors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().display().to_string();
+    // the step safeguard is `off` or a number of iterations
+    varsparse()
+        .args([
+            "train",
+            "--preset",
+            "mnist-vdl-nl",
+            "--safeguard-after",
+            "soon",
+            "--out",
+            &out,
+        ])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains(
+            "expected `off` or a number of iterations, got `soon`",
+        ));
     // contradictory data flags
     varsparse()
         .args([

@@ -192,3 +192,43 @@ fn atoms_of_both_decoders() {
         assert!((a - b).abs() < 1e-12);
     }
 }
+
+/// The MNIST VDL-NL preset, and only it, safeguards FISTA's constant step (its loops stall late
+/// in training otherwise; docs/RESULTS.md); `--safeguard-after off` and `N` override it.
+#[test]
+fn only_the_mnist_vdl_nl_preset_safeguards_its_step() {
+    use varsparse::train::params::{ParamOverrides, Safeguard};
+    use varsparse::{ModelParams, Preset};
+    for p in Preset::ALL {
+        let params = ModelParams::preset(p);
+        let want = (p == Preset::MnistVdlNl).then_some(varsparse::solve::fista::SAFEGUARD_AFTER);
+        assert_eq!(params.step_safeguard, want, "{p:?}");
+        match (params.fista().step, want) {
+            (StepRule::Constant { eta }, None) => assert_eq!(eta, params.eta),
+            (StepRule::Safeguarded { eta, after, factor }, Some(k)) => {
+                assert_eq!((eta, after, factor), (params.eta, k, 2.0));
+            }
+            (s, _) => panic!("{p:?}: {s:?}"),
+        }
+    }
+    let mut p = ModelParams::preset(Preset::MnistVdlNl);
+    for (given, want) in [
+        ("off", None),
+        ("0", Some(0)),
+        ("25", Some(25)),
+        ("OFF", None),
+    ] {
+        ParamOverrides {
+            safeguard_after: Some(given.parse::<Safeguard>().unwrap()),
+            ..ParamOverrides::default()
+        }
+        .apply(&mut p);
+        assert_eq!(p.step_safeguard, want, "{given}");
+    }
+    assert!("-1".parse::<Safeguard>().is_err());
+    // a checkpoint's parameters written before the field existed read as None
+    let mut v = serde_json::to_value(ModelParams::preset(Preset::MnistVdlNl)).unwrap();
+    v.as_object_mut().unwrap().remove("step_safeguard");
+    let old: ModelParams = serde_json::from_value(v).unwrap();
+    assert_eq!(old.step_safeguard, None);
+}

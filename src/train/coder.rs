@@ -97,6 +97,10 @@ impl<B: Backend<f32>> SparseCoder<B> {
         let mut mine = self.params.clone();
         mine.epochs = p.epochs;
         mine.patience = p.patience;
+        // the step safeguard only acts on FISTA's runs that would stall: a stalled run may
+        // turn it on when it resumes (the epochs that follow then differ from an uninterrupted
+        // run without it)
+        mine.step_safeguard = p.step_safeguard;
         if !self.optimizer_state {
             return Err(Error::Checkpoint {
                 path: PathBuf::new(),
@@ -110,7 +114,7 @@ impl<B: Backend<f32>> SparseCoder<B> {
                 path: PathBuf::new(),
                 detail: format!(
                     "cannot resume: the checkpoint was trained with other hyper-parameters or data \
-                     (checkpoint: {:?}, d = {}; requested: {:?}, d = {d}); only epochs and patience may change",
+                     (checkpoint: {:?}, d = {}; requested: {:?}, d = {d}); only epochs, patience and the step safeguard may change",
                     self.params, self.input_dim, p
                 ),
             });

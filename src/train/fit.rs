@@ -179,8 +179,9 @@ impl ValidParams {
         };
         let mut model = match &opts.resume {
             Some(dir) => {
-                let m = SparseCoder::load_on(be, dir)?;
+                let mut m = SparseCoder::load_on(be, dir)?;
                 m.check_resumable(p, d)?;
+                m.trainer.set_fista(p.fista());
                 SparseCoder {
                     params: p.clone(),
                     ..m

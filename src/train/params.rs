@@ -4,7 +4,7 @@
 use crate::data::DataKind;
 use crate::error::{Error, Result};
 use crate::model::{DecoderKind, EnergyParams};
-use crate::solve::fista::{FistaParams, GradientPath, StepRule};
+use crate::solve::fista::{FistaParams, GradientPath, SAFEGUARD_AFTER, StepRule};
 use crate::train::optim::{AdamParams, LrSchedule};
 use crate::train::step::StepConfig;
 
@@ -140,6 +140,13 @@ pub struct ModelParams {
     pub energy: EnergyParams,
     /// FISTA's constant step.
     pub eta: f64,
+    /// FISTA's step safeguard: `Some(k)` runs a batch's first `k` iterations with the constant
+    /// step and backtracks from `L = 1/eta` if the loop runs on
+    /// ([`StepRule::Safeguarded`]); `None`, the released code's constant step throughout. On
+    /// in the MNIST VDL-NL preset (`Some(SAFEGUARD_AFTER)`), whose loops otherwise stall late
+    /// in training (docs/RESULTS.md). Absent in checkpoints written before it existed: `None`.
+    #[serde(default)]
+    pub step_safeguard: Option<usize>,
     /// FISTA's iteration cap.
     pub max_iter: usize,
     /// FISTA's per-sample relative tolerance.
@@ -196,6 +203,11 @@ pub struct ParamOverrides {
     /// FISTA's constant step eta.
     #[cfg_attr(feature = "cli", arg(long, value_name = "F"))]
     pub eta: Option<f64>,
+    /// FISTA's step safeguard: after N iterations with the constant step, a batch's loop that is
+    /// still running backtracks (0: from the first iteration); `off`: the constant step
+    /// throughout (the released code). Default: the preset's (on after 10 in mnist-vdl-nl).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "N|off"))]
+    pub safeguard_after: Option<Safeguard>,
     /// FISTA's iteration cap.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub max_iter: Option<usize>,
@@ -234,6 +246,30 @@ pub struct ParamOverrides {
     pub halve_lr_every: Option<usize>,
 }
 
+/// The `--safeguard-after` value: `off`, or the iterations run with the constant step before
+/// backtracking takes over ([`ModelParams::step_safeguard`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Safeguard {
+    /// The constant step throughout.
+    Off,
+    /// Backtracking after this many iterations.
+    After(usize),
+}
+
+impl std::str::FromStr for Safeguard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Safeguard::Off);
+        }
+        s.parse()
+            .map(Safeguard::After)
+            .map_err(|_| format!("expected `off` or a number of iterations, got `{s}`"))
+    }
+}
+
 impl ParamOverrides {
     /// Sets every given value in `p`: `hidden` makes the decoder one-hidden-layer of that
     /// width, `halve_lr_every` 0 a constant learning rate. Ranges are checked later, by
@@ -254,6 +290,12 @@ impl ParamOverrides {
         set(&mut p.lr_encoder, self.lr_encoder);
         set(&mut p.wd_hidden_bias, self.wd_hidden_bias);
         set(&mut p.wd_encoder_bias, self.wd_encoder_bias);
+        if let Some(v) = self.safeguard_after {
+            p.step_safeguard = match v {
+                Safeguard::Off => None,
+                Safeguard::After(k) => Some(k),
+            };
+        }
         if let Some(v) = self.max_iter {
             p.max_iter = v;
         }
@@ -330,6 +372,7 @@ impl ModelParams {
             encoder_iters: 3,
             energy,
             eta,
+            step_safeguard: (p == Preset::MnistVdlNl).then_some(SAFEGUARD_AFTER),
             max_iter: 200,
             tol: 1e-3,
             lr_decoder: lr_d,
@@ -389,11 +432,20 @@ impl ModelParams {
         self
     }
 
-    /// The FISTA parameters these hyper-parameters imply (constant step, non-negative codes).
+    /// The FISTA parameters these hyper-parameters imply (the constant step `eta`, safeguarded
+    /// when [`step_safeguard`](ModelParams::step_safeguard) says so; non-negative codes).
     pub fn fista(&self) -> FistaParams {
+        let step = match self.step_safeguard {
+            None => StepRule::Constant { eta: self.eta },
+            Some(after) => StepRule::Safeguarded {
+                eta: self.eta,
+                after,
+                factor: 2.0,
+            },
+        };
         FistaParams {
             energy: self.energy,
-            step: StepRule::Constant { eta: self.eta },
+            step,
             max_iter: self.max_iter,
             tol: self.tol,
             nonneg: true,

@@ -40,6 +40,14 @@ pub struct TrainStats {
     pub encoder_sparsity: f64,
     /// Mean FISTA steps per sample.
     pub inference_steps: f64,
+    /// The most FISTA loop iterations any batch ran (a batch that reached the iteration cap
+    /// did not converge). Absent in logs written before it existed: 0.
+    #[serde(default)]
+    pub max_fista_iterations: usize,
+    /// Batches whose FISTA step safeguard engaged (their loop ran past the constant-step
+    /// iterations of [`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded)).
+    #[serde(default)]
+    pub safeguarded_batches: usize,
 }
 
 impl TrainStats {
@@ -52,6 +60,8 @@ impl TrainStats {
         self.sparsity += s.sparsity;
         self.encoder_sparsity += s.encoder_sparsity;
         self.inference_steps += s.inference_steps;
+        self.max_fista_iterations = self.max_fista_iterations.max(s.fista_iterations);
+        self.safeguarded_batches += usize::from(s.safeguarded);
     }
 
     pub(crate) fn mean(mut self) -> Self {

@@ -93,6 +93,8 @@ pub struct StepStats {
     pub inference_steps: f64,
     /// FISTA's loop iterations.
     pub fista_iterations: usize,
+    /// Whether FISTA's step safeguard engaged ([`FistaReport::safeguard_from`](crate::solve::fista::FistaReport::safeguard_from)).
+    pub safeguarded: bool,
 }
 
 /// Buffers for one batch size.
@@ -206,6 +208,11 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// update. Every rank must start from the same weights.
     pub fn set_comm(&mut self, comm: Arc<dyn Comm>) {
         self.comm = comm;
+    }
+
+    /// Replaces FISTA's parameters (a resumed run may change its step safeguard).
+    pub(crate) fn set_fista(&mut self, fista: FistaParams) {
+        self.config.fista = fista;
     }
 
     /// The ranks sharing each batch.
@@ -406,6 +413,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             encoder_sparsity,
             inference_steps: report.mean_steps,
             fista_iterations: report.iterations,
+            safeguarded: report.safeguard_from.is_some(),
         })
     }
 }

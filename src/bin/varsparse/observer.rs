@@ -116,12 +116,16 @@ impl Observer for CliObserver {
 
     fn on_epoch(&mut self, s: &EpochSummary) -> ControlFlow<()> {
         let line = format!(
-            "epoch {:>3}/{}: train energy {:.4} PSNR {:.2} dB steps {:.1} ({:.1} s) | val energy {:.4} PSNR {:.2} dB sparsity {:.1}%{}",
+            "epoch {:>3}/{}: train energy {:.4} PSNR {:.2} dB steps {:.1}{} ({:.1} s) | val energy {:.4} PSNR {:.2} dB sparsity {:.1}%{}",
             s.epoch,
             s.epochs,
             s.train.energy,
             s.train.psnr,
             s.train.inference_steps,
+            match s.train.safeguarded_batches {
+                0 => String::new(),
+                k => format!(", safeguard in {k} batches"),
+            },
             s.train_seconds,
             s.val.energy,
             s.val.psnr,
