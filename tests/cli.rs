@@ -918,3 +918,41 @@ fn data_directory_from_flag_environment_or_build() {
             data_dir()
         )));
 }
+
+/// `bench --train` runs one short epoch of a preset and reports its counted floating-point
+/// operations against the same run's GEMM rate.
+#[test]
+fn bench_train_reports_flops_against_the_gemm_rate() {
+    let out = varsparse()
+        .args([
+            "--threads",
+            "1",
+            "bench",
+            "--train",
+            "mnist-vdl",
+            "--train-limit",
+            "500",
+            "--repeats",
+            "1",
+            "--data-dir",
+            &data_dir(),
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("### train mnist-vdl: 2 batches of 250"),
+        "{text}"
+    );
+    for row in [
+        "| training time |",
+        "| products' floating-point operations |",
+        "| achieved rate |",
+        "| fraction of the GEMM rate |",
+    ] {
+        assert!(text.contains(row), "{row} missing from\n{text}");
+    }
+}

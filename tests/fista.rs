@@ -910,3 +910,36 @@ fn safeguarded_step_is_the_constant_step_until_it_engages() {
         assert!(fista::solve(&be, &dec, &y, Some(&e), &p, &mut ws).is_err());
     }
 }
+
+/// `FistaReport::flops` counts the products of the rows each iteration computed: with a
+/// constant step on the direct path of a linear decoder, `4 d l` per active row and iteration
+/// (the reconstruction and its gradient) and `2 d l` per row for the final energy.
+#[test]
+fn flops_count_the_rows_each_iteration_computed() {
+    let be = Cpu;
+    let (n, d, l) = (30, 20, 8);
+    let w = random(d, l, 41) * 0.3;
+    let dec = Decoder::linear(&be, &w).unwrap();
+    let y = random(n, d, 42);
+    let e = random(n, l, 43).mapv(|v| v.max(0.0));
+    let params = FistaParams {
+        step: StepRule::Constant { eta: 0.2 },
+        path: GradientPath::Direct,
+        record_trace: true,
+        ..FistaParams::default()
+    };
+    let mut ws = FistaWorkspace::new(&be, &dec, n).unwrap();
+    let r = fista::solve(&be, &dec, &y, Some(&e), &params, &mut ws).unwrap();
+    assert!(r.iterations > 3 && r.converged, "{r:?}");
+    let mut active_before = n;
+    let mut rows = 0;
+    for rec in &r.trace {
+        rows += active_before;
+        active_before = rec.active;
+    }
+    let (d, l) = (d as f64, l as f64);
+    let want = rows as f64 * 4.0 * d * l + n as f64 * 2.0 * d * l;
+    assert_eq!(r.flops, want);
+    // fewer rows than iterations times the batch: flagged rows cost nothing
+    assert!(rows < r.iterations * n);
+}

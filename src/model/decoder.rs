@@ -332,6 +332,20 @@ impl<F: Scalar, B: Backend<F>> Decoder<F, B> {
         Ok(n)
     }
 
+    /// Floating-point operations (2 per multiply-add) of the products of one
+    /// [`Decoder::loss_grads`] on `n` rows: the forward pass, the weights' gradients and, for
+    /// the one-hidden-layer decoder, the back-propagation to its hidden layer.
+    pub fn loss_grads_flops(&self, n: usize) -> f64 {
+        let (n, d, l) = (n as f64, self.d as f64, self.l as f64);
+        match self.kind {
+            DecoderKind::Linear => 4.0 * n * d * l,
+            DecoderKind::OneHidden { hidden } => {
+                let m = hidden as f64;
+                4.0 * n * l * m + 6.0 * n * m * d
+            }
+        }
+    }
+
     /// `Y_hat = D(z)` into `out` `(n, d)`.
     ///
     /// # Errors

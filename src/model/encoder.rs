@@ -196,6 +196,22 @@ impl<F: Scalar, B: Backend<F>> Lista<F, B> {
         })
     }
 
+    /// Floating-point operations (2 per multiply-add) of the products of one
+    /// [`Lista::forward`] on `n` rows, and of one [`Lista::loss_grads`] after it (the gradients
+    /// of `U` and `S` and the back-propagation through the `S` products).
+    pub fn flops(&self, n: usize) -> (f64, f64) {
+        let (n, d, l, k) = (
+            n as f64,
+            self.input_dim() as f64,
+            self.code_dim() as f64,
+            self.n_iter() as f64,
+        );
+        (
+            2.0 * n * d * l + 2.0 * k * n * l * l,
+            2.0 * n * d * l + 4.0 * k * n * l * l,
+        )
+    }
+
     /// A tape for batches of `n` samples.
     ///
     /// # Errors

@@ -48,6 +48,13 @@ pub struct TrainStats {
     /// iterations of [`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded)).
     #[serde(default)]
     pub safeguarded_batches: usize,
+    /// Floating-point operations of the epoch's products, summed over its batches
+    /// ([`StepStats::flops`]). Absent in logs written before it existed: 0.
+    #[serde(default)]
+    pub flops: f64,
+    /// The part of [`flops`](TrainStats::flops) in FISTA.
+    #[serde(default)]
+    pub fista_flops: f64,
 }
 
 impl TrainStats {
@@ -62,6 +69,8 @@ impl TrainStats {
         self.inference_steps += s.inference_steps;
         self.max_fista_iterations = self.max_fista_iterations.max(s.fista_iterations);
         self.safeguarded_batches += usize::from(s.safeguarded);
+        self.flops += s.flops;
+        self.fista_flops += s.fista_flops;
     }
 
     pub(crate) fn mean(mut self) -> Self {

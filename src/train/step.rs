@@ -95,6 +95,11 @@ pub struct StepStats {
     pub fista_iterations: usize,
     /// Whether FISTA's step safeguard engaged ([`FistaReport::safeguard_from`](crate::solve::fista::FistaReport::safeguard_from)).
     pub safeguarded: bool,
+    /// Floating-point operations of FISTA's products ([`FistaReport::flops`](crate::solve::fista::FistaReport::flops)).
+    pub fista_flops: f64,
+    /// Floating-point operations of the step's products in all: FISTA's, the encoder's
+    /// forward pass and both models' gradients (2 per multiply-add; the whole batch).
+    pub flops: f64,
 }
 
 /// Buffers for one batch size.
@@ -315,6 +320,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         let n_all = if distributed { comm.sum_count(n)? } else { n };
 
         // 1. amortised codes
+        let (enc_fwd, enc_bwd) = self.encoder.flops(n_all);
         let e = self.encoder.forward(be, y, &mut ws.tape)?;
         let mut e_zeros = be.count_zeros(e)?;
 
@@ -414,6 +420,8 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             inference_steps: report.mean_steps,
             fista_iterations: report.iterations,
             safeguarded: report.safeguard_from.is_some(),
+            fista_flops: report.flops,
+            flops: report.flops + enc_fwd + enc_bwd + self.decoder.loss_grads_flops(n_all),
         })
     }
 }

@@ -324,9 +324,12 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         GradientPath::Auto => linear || forecast_gram,
     };
 
+    let cost = Flops::of(decoder, n_all);
+    let mut flops = 0.0f64;
     let mut yy = F::zero();
     if use_gram {
         gram_setup(be, decoder, y, ws.gram.as_mut())?;
+        flops += cost.gram_setup;
         if linear {
             yy = be.sum_sq(y)?;
         }
@@ -423,6 +426,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
             let active = (n_all - rows_flagged) as f64;
             if hidden_gram_pays(decoder, n_all, active * (2 * HIDDEN_GRAM_AFTER) as f64) {
                 gram_setup(be, decoder, y, gram.as_mut())?;
+                flops += cost.gram_setup;
                 smooth.use_gram = true;
                 switched_at = Some(it);
             }
@@ -445,9 +449,11 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 it,
             )?;
             backtracks += step.backtracks;
+            flops += n_all as f64 * (cost.direct_grad + step.forwards as f64 * cost.forward);
             (step.rc, None, None)
         } else if !backtrack {
             // constant step: gradient of the active rows only, then one fused update pass
+            flops += (n_all - rows_flagged) as f64 * cost.grad(smooth.use_gram);
             let eta = 1.0 / lip;
             let step = FistaStep {
                 eta: F::c(eta),
@@ -493,10 +499,12 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 });
             }
             be.copy(z, z_old)?;
+            flops += n_all as f64 * cost.grad(smooth.use_gram);
             let mut attempts = 0usize;
             let (f_trial, model) = loop {
                 let eta = 1.0 / lip;
                 be.shrink_step(x, g, flags, F::c(eta), F::c(lambda * eta), params.nonneg, z)?;
+                flops += n_all as f64 * cost.value(smooth.use_gram);
                 let fp = smooth
                     .eval(z, dec, gram.as_mut(), mean, std, None, true)?
                     .f();
@@ -561,6 +569,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
 
     // The energy at the returned codes, through the exact (direct) reconstruction.
     let mut recon = decoder.recon(be, y, z, dec, None, true)?.f();
+    flops += n_all as f64 * cost.forward;
     let mut l1 = lambda * be.sum_abs(z)?.f();
     let hinge = energy::hinge_on(be, z, smooth.beta, smooth.t, mean, std, None, true, comm)?.f();
     let mut prox = energy::proximity(be, z, warm, smooth.gamma, None, true)?.f();
@@ -591,6 +600,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         backtracks,
         step: safeguard.as_ref().map_or(1.0 / lip, |s| s.min_step()),
         safeguard_from,
+        flops,
         path: match switched_at {
             Some(it) => format!("direct, then gram from iteration {it}"),
             None if forecast_gram => "gram (forecast)".into(),
@@ -599,6 +609,66 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         },
         trace: trace.clone(),
     })
+}
+
+/// The floating-point operations of the decoder's products per row, for
+/// [`FistaReport::flops`]: `2` per multiply-add of a product; the element-wise work (shrinkage,
+/// momentum, hinge, proximity) is not counted.
+struct Flops {
+    /// `D(z)` (the reconstruction's value).
+    forward: f64,
+    /// The reconstruction's gradient through the input space (its forward pass included).
+    direct_grad: f64,
+    /// The gradient on the Gram path (`X G` for a linear decoder; the hidden layer's forward
+    /// pass, `H G2` and the product with `W1` for the one-hidden-layer decoder).
+    gram_grad: f64,
+    /// The energy's value on the Gram path (linear: `X G`; one-hidden-layer: `forward`).
+    gram_value: f64,
+    /// The Gram path's setup for the batch.
+    gram_setup: f64,
+}
+
+impl Flops {
+    fn of<F: Scalar, B: Backend<F>>(decoder: &Decoder<F, B>, n: usize) -> Flops {
+        let (d, l, n) = (
+            decoder.input_dim() as f64,
+            decoder.code_dim() as f64,
+            n as f64,
+        );
+        match decoder.kind() {
+            DecoderKind::Linear => Flops {
+                forward: 2.0 * d * l,
+                direct_grad: 4.0 * d * l,
+                gram_grad: 2.0 * l * l,
+                gram_value: 2.0 * l * l,
+                // W^T W and Y W
+                gram_setup: 2.0 * l * l * d + 2.0 * n * d * l,
+            },
+            DecoderKind::OneHidden { hidden } => {
+                let m = hidden as f64;
+                Flops {
+                    forward: 2.0 * l * m + 2.0 * m * d,
+                    direct_grad: 4.0 * m * (l + d),
+                    gram_grad: 4.0 * l * m + 2.0 * m * m,
+                    gram_value: 2.0 * l * m + 2.0 * m * d,
+                    // half of W2^T W2 (mirrored) and Y W2
+                    gram_setup: m * m * d + 2.0 * n * d * m,
+                }
+            }
+        }
+    }
+
+    fn grad(&self, gram: bool) -> f64 {
+        if gram {
+            self.gram_grad
+        } else {
+            self.direct_grad
+        }
+    }
+
+    fn value(&self, gram: bool) -> f64 {
+        if gram { self.gram_value } else { self.forward }
+    }
 }
 
 /// Whether the one-hidden-layer decoder's Gram path repays its setup for a batch of `n` over

@@ -40,6 +40,11 @@ pub struct FistaReport {
     /// from which the step was backtracked (`None`: the loop ended on the constant step).
     #[serde(default)]
     pub safeguard_from: Option<usize>,
+    /// Floating-point operations of the decoder's products that the run did, counted from the
+    /// rows each iteration computed (2 per multiply-add; the element-wise work is not counted),
+    /// over the whole batch (all ranks).
+    #[serde(default)]
+    pub flops: f64,
     /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
     /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto)).
     pub path: String,

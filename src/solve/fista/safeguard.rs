@@ -54,6 +54,8 @@ pub(super) struct SafeguardStep {
     pub(super) rc: RowConvergence,
     /// Step reductions, summed over samples.
     pub(super) backtracks: usize,
+    /// Reconstructions at trial codes (each over every row).
+    pub(super) forwards: usize,
 }
 
 fn host<F: Scalar, B: Backend<F>>(be: &B, m: &B::Mat) -> Result<Array2<f64>> {
@@ -163,6 +165,7 @@ impl<F: Scalar, B: Backend<F>> Safeguard<F, B> {
         let mut pending: Vec<usize> = (0..n).filter(|&i| active[i]).collect();
         let mut backtracks = 0usize;
         let mut attempts = 0usize;
+        let mut forwards = 0usize;
         let mut restart = vec![false; n];
         loop {
             let p_dev = be.upload(p.mapv(F::c).view())?;
@@ -171,6 +174,7 @@ impl<F: Scalar, B: Backend<F>> Safeguard<F, B> {
                 break;
             }
             smooth.decoder.recon(be, smooth.y, z, dec, None, false)?;
+            forwards += 1;
             let r_p = host(be, dec.residual())?;
             let mut failing = vec![];
             for &i in &pending {
@@ -231,7 +235,11 @@ impl<F: Scalar, B: Backend<F>> Safeguard<F, B> {
             be.momentum(z, z_old, coef, x)?;
         }
         let rc = be.converged_rows(z_old, z, tol, flags)?;
-        Ok(SafeguardStep { rc, backtracks })
+        Ok(SafeguardStep {
+            rc,
+            backtracks,
+            forwards,
+        })
     }
 }
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use varsparse::backend::Device;
-use varsparse::data::spec::resolve_data_dir;
+use varsparse::data::spec::{DataOptions, DataSpec, resolve_data_dir};
+use varsparse::train::{EpochSummary, Observer};
+use varsparse::{DecoderKind, ModelParams, Preset};
 use varsparse::{Error, Result};
 
 use crate::args::create_dir;
@@ -60,6 +62,15 @@ pub struct Args {
     /// crate's data/).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Time training instead: one epoch of PRESET on --train-limit samples from its seed
+    /// (--seed), with the floating-point operations of its products counted from the
+    /// iterations that ran, and their rate against this run's GEMM throughput.
+    #[arg(long, value_name = "PRESET", value_enum)]
+    train: Option<Preset>,
+    /// With --train: the training samples (MNIST images, or natural patches cut for the run;
+    /// each 250 is one batch).
+    #[arg(long, value_name = "N", default_value_t = 5000, requires = "train")]
+    train_limit: usize,
 }
 
 /// Runs `bench`.
@@ -74,6 +85,9 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
         ));
     }
     let data = resolve_data_dir(a.data_dir.as_deref())?;
+    if let Some(preset) = a.train {
+        return train(preset, &a, &data, threads);
+    }
     println!(
         "threads {threads}, build: {}",
         if cfg!(feature = "openblas") {
@@ -157,5 +171,86 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `bench --train PRESET`: one epoch of the preset on `--train-limit` samples, its time, the
+/// floating-point operations its products did (counted by the trainer from the iterations that
+/// ran: `TrainStats::flops`), and their rate against a GEMM of the decoder's largest product's
+/// shape on the same threads.
+fn train(preset: Preset, a: &Args, root: &std::path::Path, threads: usize) -> Result<()> {
+    use varsparse::experiments::bench::gemm_gflops;
+    let mnist = preset.data() == varsparse::data::DataKind::Mnist;
+    let opts = DataOptions {
+        split_seed: None,
+        train_limit: mnist.then_some(a.train_limit),
+        patches: (!mnist).then_some([a.train_limit, 1000, 1000]),
+    };
+    let t0 = Instant::now();
+    let data = DataSpec::for_kind(preset.data(), root, &opts)?.load()?;
+    let params = ModelParams::preset(preset).epochs(1).seed(a.seed);
+    let (d, batch) = (data.train.x.ncols(), params.batch_size);
+    let widest = match params.kind {
+        DecoderKind::Linear => params.code_dim,
+        DecoderKind::OneHidden { hidden } => hidden,
+    };
+    eprintln!(
+        "data: {} training samples of dimension {d} ({:.1} s)",
+        data.train.x.nrows(),
+        t0.elapsed().as_secs_f64()
+    );
+    struct Keep(Option<EpochSummary>);
+    impl Observer for Keep {
+        fn on_epoch(&mut self, s: &EpochSummary) -> std::ops::ControlFlow<()> {
+            self.0 = Some(s.clone());
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut keep = Keep(None);
+    params.validate()?.fit(&data.train_data(), &mut keep)?;
+    let s = keep
+        .0
+        .ok_or_else(|| Error::param("train-limit", a.train_limit, "no epoch ran"))?;
+    let t = &s.train;
+    let rate = t.flops / s.train_seconds / 1e9;
+    let gemm = gemm_gflops(batch, d, widest, a.repeats)?;
+    let epoch_batches = if mnist { 55_000 } else { 200_000 } / batch;
+    println!(
+        "threads {threads}, build: {}",
+        if cfg!(feature = "openblas") {
+            "openblas"
+        } else {
+            "matrixmultiply (default)"
+        }
+    );
+    println!(
+        "\n### train {}: {} batches of {batch}, seed {}",
+        preset.name(),
+        t.batches,
+        a.seed
+    );
+    println!("| quantity | value |");
+    println!("|---|---|");
+    println!(
+        "| training time | {:.2} s ({:.1} ms per batch; a full epoch of {epoch_batches} batches at this rate: {:.0} s) |",
+        s.train_seconds,
+        1e3 * s.train_seconds / t.batches as f64,
+        s.train_seconds / t.batches as f64 * epoch_batches as f64
+    );
+    println!(
+        "| FISTA | {:.2} mean steps per sample, at most {} iterations per batch |",
+        t.inference_steps, t.max_fista_iterations
+    );
+    println!(
+        "| products' floating-point operations | {:.2} GFLOP ({:.0}% in FISTA) |",
+        t.flops / 1e9,
+        100.0 * t.fista_flops / t.flops.max(f64::MIN_POSITIVE)
+    );
+    println!("| achieved rate | {rate:.1} GFLOP/s |");
+    println!("| GEMM ({batch} x {d}) x ({d} x {widest}), f32, same threads | {gemm:.1} GFLOP/s |");
+    println!(
+        "| fraction of the GEMM rate | {:.0}% |",
+        100.0 * rate / gemm
+    );
     Ok(())
 }
