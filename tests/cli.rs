@@ -949,7 +949,7 @@ fn bench_train_reports_flops_against_the_gemm_rate() {
     );
     for row in [
         "| training time |",
-        "| products' floating-point operations |",
+        "| products' floating-point operations (dense-equivalent) |",
         "| achieved rate |",
         "| fraction of the GEMM rate |",
     ] {

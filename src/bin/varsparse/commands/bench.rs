@@ -175,9 +175,10 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
 }
 
 /// `bench --train PRESET`: one epoch of the preset on `--train-limit` samples, its time, the
-/// floating-point operations its products did (counted by the trainer from the iterations that
-/// ran: `TrainStats::flops`), and their rate against a GEMM of the decoder's largest product's
-/// shape on the same threads.
+/// floating-point operations of its products (counted by the trainer from the rows each
+/// iteration computed, as dense products: `TrainStats::flops`; the kernels' skipping of zero
+/// codes is not subtracted, so the rate can exceed the GEMM's), and their rate against a GEMM
+/// of the decoder's largest product's shape on the same threads.
 fn train(preset: Preset, a: &Args, root: &std::path::Path, threads: usize) -> Result<()> {
     use varsparse::experiments::bench::gemm_gflops;
     let mnist = preset.data() == varsparse::data::DataKind::Mnist;
@@ -242,7 +243,7 @@ fn train(preset: Preset, a: &Args, root: &std::path::Path, threads: usize) -> Re
         t.inference_steps, t.max_fista_iterations
     );
     println!(
-        "| products' floating-point operations | {:.2} GFLOP ({:.0}% in FISTA) |",
+        "| products' floating-point operations (dense-equivalent) | {:.2} GFLOP ({:.0}% in FISTA) |",
         t.flops / 1e9,
         100.0 * t.fista_flops / t.flops.max(f64::MIN_POSITIVE)
     );
