@@ -88,14 +88,7 @@ pub fn run(a: Args, device: Device, threads: usize) -> Result<()> {
     if let Some(preset) = a.train {
         return train(preset, &a, &data, threads);
     }
-    println!(
-        "threads {threads}, build: {}",
-        if cfg!(feature = "openblas") {
-            "openblas"
-        } else {
-            "matrixmultiply (default)"
-        }
-    );
+    print_build(threads);
     let several = a.atoms.len() * a.sparsity.len() > 1;
     for &atoms in &a.atoms {
         let t0 = Instant::now();
@@ -216,14 +209,7 @@ fn train(preset: Preset, a: &Args, root: &std::path::Path, threads: usize) -> Re
     let rate = t.flops / s.train_seconds / 1e9;
     let gemm = gemm_gflops(batch, d, widest, a.repeats)?;
     let epoch_batches = if mnist { 55_000 } else { 200_000 } / batch;
-    println!(
-        "threads {threads}, build: {}",
-        if cfg!(feature = "openblas") {
-            "openblas"
-        } else {
-            "matrixmultiply (default)"
-        }
-    );
+    print_build(threads);
     println!(
         "\n### train {}: {} batches of {batch}, seed {}",
         preset.name(),
@@ -254,4 +240,16 @@ fn train(preset: Preset, a: &Args, root: &std::path::Path, threads: usize) -> Re
         100.0 * rate / gemm
     );
     Ok(())
+}
+
+/// The first line of `bench`'s report: threads and GEMM.
+fn print_build(threads: usize) {
+    println!(
+        "threads {threads}, build: {}",
+        if cfg!(feature = "openblas") {
+            "openblas"
+        } else {
+            "matrixmultiply (default)"
+        }
+    );
 }
