@@ -779,6 +779,7 @@ fn safeguarded_step_ends_a_two_cycle_across_a_relu_kink() {
     assert!(r_s.iterations < 30, "{} iterations", r_s.iterations);
     assert_eq!(r_s.safeguard_from, Some(after));
     assert!(r_s.backtracks > 0 && r_s.step < 0.25);
+    assert_eq!((r_s.safeguard_shrunk, r_c.safeguard_shrunk), (1, 0));
     assert!((z_s - 1.0).abs() < 1e-3, "z = {z_s}, the kink is at 1");
     assert!(
         r_s.total_energy < r_c.total_energy,

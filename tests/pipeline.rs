@@ -202,6 +202,16 @@ fn checkpoint_round_trip_and_corruption() {
     corrupt("missing-array", &|c| {
         std::fs::remove_file(c.join("adam_v_encoder_b.npy")).unwrap()
     });
+    // a lying carried FISTA step (the step safeguard's; null in this run)
+    let msg = corrupt("bad-fista-step", &|c| {
+        let p = c.join("model.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        assert_eq!(m["fista_step"], serde_json::Value::Null);
+        m["fista_step"] = serde_json::json!(-0.5);
+        std::fs::write(&p, m.to_string()).unwrap();
+    });
+    assert!(msg.contains("fista_step is -0.5"), "{msg}");
     assert!(SparseCoder::load(&dir.path().join("nowhere")).is_err());
 }
 

@@ -232,3 +232,40 @@ fn only_the_mnist_vdl_nl_preset_safeguards_its_step() {
     let old: ModelParams = serde_json::from_value(v).unwrap();
     assert_eq!(old.step_safeguard, None);
 }
+
+/// With the step safeguard, the trainer carries a smaller starting step to the next batches
+/// once more than half of a batch's samples needed one (and never grows it back); with a step
+/// the samples accept, it stays the configured one.
+#[test]
+fn the_safeguard_carries_a_smaller_step_when_most_samples_need_one() {
+    let be = Cpu;
+    let with_step = |eta: f64| {
+        let mut c = config(false);
+        c.fista.step = StepRule::Safeguarded {
+            eta,
+            after: 0,
+            factor: 2.0,
+        };
+        let mut r = rng(5);
+        let enc = Lista::init(&be, D, L, 3, &mut r).unwrap();
+        let dec = Decoder::init(&be, DecoderKind::OneHidden { hidden: 20 }, D, L, &mut r).unwrap();
+        Trainer::new(&be, enc, dec, c).unwrap()
+    };
+    let y = batch(6);
+    // far too large: most samples' steps shrink, and the next batch starts smaller
+    let mut t = with_step(400.0);
+    assert_eq!(t.fista_step(), Some(400.0));
+    let s = t.step(&be, &y, 0).unwrap();
+    assert_eq!(s.fista_step, Some(400.0));
+    let after_one = t.fista_step().unwrap();
+    assert_eq!(after_one, 200.0);
+    let s = t.step(&be, &y, 0).unwrap();
+    assert_eq!(s.fista_step, Some(after_one));
+    assert!(t.fista_step().unwrap() <= after_one);
+    // small enough for every sample: it stays
+    let mut t = with_step(1e-3);
+    for _ in 0..2 {
+        t.step(&be, &y, 0).unwrap();
+    }
+    assert_eq!(t.fista_step(), Some(1e-3));
+}

@@ -77,6 +77,11 @@ pub struct Manifest {
     pub epochs_done: usize,
     /// Adam steps taken by the encoder and decoder groups.
     pub adam_steps: [u64; 2],
+    /// The FISTA step carried between batches by the step safeguard, once it differs from the
+    /// configured one ([`Trainer::fista_step`](crate::train::Trainer::fista_step)). Absent in
+    /// checkpoints written before it existed: `None`.
+    #[serde(default)]
+    pub fista_step: Option<f64>,
     /// The best epoch so far.
     pub best: Option<BestEpoch>,
     /// The last epoch's summary (training and validation metrics).
@@ -221,6 +226,7 @@ pub fn save<B: Backend<f32>>(model: &SparseCoder<B>, dir: &Path) -> Result<()> {
         pixel_scale: model.pixel_scale,
         epochs_done: model.epochs_done,
         adam_steps: [t.encoder_opt.step, t.decoder_opt.step],
+        fista_step: t.carried_step(),
         best: model.best,
         metrics: model.last.clone(),
         rng: "ChaCha8: initialisation from seed_from_u64(seed); epoch k's order from stream k"
@@ -445,6 +451,14 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
             ));
         }
     };
+    if let Some(step) = m.fista_step
+        && !(step.is_finite() && step > 0.0)
+    {
+        return Err(ckpt_err(
+            &dir,
+            format!("model.json: fista_step is {step}; it must be finite and > 0"),
+        ));
+    }
     let (encoder, decoder) = read_group(&dir, "", m.kind)?;
     let moments = if optimizer_state {
         Some((
@@ -515,7 +529,7 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
             },
         ),
     };
-    let trainer = Trainer::from_parts(
+    let mut trainer = Trainer::from_parts(
         encoder,
         decoder,
         enc_opt,
@@ -523,6 +537,7 @@ pub fn load<B: Backend<f32>>(be: B, dir: &Path) -> Result<SparseCoder<B>> {
         m.params.step_config(m.pixel_scale),
     )
     .map_err(wrap)?;
+    trainer.set_carried_step(m.fista_step);
     Ok(SparseCoder {
         be,
         params: m.params,

@@ -141,8 +141,10 @@ pub struct ModelParams {
     /// FISTA's constant step.
     pub eta: f64,
     /// FISTA's step safeguard: `Some(k)` runs a batch's first `k` iterations with the constant
-    /// step and backtracks from `L = 1/eta` if the loop runs on
-    /// ([`StepRule::Safeguarded`]); `None`, the released code's constant step throughout. On
+    /// step and then shrinks each sample's step as it needs ([`StepRule::Safeguarded`]); when
+    /// more than half of a batch's samples needed a smaller step, the following batches start
+    /// from half the step ([`Trainer::fista_step`](crate::train::Trainer::fista_step)). `None`:
+    /// the released code's constant step throughout. On
     /// in the MNIST VDL-NL preset (`Some(SAFEGUARD_AFTER)`), whose loops otherwise stall late
     /// in training (docs/RESULTS.md). Absent in checkpoints written before it existed: `None`.
     #[serde(default)]

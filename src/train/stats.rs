@@ -55,6 +55,10 @@ pub struct TrainStats {
     /// The part of [`flops`](TrainStats::flops) in FISTA.
     #[serde(default)]
     pub fista_flops: f64,
+    /// The step FISTA started the epoch's last batch with
+    /// ([`Trainer::fista_step`](crate::train::Trainer::fista_step)).
+    #[serde(default)]
+    pub fista_step: Option<f64>,
 }
 
 impl TrainStats {
@@ -71,6 +75,7 @@ impl TrainStats {
         self.safeguarded_batches += usize::from(s.safeguarded);
         self.flops += s.flops;
         self.fista_flops += s.fista_flops;
+        self.fista_step = s.fista_step;
     }
 
     pub(crate) fn mean(mut self) -> Self {

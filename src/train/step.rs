@@ -18,7 +18,7 @@ use crate::model::encoder::{Lista, ListaTape};
 use crate::model::energy::EnergyTerms;
 use crate::model::params::{DecoderParams, ListaParams, ParamSet};
 use crate::scalar::Scalar;
-use crate::solve::fista::{self, FistaParams, FistaWorkspace};
+use crate::solve::fista::{self, FistaParams, FistaWorkspace, StepRule};
 use crate::train::optim::{AdamParams, AdamState, LrSchedule, adam_step};
 
 /// The per-image MSE floor of the authors' PSNR (an exact reconstruction scores 40 dB).
@@ -95,6 +95,8 @@ pub struct StepStats {
     pub fista_iterations: usize,
     /// Whether FISTA's step safeguard engaged ([`FistaReport::safeguard_from`](crate::solve::fista::FistaReport::safeguard_from)).
     pub safeguarded: bool,
+    /// The step FISTA started with ([`Trainer::fista_step`]; `None` for a backtracking rule).
+    pub fista_step: Option<f64>,
     /// Floating-point operations of FISTA's products ([`FistaReport::flops`](crate::solve::fista::FistaReport::flops)).
     pub fista_flops: f64,
     /// Floating-point operations of the step's products in all: FISTA's, the encoder's
@@ -125,6 +127,9 @@ pub struct Trainer<F: Scalar, B: Backend<F>> {
     /// The decoder's Adam state.
     pub decoder_opt: AdamState<DecoderParams<B::Mat>>,
     config: StepConfig,
+    /// With the step safeguard: the step the next batch's FISTA starts with, once a batch has
+    /// made it smaller than the configured one (see [`Trainer::fista_step`]).
+    carried_step: Option<f64>,
     ws: Option<StepWorkspace<F, B>>,
     /// The ranks sharing each batch ([`Solo`] unless [`Trainer::set_comm`]).
     comm: Arc<dyn Comm>,
@@ -200,6 +205,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             encoder_opt,
             decoder_opt,
             config,
+            carried_step: None,
             ws: None,
             comm: Arc::new(Solo),
         })
@@ -213,6 +219,30 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     /// update. Every rank must start from the same weights.
     pub fn set_comm(&mut self, comm: Arc<dyn Comm>) {
         self.comm = comm;
+    }
+
+    /// The step FISTA starts each batch with. With the step safeguard
+    /// ([`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded)) it is carried from
+    /// batch to batch: when the safeguard had to shrink the steps of more than half of a batch's
+    /// samples, the next batches start from the step divided by the safeguard's factor (it never
+    /// grows back). Until then it is the configured constant step, and the iterates are the
+    /// released code's. Saved in checkpoints, so a resumed run continues with it.
+    pub fn fista_step(&self) -> Option<f64> {
+        match self.config.fista.step {
+            StepRule::Safeguarded { eta, .. } => Some(self.carried_step.unwrap_or(eta)),
+            StepRule::Constant { eta } => Some(eta),
+            StepRule::Backtracking { .. } | StepRule::Auto => None,
+        }
+    }
+
+    /// Restores the carried step of [`Trainer::fista_step`] (from a checkpoint).
+    pub(crate) fn set_carried_step(&mut self, step: Option<f64>) {
+        self.carried_step = step;
+    }
+
+    /// The carried step, for checkpoints (`None` while it is the configured one).
+    pub(crate) fn carried_step(&self) -> Option<f64> {
+        self.carried_step
     }
 
     /// Replaces FISTA's parameters (a resumed run may change its step safeguard).
@@ -329,15 +359,27 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
         // epochs, so that a run resumed from an epoch's checkpoint repeats the same steps.
         let forecast = ws.last_steps.filter(|&(ep, _)| ep == epoch).map(|(_, s)| s);
         ws.fista.set_forecast(forecast)?;
+        let mut fista_params = cfg.fista;
+        if let (StepRule::Safeguarded { eta, .. }, Some(s)) =
+            (&mut fista_params.step, self.carried_step)
+        {
+            *eta = s;
+        }
         let report = fista::solve_on(
             be,
             &self.decoder,
             y,
             Some(e),
-            &cfg.fista,
+            &fista_params,
             &mut ws.fista,
             comm,
         )?;
+        let started_with = self.fista_step();
+        if let StepRule::Safeguarded { eta, factor, .. } = fista_params.step
+            && 2 * report.safeguard_shrunk > n_all
+        {
+            self.carried_step = Some(eta / factor);
+        }
         ws.last_steps = Some((epoch, report.mean_steps));
         let z = ws.fista.codes();
 
@@ -420,6 +462,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
             inference_steps: report.mean_steps,
             fista_iterations: report.iterations,
             safeguarded: report.safeguard_from.is_some(),
+            fista_step: started_with,
             fista_flops: report.flops,
             flops: report.flops + enc_fwd + enc_bwd + self.decoder.loss_grads_flops(n_all),
         })

@@ -567,6 +567,16 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         }
     }
 
+    let safeguard_shrunk = match (&safeguard, params.step) {
+        (Some(sg), StepRule::Safeguarded { eta, .. }) => {
+            let mut v = [sg.shrunk(eta) as f64];
+            if distributed {
+                comm.sum_f64(&mut v)?;
+            }
+            v[0] as usize
+        }
+        _ => 0,
+    };
     // The energy at the returned codes, through the exact (direct) reconstruction.
     let mut recon = decoder.recon(be, y, z, dec, None, true)?.f();
     flops += n_all as f64 * cost.forward;
@@ -601,6 +611,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         step: safeguard.as_ref().map_or(1.0 / lip, |s| s.min_step()),
         safeguard_from,
         flops,
+        safeguard_shrunk,
         path: match switched_at {
             Some(it) => format!("direct, then gram from iteration {it}"),
             None if forecast_gram => "gram (forecast)".into(),

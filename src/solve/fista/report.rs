@@ -45,6 +45,10 @@ pub struct FistaReport {
     /// over the whole batch (all ranks).
     #[serde(default)]
     pub flops: f64,
+    /// [`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded) only: how many of
+    /// the batch's samples (all ranks) ended with a step smaller than the one they started with.
+    #[serde(default)]
+    pub safeguard_shrunk: usize,
     /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
     /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto)).
     pub path: String,

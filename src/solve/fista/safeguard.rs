@@ -75,6 +75,11 @@ impl<F: Scalar, B: Backend<F>> Safeguard<F, B> {
         })
     }
 
+    /// How many of this rank's samples have a step smaller than `eta`.
+    pub(super) fn shrunk(&self, eta: f64) -> usize {
+        self.steps.iter().filter(|&&s| s < eta).count()
+    }
+
     /// The smallest step any sample uses.
     pub(super) fn min_step(&self) -> f64 {
         self.steps.iter().copied().fold(f64::INFINITY, f64::min)
