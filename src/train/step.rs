@@ -222,7 +222,7 @@ impl<F: Scalar, B: Backend<F>> Trainer<F, B> {
     }
 
     /// The step FISTA starts each batch with. With the step safeguard
-    /// ([`StepRule::Safeguarded`](crate::solve::fista::StepRule::Safeguarded)) it is carried from
+    /// ([`StepRule::Safeguarded`]) it is carried from
     /// batch to batch: when the safeguard had to shrink the steps of more than half of a batch's
     /// samples, the next batches start from the step divided by the safeguard's factor (it never
     /// grows back). Until then it is the configured constant step, and the iterates are the
