@@ -70,7 +70,31 @@ fn infer_with_a_dictionary_writes_codes_and_report() {
         assert!(b["mean_steps"].as_f64().is_some());
         assert!(b["converged"].is_boolean());
         assert!(b["total_energy"].as_f64().unwrap().is_finite());
+        assert_eq!(b["restarts"], 0);
     }
+    assert_eq!(r["params"]["restart"], false, "{r}");
+    // adaptive restart: on in the parameters, restarts counted per batch
+    varsparse()
+        .args(["--threads", "1", "infer", "--dictionary"])
+        .arg(p("W.npy"))
+        .arg("--input")
+        .arg(p("Y.npy"))
+        .arg("--out")
+        .arg(p("Z2.npy"))
+        .arg("--report")
+        .arg(p("R2.json"))
+        .args(["--lambda", "0.01", "--beta", "1", "--batch-size", "10"])
+        .args(["--step", "0.5", "--tol", "1e-6", "--adaptive-restart"])
+        .assert()
+        .success();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p("R2.json")).unwrap()).unwrap();
+    assert_eq!(r["params"]["restart"], true, "{r}");
+    let batches = r["batches"].as_array().unwrap();
+    assert!(
+        batches.iter().all(|b| b["restarts"].as_u64().is_some()),
+        "{r}"
+    );
 }
 
 #[test]
@@ -272,6 +296,8 @@ fn train_then_encode_eval_and_resume() {
             "3",
             "--safeguard-after",
             "5",
+            "--adaptive-restart",
+            "true",
         ])
         .assert()
         .success()
@@ -284,6 +310,7 @@ fn train_then_encode_eval_and_resume() {
             .unwrap();
     assert_eq!(latest["epochs_done"], 3);
     assert_eq!(latest["params"]["step_safeguard"], 5, "{latest}");
+    assert_eq!(latest["params"]["fista_restart"], true, "{latest}");
     // resuming from best/ works but warns that the epochs after it are discarded
     let elsewhere = dir.path().join("from-best").display().to_string();
     varsparse()
@@ -379,9 +406,16 @@ fn train_then_encode_eval_and_resume() {
         ])
         .assert()
         .failure()
-        .stderr(predicates::str::contains(
-            "only epochs, patience and the step safeguard may change",
-        ));
+        .stderr(
+            predicates::str::contains(
+                "only epochs, patience, the step safeguard and the adaptive restart may change",
+            )
+            // the error names the checkpoint it refused
+            .and(predicates::str::contains(format!(
+                "checkpoint {}",
+                p("latest")
+            ))),
+        );
     varsparse()
         .args(["eval", "--model", &dir.path().display().to_string()])
         .assert()

@@ -240,6 +240,27 @@ fn split_batches_with_the_step_safeguard_solve_the_whole_batch() {
     }
 }
 
+/// Adaptive restart is decided per sample, so each rank restarts its own rows: a split batch
+/// follows the whole batch's run (linear and one-hidden-layer decoders, with the hinge).
+#[test]
+fn split_batches_with_adaptive_restart_solve_the_whole_batch() {
+    for kind in [DecoderKind::Linear, DecoderKind::OneHidden { hidden: 48 }] {
+        let p = FistaParams {
+            restart: true,
+            ..params(false)
+        };
+        for size in [2, 3] {
+            let (whole, parts, it1, it) = solve(kind, &p, size, false);
+            let dist = max_diff(&whole, &parts);
+            eprintln!(
+                "restart, {kind:?}, {size} ranks: {dist:.1e} ({it} iterations against {it1})"
+            );
+            assert!(dist <= 1e-5, "{kind:?}, {size} ranks: {dist}");
+            assert!(it.abs_diff(it1) <= 2, "{it} iterations against {it1}");
+        }
+    }
+}
+
 #[test]
 fn all_to_all_delivers_each_message_to_its_rank() {
     for size in [1, 2, 3] {

@@ -944,3 +944,264 @@ fn flops_count_the_rows_each_iteration_computed() {
     // fewer rows than iterations times the batch: flagged rows cost nothing
     assert!(rows < r.iterations * n);
 }
+
+/// [`reference_fista`] with adaptive restart, written independently of the library's kernels:
+/// each sample keeps its own momentum weight `t_i`; when `<aux_i - z_i, z_i - z_old_i> > 0` its
+/// extrapolation is dropped (`aux_i = z_i`) and `t_i` starts again from 1 (so its next weight
+/// is the one after 1). Returns the codes, mean steps, iterations and restarts.
+#[allow(clippy::too_many_arguments)]
+fn reference_fista_restart(
+    w: &Array2<f64>,
+    y: &Array2<f64>,
+    e: &Array2<f64>,
+    p: &EnergyParams,
+    eta: f64,
+    max_iter: usize,
+    tol: f64,
+) -> (Array2<f64>, f64, usize, usize) {
+    let (n, d) = y.dim();
+    let l = w.ncols();
+    let next_t = |t: f64| 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
+    let mut z = e.clone();
+    let mut aux = z.clone();
+    let mut t = vec![1.0f64; n];
+    let mut flags = vec![0.0f64; n];
+    let mut steps = vec![0.0f64; n];
+    let (mut iterations, mut restarts) = (0, 0);
+    for step in 0..max_iter {
+        assert_eq!(p.beta, 0.0, "the reference has no hinge");
+        let r = aux.dot(&w.t()) - y;
+        let g = r.dot(w) * (2.0 / d as f64) + (&aux - e) * (2.0 * p.gamma / l as f64);
+        let z_old = z.clone();
+        for i in 0..n {
+            let a = 1.0 - flags[i];
+            for j in 0..l {
+                let u = aux[(i, j)] - a * eta * g[(i, j)];
+                z[(i, j)] = (u - a * p.lambda * eta).max(0.0);
+            }
+            let along: f64 = (0..l)
+                .map(|j| (aux[(i, j)] - z[(i, j)]) * (z[(i, j)] - z_old[(i, j)]))
+                .sum();
+            if along > 0.0 {
+                restarts += 1;
+                t[i] = next_t(1.0);
+                for j in 0..l {
+                    aux[(i, j)] = z[(i, j)];
+                }
+            } else {
+                let t_new = next_t(t[i]);
+                for j in 0..l {
+                    aux[(i, j)] = z[(i, j)] + (z[(i, j)] - z_old[(i, j)]) * ((t[i] - 1.0) / t_new);
+                }
+                t[i] = t_new;
+            }
+            let diff = (&z_old.row(i) - &z.row(i)).mapv(|v| v * v).sum().sqrt();
+            let old = z_old.row(i).mapv(|v| v * v).sum().sqrt();
+            flags[i] = if diff / old < tol { 1.0 } else { 0.0 };
+            steps[i] += 1.0 - flags[i];
+        }
+        iterations = step + 1;
+        if flags.iter().all(|&f| f == 1.0) {
+            break;
+        }
+    }
+    (
+        z,
+        steps.iter().sum::<f64>() / n as f64,
+        iterations,
+        restarts,
+    )
+}
+
+/// Adaptive restart follows an independent transcription of the rule, on both gradient paths
+/// (the linear Gram path without the hinge is otherwise one fused kernel).
+#[test]
+fn adaptive_restart_matches_a_reference_loop() {
+    let mut restarted = 0;
+    for (seed, gamma, eta) in [(110, 0.0, 0.5), (120, 1.0, 0.3), (130, 0.0, 0.2)] {
+        let (w, y, e) = problem(seed);
+        let energy = EnergyParams {
+            lambda: 0.02,
+            beta: 0.0,
+            threshold: 0.5,
+            gamma,
+        };
+        let (z_ref, steps_ref, it_ref, restarts_ref) =
+            reference_fista_restart(&w, &y, &e, &energy, eta, 200, 1e-4);
+        restarted += restarts_ref;
+        for path in [GradientPath::Direct, GradientPath::Gram] {
+            let params = FistaParams {
+                energy,
+                step: StepRule::Constant { eta },
+                tol: 1e-4,
+                path,
+                restart: true,
+                ..FistaParams::default()
+            };
+            let (z, report) = solve(&w, &y, Some(&e), &params).unwrap();
+            let err = (&z - &z_ref).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+            assert!(
+                err < 1e-10,
+                "seed {seed} {path:?}: max |z - z_ref| = {err:e}"
+            );
+            assert_eq!(report.iterations, it_ref, "seed {seed} {path:?}");
+            assert_eq!(report.restarts, restarts_ref, "seed {seed} {path:?}");
+            assert!((report.mean_steps - steps_ref).abs() < 1e-12);
+        }
+    }
+    assert!(restarted > 0, "the restart must be exercised");
+}
+
+/// Restart keeps FISTA's fixed point: on the non-negative lasso it reaches the same minimiser,
+/// in fewer iterations when the tolerance is tight (where momentum overshoots and oscillates).
+#[test]
+fn adaptive_restart_reaches_the_same_minimiser_in_fewer_iterations() {
+    let (w, y, _) = problem(50);
+    let params = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.01,
+            beta: 0.0,
+            threshold: 0.5,
+            gamma: 0.0,
+        },
+        step: StepRule::Auto,
+        max_iter: 20_000,
+        tol: 1e-10,
+        ..FistaParams::default()
+    };
+    let (z0, r0) = solve(&w, &y, None, &params).unwrap();
+    let (z1, r1) = solve(
+        &w,
+        &y,
+        None,
+        &FistaParams {
+            restart: true,
+            ..params
+        },
+    )
+    .unwrap();
+    assert!(r0.converged && r1.converged);
+    assert!(r1.restarts > 0);
+    let err = (&z0 - &z1).mapv(f64::abs).fold(0.0f64, |a, &b| a.max(b));
+    assert!(err < 1e-7, "max |z - z_restart| = {err:e}");
+    assert!(
+        (r0.total_energy - r1.total_energy).abs() < 1e-10 * r0.total_energy,
+        "{} vs {}",
+        r0.total_energy,
+        r1.total_energy
+    );
+    assert!(
+        r1.iterations < r0.iterations,
+        "restart: {} iterations, without: {}",
+        r1.iterations,
+        r0.iterations
+    );
+}
+
+/// With the variance hinge and a one-hidden-layer decoder's hidden Gram path the restart runs
+/// too; off, the run is the released code's to the bit; with a backtracking rule it is refused.
+#[test]
+fn adaptive_restart_runs_with_the_hinge_and_is_refused_with_backtracking() {
+    let (w, y, e) = problem(140);
+    let base = FistaParams {
+        energy: EnergyParams {
+            lambda: 0.02,
+            beta: 10.0,
+            threshold: 0.5,
+            gamma: 5.0,
+        },
+        step: StepRule::Constant { eta: 0.05 },
+        tol: 1e-5,
+        ..FistaParams::default()
+    };
+    let (_, r_off) = solve(&w, &y, Some(&e), &base).unwrap();
+    assert_eq!(r_off.restarts, 0);
+    let on = FistaParams {
+        restart: true,
+        ..base
+    };
+    let (z_on, r_on) = solve(&w, &y, Some(&e), &on).unwrap();
+    assert!(r_on.restarts > 0 && r_on.converged, "{r_on:?}");
+    assert!(z_on.iter().all(|v| v.is_finite() && *v >= 0.0));
+    assert!(
+        (r_on.total_energy - r_off.total_energy).abs() < 1e-3 * r_off.total_energy,
+        "{} vs {}",
+        r_on.total_energy,
+        r_off.total_energy
+    );
+
+    let (dec, params) = one_hidden_problem(30, 8, 16, 150);
+    let be = Cpu;
+    let yh = random(40, 30, 151);
+    let mut ws = FistaWorkspace::new(&be, &dec, 40).unwrap();
+    let r = fista::solve(
+        &be,
+        &dec,
+        &yh,
+        None,
+        &FistaParams {
+            restart: true,
+            path: GradientPath::Gram,
+            ..params
+        },
+        &mut ws,
+    )
+    .unwrap();
+    assert!(r.total_energy.is_finite() && r.iterations > 1, "{r:?}");
+
+    let bt = FistaParams {
+        step: StepRule::Backtracking {
+            initial_step: None,
+            factor: 2.0,
+        },
+        restart: true,
+        ..base
+    };
+    let err = solve(&w, &y, Some(&e), &bt).unwrap_err();
+    assert!(err.to_string().contains("restart"), "{err}");
+}
+
+/// The restart kernel with no row restarting (the first update from `x = z`, where every step
+/// is along its momentum-free direction) and every age `k` is `fista_update` with the
+/// coefficient `coefs[k]`, to the bit, in f32 and f64, on active and flagged rows.
+#[test]
+fn restart_kernel_without_restarts_is_the_fused_update() {
+    fn check<F: varsparse::Scalar>(nonneg: bool) {
+        use varsparse::backend::{Backend, FistaStep};
+        let be = Cpu;
+        let (n, l) = (37, 21);
+        let c = |a: Array2<f64>| a.mapv(F::c);
+        let z = c(random(n, l, 160).mapv(|v| v.max(-0.2)));
+        let g = c(random(n, l, 161));
+        let flags = c(Array2::from_shape_fn((n, 1), |(i, _)| {
+            f64::from(u8::from(i % 3 == 0))
+        }));
+        let coefs: Vec<F> = [0.0, 0.28, 0.43, 0.53].iter().map(|&v| F::c(v)).collect();
+        let step = FistaStep {
+            eta: F::c(0.3),
+            thr: F::c(0.01),
+            nonneg,
+            coef: coefs[2],
+            tol: F::c(1e-2),
+        };
+        let (mut x0, mut z0, mut zo0, mut f0) = (z.clone(), z.clone(), z.clone(), flags.clone());
+        let rc0 = be
+            .fista_update(&g, step, &mut x0, &mut z0, &mut zo0, &mut f0)
+            .unwrap();
+        let (mut x1, mut z1, mut zo1, mut f1) = (z.clone(), z.clone(), z.clone(), flags.clone());
+        let mut age = Array2::from_elem((n, 1), F::c(2.0));
+        let (rc1, restarts) = be
+            .fista_update_restart(
+                &g, step, &coefs, &mut age, &mut x1, &mut z1, &mut zo1, &mut f1,
+            )
+            .unwrap();
+        assert_eq!(restarts, 0);
+        assert_eq!((x0, z0, zo0, f0), (x1, z1, zo1, f1));
+        assert_eq!(rc0.converged, rc1.converged);
+        assert!(age.iter().all(|&a| a == F::c(3.0)));
+    }
+    check::<f32>(true);
+    check::<f32>(false);
+    check::<f64>(true);
+    check::<f64>(false);
+}

@@ -233,6 +233,29 @@ fn only_the_mnist_vdl_nl_preset_safeguards_its_step() {
     assert_eq!(old.step_safeguard, None);
 }
 
+/// Adaptive restart is off in every preset; `--adaptive-restart` sets it, it reaches FISTA's
+/// parameters, and checkpoints written before it existed read as off.
+#[test]
+fn adaptive_restart_is_off_in_every_preset_and_overridable() {
+    use varsparse::train::params::ParamOverrides;
+    use varsparse::{ModelParams, Preset};
+    for p in Preset::ALL {
+        let params = ModelParams::preset(p);
+        assert!(!params.fista_restart && !params.fista().restart, "{p:?}");
+    }
+    let mut p = ModelParams::preset(Preset::MnistSdlNl);
+    ParamOverrides {
+        adaptive_restart: Some(true),
+        ..ParamOverrides::default()
+    }
+    .apply(&mut p);
+    assert!(p.fista_restart && p.fista().restart);
+    let mut v = serde_json::to_value(&p).unwrap();
+    v.as_object_mut().unwrap().remove("fista_restart");
+    let old: ModelParams = serde_json::from_value(v).unwrap();
+    assert!(!old.fista_restart);
+}
+
 /// With the step safeguard, the trainer carries a smaller starting step to the next batches
 /// once more than half of a batch's samples needed one (and never grows it back); with a step
 /// the samples accept, it stays the configured one.

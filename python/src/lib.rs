@@ -155,6 +155,7 @@ fn fista_params(
             GradientPath::Auto
         },
         record_trace: false,
+        restart: false,
     })
 }
 

@@ -328,6 +328,72 @@ pub trait Backend<F: Scalar> {
         z_old: &mut Self::Mat,
         flags: &mut Self::Mat,
     ) -> Result<RowConvergence>;
+    /// [`Backend::fista_update`] with momentum per row and adaptive restart (O'Donoghue &
+    /// Candès 2015, the gradient scheme, per sample): row `i`'s extrapolation uses the
+    /// coefficient `coefs[k_i]`, `k_i = age[i, 0]` (the iterations since its momentum last
+    /// restarted; the table's last entry past its end) in place of `step.coef`; but a row whose
+    /// new step points against its momentum, `<x_i - z_new_i, z_new_i - z_old_i> > 0`,
+    /// restarts: `x_i <- z_new_i` and `age[i, 0] <- 1`. Other rows' ages grow by one. `age` is
+    /// `(n, 1)` and holds whole numbers. With no row restarting and every age equal to `k`,
+    /// this is [`Backend::fista_update`] with `step.coef = coefs[k]`, to the bit. Returns the
+    /// rows' convergence and the number of rows that restarted.
+    ///
+    /// The default runs the CPU backend's row kernel on host copies (a round trip per call);
+    /// the CPU backend runs it in place, over its threads.
+    #[allow(clippy::too_many_arguments)]
+    fn fista_update_restart(
+        &self,
+        g: &Self::Mat,
+        step: FistaStep<F>,
+        coefs: &[F],
+        age: &mut Self::Mat,
+        x: &mut Self::Mat,
+        z: &mut Self::Mat,
+        z_old: &mut Self::Mat,
+        flags: &mut Self::Mat,
+    ) -> Result<(RowConvergence, usize)> {
+        let (n, l) = self.shape(g);
+        same_shape("fista_update_restart", (n, l), self.shape(x))?;
+        same_shape("fista_update_restart", (n, l), self.shape(z))?;
+        same_shape("fista_update_restart", (n, l), self.shape(z_old))?;
+        same_shape("fista_update_restart: flags", (n, 1), self.shape(flags))?;
+        same_shape("fista_update_restart: age", (n, 1), self.shape(age))?;
+        let std_layout = |a: Array2<F>| a.as_standard_layout().into_owned();
+        let gh = std_layout(self.download(g)?);
+        let mut xh = std_layout(self.download(x)?);
+        let mut zh = std_layout(self.download(z)?);
+        let mut zoh = std_layout(self.download(z_old)?);
+        let mut fh = std_layout(self.download(flags)?);
+        let mut ah = std_layout(self.download(age)?);
+        let (converged, non_finite, restarts) = match (
+            gh.as_slice(),
+            xh.as_slice_mut(),
+            zh.as_slice_mut(),
+            zoh.as_slice_mut(),
+            fh.as_slice_mut(),
+            ah.as_slice_mut(),
+        ) {
+            (Some(gs), Some(xs), Some(zs), Some(zos), Some(fs), Some(ages)) if l > 0 => {
+                cpu::fista_restart_rows(gs, step, coefs, xs, zs, zos, fs, ages, l)
+            }
+            _ => {
+                // rows with no entries: nothing moves, and a zero row never converges
+                fh.fill(F::zero());
+                (0, false, 0)
+            }
+        };
+        *x = self.upload(xh.view())?;
+        *z = self.upload(zh.view())?;
+        *z_old = self.upload(zoh.view())?;
+        *flags = self.upload(fh.view())?;
+        *age = self.upload(ah.view())?;
+        let rc = RowConvergence {
+            converged,
+            non_finite,
+            active_nonzeros: None,
+        };
+        Ok((rc, restarts))
+    }
     /// One constant-step FISTA iteration of the linear decoder's Gram path when the smooth part
     /// has no variance hinge: [`Backend::gram_grad_active`] of `x` into `grad` (with `flags`,
     /// `g`, `c`, `alpha`, scratch `xc` and `cc`); then, unless `prox` is zero, the proximity

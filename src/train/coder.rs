@@ -1,7 +1,7 @@
 //! The fitted model, [`SparseCoder`]: encoder, decoder, optimiser states and where training
 //! stands; encode, decode, atoms, evaluate, save and load, on any backend.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ndarray::{Array2, ArrayView2, AsArray, Ix2, s};
 
@@ -93,7 +93,7 @@ impl<B: Backend<f32>> SparseCoder<B> {
         })
     }
 
-    pub(crate) fn check_resumable(&self, p: &ModelParams, d: usize) -> Result<()> {
+    pub(crate) fn check_resumable(&self, dir: &Path, p: &ModelParams, d: usize) -> Result<()> {
         let mut mine = self.params.clone();
         mine.epochs = p.epochs;
         mine.patience = p.patience;
@@ -101,9 +101,11 @@ impl<B: Backend<f32>> SparseCoder<B> {
         // turn it on when it resumes (the epochs that follow then differ from an uninterrupted
         // run without it)
         mine.step_safeguard = p.step_safeguard;
+        // so may the adaptive restart, for the same reason
+        mine.fista_restart = p.fista_restart;
         if !self.optimizer_state {
             return Err(Error::Checkpoint {
-                path: PathBuf::new(),
+                path: dir.to_path_buf(),
                 detail: "cannot resume: the checkpoint holds no Adam moments (adam_m_*.npy, \
                          adam_v_*.npy); it loads for inference only"
                     .into(),
@@ -111,10 +113,10 @@ impl<B: Backend<f32>> SparseCoder<B> {
         }
         if mine != *p || self.input_dim != d {
             return Err(Error::Checkpoint {
-                path: PathBuf::new(),
+                path: dir.to_path_buf(),
                 detail: format!(
                     "cannot resume: the checkpoint was trained with other hyper-parameters or data \
-                     (checkpoint: {:?}, d = {}; requested: {:?}, d = {d}); only epochs, patience and the step safeguard may change",
+                     (checkpoint: {:?}, d = {}; requested: {:?}, d = {d}); only epochs, patience, the step safeguard and the adaptive restart may change",
                     self.params, self.input_dim, p
                 ),
             });

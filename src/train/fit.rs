@@ -180,7 +180,7 @@ impl ValidParams {
         let mut model = match &opts.resume {
             Some(dir) => {
                 let mut m = SparseCoder::load_on(be, dir)?;
-                m.check_resumable(p, d)?;
+                m.check_resumable(dir, p, d)?;
                 m.trainer.set_fista(p.fista());
                 SparseCoder {
                     params: p.clone(),

@@ -149,6 +149,12 @@ pub struct ModelParams {
     /// in training (docs/RESULTS.md). Absent in checkpoints written before it existed: `None`.
     #[serde(default)]
     pub step_safeguard: Option<usize>,
+    /// FISTA's adaptive restart of each sample's momentum ([`FistaParams::restart`]): a
+    /// deviation from the authors' code that ends the loops in fewer iterations, at other codes
+    /// (docs/RESULTS.md, "Adaptive restart"). Off in every preset. Absent in checkpoints written
+    /// before it existed: off.
+    #[serde(default)]
+    pub fista_restart: bool,
     /// FISTA's iteration cap.
     pub max_iter: usize,
     /// FISTA's per-sample relative tolerance.
@@ -210,6 +216,10 @@ pub struct ParamOverrides {
     /// throughout (the released code). Default: the preset's (on after 10 in mnist-vdl-nl).
     #[cfg_attr(feature = "cli", arg(long, value_name = "N|off"))]
     pub safeguard_after: Option<Safeguard>,
+    /// FISTA's adaptive restart of each sample's momentum (true/false; a deviation from the
+    /// authors' code, off in every preset).
+    #[cfg_attr(feature = "cli", arg(long, value_name = "BOOL"))]
+    pub adaptive_restart: Option<bool>,
     /// FISTA's iteration cap.
     #[cfg_attr(feature = "cli", arg(long, value_name = "N"))]
     pub max_iter: Option<usize>,
@@ -298,6 +308,9 @@ impl ParamOverrides {
                 Safeguard::After(k) => Some(k),
             };
         }
+        if let Some(v) = self.adaptive_restart {
+            p.fista_restart = v;
+        }
         if let Some(v) = self.max_iter {
             p.max_iter = v;
         }
@@ -375,6 +388,7 @@ impl ModelParams {
             energy,
             eta,
             step_safeguard: (p == Preset::MnistVdlNl).then_some(SAFEGUARD_AFTER),
+            fista_restart: false,
             max_iter: 200,
             tol: 1e-3,
             lr_decoder: lr_d,
@@ -453,6 +467,7 @@ impl ModelParams {
             nonneg: true,
             path: GradientPath::Auto,
             record_trace: false,
+            restart: self.fista_restart,
         }
     }
 

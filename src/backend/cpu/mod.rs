@@ -25,6 +25,7 @@ pub mod threads;
 
 pub(crate) use gemm::mat_mul;
 pub use gemm::set_blas_threads;
+pub(crate) use rows::fista_restart_rows;
 use rows::*;
 use simd::*;
 pub use sparse::SPARSE_DENSITY;
@@ -464,6 +465,81 @@ impl<F: Scalar> Backend<F> for Cpu {
             *out = fista_update_rows(g, step, x, z, zo, f, l);
         });
         Ok(row_convergence(&results))
+    }
+
+    fn fista_update_restart(
+        &self,
+        g: &Array2<F>,
+        step: FistaStep<F>,
+        coefs: &[F],
+        age: &mut Array2<F>,
+        x: &mut Array2<F>,
+        z: &mut Array2<F>,
+        z_old: &mut Array2<F>,
+        flags: &mut Array2<F>,
+    ) -> Result<(RowConvergence, usize)> {
+        same_shape("fista_update_restart", dim(g), dim(x))?;
+        same_shape("fista_update_restart", dim(g), dim(z))?;
+        same_shape("fista_update_restart", dim(g), dim(z_old))?;
+        col_vec("fista_update_restart: flags", dim(flags), g.nrows())?;
+        col_vec("fista_update_restart: age", dim(age), g.nrows())?;
+        let l = g.ncols();
+        let n = g.nrows();
+        if n == 0 || l == 0 {
+            // no rows, or rows with no entries: nothing moves, and a zero row never converges
+            flags.fill(F::zero());
+            return Ok((row_convergence(&[]), 0));
+        }
+        let (Some(gs), Some(xs), Some(zs), Some(zos), Some(fs), Some(ages)) = (
+            g.as_slice(),
+            x.as_slice_mut(),
+            z.as_slice_mut(),
+            z_old.as_slice_mut(),
+            flags.as_slice_mut(),
+            age.as_slice_mut(),
+        ) else {
+            // not in standard layout: on standard-layout copies
+            let std = |a: &Array2<F>| a.as_standard_layout().into_owned();
+            let (mut xh, mut zh, mut zoh) = (std(x), std(z), std(z_old));
+            let (mut fh, mut ah) = (std(flags), std(age));
+            let rc = self.fista_update_restart(
+                &std(g),
+                step,
+                coefs,
+                &mut ah,
+                &mut xh,
+                &mut zh,
+                &mut zoh,
+                &mut fh,
+            )?;
+            x.assign(&xh);
+            z.assign(&zh);
+            z_old.assign(&zoh);
+            flags.assign(&fh);
+            age.assign(&ah);
+            return Ok(rc);
+        };
+        let rows_per = n.div_ceil(threads::parts(n, n * l));
+        let mut results = vec![(0usize, false, 0usize); n.div_ceil(rows_per)];
+        let work = gs
+            .chunks(rows_per * l)
+            .zip(xs.chunks_mut(rows_per * l))
+            .zip(zs.chunks_mut(rows_per * l))
+            .zip(zos.chunks_mut(rows_per * l))
+            .zip(fs.chunks_mut(rows_per).zip(ages.chunks_mut(rows_per)))
+            .zip(results.iter_mut());
+        let avx2 = has_avx2();
+        threads::for_each_part(work, |(((((g, x), z), zo), (f, a)), out)| {
+            #[cfg(target_arch = "x86_64")]
+            if avx2 {
+                // SAFETY: the CPU supports AVX2 (`has_avx2`).
+                *out = unsafe { fista_restart_rows_avx2(g, step, coefs, x, z, zo, f, a, l) };
+                return;
+            }
+            *out = fista_restart_rows(g, step, coefs, x, z, zo, f, a, l);
+        });
+        let parts: Vec<(usize, bool)> = results.iter().map(|r| (r.0, r.1)).collect();
+        Ok((row_convergence(&parts), results.iter().map(|r| r.2).sum()))
     }
 
     /// One pass over the rows where the active rows of `x` are mostly zero (the test of

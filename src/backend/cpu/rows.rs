@@ -84,6 +84,134 @@ pub(super) fn fista_update_row<F: Scalar>(
     (ok, !diff.is_finite())
 }
 
+/// [`Backend::fista_update_restart`] on a block of whole rows (row-major slices; `flags` and
+/// `ages` one per row). Returns the rows flagged converged, whether any was non-finite, and the
+/// rows that restarted their momentum.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fista_restart_rows<F: Scalar>(
+    gs: &[F],
+    step: FistaStep<F>,
+    coefs: &[F],
+    xs: &mut [F],
+    zs: &mut [F],
+    zos: &mut [F],
+    fs: &mut [F],
+    ages: &mut [F],
+    l: usize,
+) -> (usize, bool, usize) {
+    let (mut converged, mut non_finite, mut restarts) = (0, false, 0);
+    let rows = gs
+        .chunks_exact(l)
+        .zip(xs.chunks_exact_mut(l))
+        .zip(zs.chunks_exact_mut(l))
+        .zip(zos.chunks_exact_mut(l))
+        .zip(fs.iter_mut().zip(ages.iter_mut()));
+    for ((((gr, xr), zr), zor), (f, age)) in rows {
+        let (ok, bad, restarted) = fista_restart_row(gr, step, coefs, xr, zr, zor, f, age);
+        converged += usize::from(ok);
+        non_finite |= bad;
+        restarts += usize::from(restarted);
+    }
+    (converged, non_finite, restarts)
+}
+
+/// [`fista_restart_rows`] compiled with AVX2 enabled (no FMA: the same operations, so the same
+/// result, in wider registers).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn fista_restart_rows_avx2<F: Scalar>(
+    gs: &[F],
+    step: FistaStep<F>,
+    coefs: &[F],
+    xs: &mut [F],
+    zs: &mut [F],
+    zos: &mut [F],
+    fs: &mut [F],
+    ages: &mut [F],
+    l: usize,
+) -> (usize, bool, usize) {
+    fista_restart_rows(gs, step, coefs, xs, zs, zos, fs, ages, l)
+}
+
+/// One row of [`Backend::fista_update_restart`]: [`fista_update_row`] with the momentum
+/// coefficient `coefs[age]` (the last entry past the table's end), or none when the new
+/// step points against the momentum, `<x - z_new, z_new - z_old> > 0` (then `x <- z_new` and
+/// the age restarts at 1; otherwise it grows by one). Returns whether the row is now flagged,
+/// whether its change is non-finite, and whether it restarted.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fista_restart_row<F: Scalar>(
+    g: &[F],
+    s: FistaStep<F>,
+    coefs: &[F],
+    x: &mut [F],
+    z: &mut [F],
+    z_old: &mut [F],
+    f: &mut F,
+    age: &mut F,
+) -> (bool, bool, bool) {
+    let zero = F::zero();
+    let along = match (*f == zero, s.nonneg) {
+        (true, true) => restart_pass::<F, ACTIVE_NONNEG>(g, s, x, z, z_old),
+        (true, false) => restart_pass::<F, ACTIVE_SIGNED>(g, s, x, z, z_old),
+        (false, true) => restart_pass::<F, FLAGGED_NONNEG>(g, s, x, z, z_old),
+        (false, false) => restart_pass::<F, FLAGGED_SIGNED>(g, s, x, z, z_old),
+    };
+    // NaN compares false: a non-finite row does not restart (the caller reports it)
+    let restart = along > zero;
+    let k = age
+        .to_usize()
+        .unwrap_or(0)
+        .min(coefs.len().saturating_sub(1));
+    if restart {
+        x.copy_from_slice(z);
+        *age = F::one();
+    } else {
+        let coef = coefs.get(k).copied().unwrap_or(zero);
+        for ((xv, &zn), &zo) in x.iter_mut().zip(z.iter()).zip(z_old.iter()) {
+            *xv = zn + coef * (zn - zo);
+        }
+        *age = F::c((k + 1) as f64);
+    }
+    let diff = lane_sums(z_old, z, |o, n| {
+        let d = o - n;
+        d * d
+    });
+    let old = lane_sums(z_old, z_old, |o, _| o * o);
+    let ok = old > zero && diff.sqrt() / old.sqrt() < s.tol;
+    *f = if ok { F::one() } else { zero };
+    (ok, !diff.is_finite(), restart)
+}
+
+/// The proximal step of [`fista_restart_row`]: for each element `z_old <- z`,
+/// `z <- new_code::<MODE>(x, g)`, leaving `x` for the extrapolation; returns
+/// `<x - z, z - z_old>` of the new `z` (in element order).
+#[inline(always)]
+fn restart_pass<F: Scalar, const MODE: u8>(
+    g: &[F],
+    s: FistaStep<F>,
+    x: &[F],
+    z: &mut [F],
+    z_old: &mut [F],
+) -> F {
+    let mut along = F::zero();
+    let elems = g
+        .iter()
+        .zip(x.iter())
+        .zip(z.iter_mut())
+        .zip(z_old.iter_mut());
+    for (((&gv, &xv), zv), ov) in elems {
+        let zo = *zv;
+        let zn = new_code::<F, MODE>(xv, gv, s);
+        along = along + (xv - zn) * (zn - zo);
+        *zv = zn;
+        *ov = zo;
+    }
+    along
+}
+
 /// [`new_code`]'s cases: an active row's proximal step, non-negative or soft-thresholded ...
 pub(super) const ACTIVE_NONNEG: u8 = 0;
 /// ... (the soft threshold) ...

@@ -33,6 +33,15 @@
 //!   backtracking when `beta > 0`. For a one-hidden-layer decoder, `Auto` means backtracking
 //!   from `L = 1`.
 //!
+//! # Adaptive restart
+//!
+//! [`FistaParams::restart`] (off by default) gives each sample its own momentum weight and
+//! restarts it when the sample's new step points against its momentum,
+//! `<x_i - z_new_i, z_new_i - z_old_i> > 0` (O'Donoghue & Candès 2015, the gradient scheme):
+//! then `x_i = z_new_i` and the sample's `t` starts again from 1. A sample that never restarts
+//! follows the batch's schedule above, to the bit. It needs a constant step, and it runs the
+//! gradient and the update as two kernels where the linear Gram path would fuse them.
+//!
 //! # Gradient paths
 //!
 //! For a linear decoder the reconstruction gradient can be computed in code space:
@@ -358,6 +367,15 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         },
     };
 
+    if params.restart && backtrack {
+        return Err(Error::param(
+            "restart",
+            "on",
+            "adaptive restart needs a constant step (a constant or safeguarded rule, or Auto on a \
+             linear decoder); this rule backtracks",
+        ));
+    }
+
     let mut smooth = Smooth {
         be,
         comm,
@@ -377,6 +395,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         x,
         g,
         flags,
+        age,
         mean,
         std,
         dec,
@@ -396,6 +415,23 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
     be.copy(z, x)?;
     be.fill(F::zero(), flags)?;
 
+    // adaptive restart: each sample's momentum coefficient by its age, the same sequence as the
+    // batch's `t` below
+    let coefs: Vec<F> = if params.restart {
+        be.fill(F::zero(), age)?;
+        let mut t = 1.0f64;
+        (0..=params.max_iter)
+            .map(|_| {
+                let t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t).sqrt());
+                let c = F::c((t - 1.0) / t_next);
+                t = t_next;
+                c
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut restarts = 0usize;
     let mut t = 1.0f64;
     let mut steps_sum = 0usize;
     let mut iterations = 0usize;
@@ -462,7 +498,8 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 coef,
                 tol,
             };
-            let rc = match (smooth.gram_without_hinge(), gram.as_mut()) {
+            let fused = smooth.gram_without_hinge() && !params.restart;
+            let rc = match (fused, gram.as_mut()) {
                 // the linear Gram path without the hinge: gradient (reconstruction and
                 // proximity terms) and update in one kernel
                 (true, Some(GramBuffers { g: g_mat, c, .. })) => be.gram_fista_step(
@@ -482,6 +519,13 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                     &mut dec.xc,
                     &mut dec.gc,
                 )?,
+                _ if params.restart => {
+                    smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
+                    let (rc, r) =
+                        be.fista_update_restart(g, step, &coefs, age, x, z, z_old, flags)?;
+                    restarts += r;
+                    rc
+                }
                 _ => {
                     smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
                     be.fista_update(g, step, x, z, z_old, flags)?
@@ -577,6 +621,11 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         }
         _ => 0,
     };
+    if distributed && params.restart {
+        let mut v = [restarts as f64];
+        comm.sum_f64(&mut v)?;
+        restarts = v[0] as usize;
+    }
     // The energy at the returned codes, through the exact (direct) reconstruction.
     let mut recon = decoder.recon(be, y, z, dec, None, true)?.f();
     flops += n_all as f64 * cost.forward;
@@ -612,6 +661,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
         safeguard_from,
         flops,
         safeguard_shrunk,
+        restarts,
         path: match switched_at {
             Some(it) => format!("direct, then gram from iteration {it}"),
             None if forecast_gram => "gram (forecast)".into(),

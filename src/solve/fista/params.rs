@@ -92,6 +92,7 @@ pub const HIDDEN_GRAM_AFTER: usize = 4;
 /// | `nonneg` | `true` | |
 /// | `path` | `Auto` | `Gram` on the one-hidden-layer decoder needs a constant step |
 /// | `record_trace` | `false` | |
+/// | `restart` | `false` | with a constant step (or `Auto` on a linear decoder) |
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FistaParams {
     /// The energy's hyper-parameters.
@@ -108,6 +109,18 @@ pub struct FistaParams {
     pub path: GradientPath,
     /// Record one [`TraceRecord`](crate::solve::fista::TraceRecord) per iteration in the report.
     pub record_trace: bool,
+    /// Adaptive restart of the momentum, per sample (O'Donoghue & Candès 2015, the gradient
+    /// scheme): a sample whose new step points against its momentum,
+    /// `<x_i - z_new_i, z_new_i - z_old_i> > 0`, drops its momentum (`x_i = z_new_i`) and
+    /// starts its momentum weight `t` again from 1; each sample carries its own `t`
+    /// ([`Backend::fista_update_restart`](crate::backend::Backend::fista_update_restart)). It
+    /// acts on the constant-step iterations (a safeguarded run's first `after`, and `Auto`'s
+    /// `1/L` on a linear decoder); with a backtracking rule it is an error. Off by default:
+    /// the released code's momentum. It is a deviation from the authors' code: the loops stop
+    /// on the same tolerance, at other codes (docs/RESULTS.md, "Adaptive restart"). Absent in
+    /// serialised parameters written before it existed: off.
+    #[serde(default)]
+    pub restart: bool,
 }
 
 impl Default for FistaParams {
@@ -120,6 +133,7 @@ impl Default for FistaParams {
             nonneg: true,
             path: GradientPath::Auto,
             record_trace: false,
+            restart: false,
         }
     }
 }

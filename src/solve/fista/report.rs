@@ -49,6 +49,10 @@ pub struct FistaReport {
     /// the batch's samples (all ranks) ended with a step smaller than the one they started with.
     #[serde(default)]
     pub safeguard_shrunk: usize,
+    /// [`FistaParams::restart`](crate::solve::fista::FistaParams::restart) only: how many times a
+    /// sample's momentum restarted (all samples, all iterations, all ranks).
+    #[serde(default)]
+    pub restarts: usize,
     /// `"gram"`, `"direct"`, `"direct, then gram from iteration K"`, or `"gram (forecast)"`
     /// when the workspace's forecast chose it from the start (see [`GradientPath::Auto`](crate::solve::fista::GradientPath::Auto)).
     pub path: String,

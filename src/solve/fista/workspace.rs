@@ -19,6 +19,8 @@ pub struct FistaWorkspace<F: Scalar, B: Backend<F>> {
     pub(crate) x: B::Mat,
     pub(crate) g: B::Mat,
     pub(crate) flags: B::Mat,
+    /// Each sample's iterations since its momentum restarted (adaptive restart only).
+    pub(crate) age: B::Mat,
     pub(crate) mean: B::Mat,
     pub(crate) std: B::Mat,
     pub(crate) dec: DecoderScratch<B::Mat>,
@@ -61,6 +63,7 @@ impl<F: Scalar, B: Backend<F>> FistaWorkspace<F, B> {
             x: be.zeros(n, l)?,
             g: be.zeros(n, l)?,
             flags: be.zeros(n, 1)?,
+            age: be.zeros(n, 1)?,
             mean: be.zeros(1, l)?,
             std: be.zeros(1, l)?,
             dec: decoder.scratch(be, n)?,

@@ -71,6 +71,10 @@ pub struct Args {
     /// iterations (the step safeguard of `train`; 0: from the first iteration).
     #[arg(long, value_name = "N", requires = "step")]
     safeguard_after: Option<usize>,
+    /// FISTA: restart each sample's momentum when its step turns against it (adaptive restart,
+    /// a deviation from the authors' code; needs a constant step: --step, or a dictionary).
+    #[arg(long)]
+    adaptive_restart: bool,
     /// FISTA: maximum iterations per batch.
     #[arg(long, value_name = "N", default_value_t = 200)]
     max_iter: usize,
@@ -93,13 +97,14 @@ pub struct Args {
 impl Args {
     /// The solver to ask the library for: `auto` with a FISTA-only flag means FISTA.
     fn solver(&self) -> Result<Solver> {
-        let fista_only = self.step.is_some() || self.backtracking || self.direct;
+        let fista_only =
+            self.step.is_some() || self.backtracking || self.direct || self.adaptive_restart;
         match self.solver {
             Solver::Auto if fista_only => Ok(Solver::Fista),
             Solver::Exact if fista_only => Err(Error::param(
                 "solver",
                 "exact",
-                "--step, --backtracking and --direct are FISTA's; the exact solver does not use \
+                "--step, --backtracking, --direct and --adaptive-restart are FISTA's; the exact solver does not use \
                  them (drop them, or use --solver fista)",
             )),
             s => Ok(s),
@@ -139,6 +144,7 @@ impl Args {
                 GradientPath::Auto
             },
             record_trace: false,
+            restart: self.adaptive_restart,
         }
     }
 }
