@@ -18,6 +18,10 @@ use crate::error::{Error, Result};
 /// a header asking for more is refused before anything is allocated, with a message saying so.
 pub const MAX_NPY_ELEMENTS: u64 = 1 << 32;
 
+/// The most bytes [`NpyFile::read_row_indices`] reads at once: wanted rows closer together
+/// than this are read in one span, the rows between them skipped after reading.
+pub const ROW_SPAN_BYTES: usize = 4 << 20;
+
 /// The longest `.npy` header varsparse reads (numpy writes a few hundred bytes).
 const MAX_NPY_HEADER: usize = 1 << 20;
 
@@ -350,6 +354,61 @@ impl NpyFile {
         let v = self.read_elements(rows.start * c, (rows.end - rows.start) * c)?;
         Array2::from_shape_vec((rows.end - rows.start, c), v)
             .map_err(|e| npy_err(&self.path, e.to_string()))
+    }
+
+    /// The rows `idx` of a 2-D array, in that order, as `f32` (an index may repeat). A C-order
+    /// file is read in increasing row order, in spans of at most [`ROW_SPAN_BYTES`] bytes that
+    /// cover nearby wanted rows and skip long gaps, so the memory is the rows asked for and one
+    /// span; a Fortran-order file is read whole.
+    ///
+    /// # Errors
+    /// [`Error::Npy`] for another rank or an index out of range (before anything is read or
+    /// allocated); [`Error::Io`].
+    pub fn read_row_indices(&mut self, idx: &[usize]) -> Result<Array2<f32>> {
+        let (r, c) = self.dim2()?;
+        if let Some(&bad) = idx.iter().find(|&&i| i >= r) {
+            return Err(npy_err(
+                &self.path,
+                format!("row {bad} asked of an array of {r} rows"),
+            ));
+        }
+        if self.header.fortran_order {
+            return Ok(self.read_2d()?.select(ndarray::Axis(0), idx));
+        }
+        if c == 0 || idx.is_empty() {
+            return Ok(Array2::zeros((idx.len(), c)));
+        }
+        if (idx.len() as u64).saturating_mul(c as u64) > MAX_NPY_ELEMENTS {
+            return Err(npy_err(
+                &self.path,
+                format!(
+                    "{} rows of {c} columns hold more than {MAX_NPY_ELEMENTS} elements",
+                    idx.len()
+                ),
+            ));
+        }
+        let mut out = Array2::<f32>::zeros((idx.len(), c));
+        let mut order: Vec<usize> = (0..idx.len()).collect();
+        order.sort_by_key(|&k| idx[k]);
+        let span_rows = (ROW_SPAN_BYTES / (c * self.header.dtype.size())).max(1);
+        let mut k = 0;
+        while k < order.len() {
+            // the span: from this wanted row to the last wanted row within span_rows of it
+            let first = idx[order[k]];
+            let mut end = k;
+            while end < order.len() && idx[order[end]] < first + span_rows {
+                end += 1;
+            }
+            let last = idx[order[end - 1]];
+            let v = self.read_elements(first * c, (last + 1 - first) * c)?;
+            for &pos in &order[k..end] {
+                let at = (idx[pos] - first) * c;
+                out.row_mut(pos)
+                    .assign(&ndarray::ArrayView1::from(&v[at..at + c]));
+            }
+            k = end;
+        }
+        Ok(out)
     }
 
     /// A vector: shape `(n,)`, or `(1, n)` / `(n, 1)` as older files store one.

@@ -952,3 +952,90 @@ fn training_shards_keep_their_rows_and_cover_the_split() {
     assert!(whole.clone().keep_train_shard(3, 3).is_err());
     assert!(whole.train_data().keep_shard(0, 0).is_err());
 }
+
+/// `NpyFile::read_row_indices` gives the rows asked for, in their order, from C- and
+/// Fortran-order files and from spans longer than `ROW_SPAN_BYTES`; an index past the end is
+/// an error naming the file.
+#[test]
+fn npy_rows_by_index_are_the_rows_asked_for() {
+    use ndarray::ShapeBuilder;
+    use ndarray_npy::WriteNpyExt;
+    use varsparse::io::{NpyFile, ROW_SPAN_BYTES};
+    let dir = TempDir::new().unwrap();
+    // rows of 1 KiB: a span holds 4096 of them, so 9,000 rows need several spans
+    let (n, d) = (9_000, 256);
+    let x = Array2::from_shape_fn((n, d), |(i, j)| (i * 1000 + j) as f32);
+    assert!(n * d * 4 > 2 * ROW_SPAN_BYTES);
+    let c_path = dir.path().join("c.npy");
+    varsparse::io::write_npy_f32(&c_path, &x).unwrap();
+    let f_path = dir.path().join("f.npy");
+    let xf = Array2::from_shape_vec((n, d).f(), x.t().iter().copied().collect()).unwrap();
+    assert_eq!(xf, x);
+    xf.write_npy(std::fs::File::create(&f_path).unwrap())
+        .unwrap();
+    let perm = varsparse::data::sampling::permutation(n, &mut varsparse::rng::rng(3));
+    for idx in [
+        perm[..700].to_vec(),
+        vec![5, 5, 0, n - 1, 4096, 4095, 8191, 8192],
+        vec![],
+        (0..n).rev().collect(),
+    ] {
+        for path in [&c_path, &f_path] {
+            let got = NpyFile::open(path).unwrap().read_row_indices(&idx).unwrap();
+            assert_eq!(got, x.select(ndarray::Axis(0), &idx), "{}", path.display());
+        }
+    }
+    let err = NpyFile::open(&c_path)
+        .unwrap()
+        .read_row_indices(&[3, n])
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("c.npy") && err.to_string().contains(&format!("row {n}")),
+        "{err}"
+    );
+}
+
+/// `DataSpec::load_shard` of an `.npy` source is `load` then `keep_train_shard` (with a
+/// validation file, and with the seeded hold-out), while reading only the rank's rows; one
+/// rank is `load`.
+#[test]
+fn npy_shards_load_as_the_whole_set_cut() {
+    use varsparse::data::DataSpec;
+    let dir = TempDir::new().unwrap();
+    let (n, d) = (103, 6);
+    let x = Array2::from_shape_fn((n, d), |(i, j)| (i * 10 + j) as f32);
+    let v = Array2::from_shape_fn((7, d), |(i, j)| -((i * 10 + j) as f32));
+    varsparse::io::write_npy_f32(&dir.path().join("x.npy"), &x).unwrap();
+    varsparse::io::write_npy_f32(&dir.path().join("v.npy"), &v).unwrap();
+    for val in [None, Some(dir.path().join("v.npy"))] {
+        let spec = DataSpec::Npy {
+            train: dir.path().join("x.npy"),
+            val,
+            image_shape: Some((2, 3)),
+            pixel_scale: 2.0,
+            split_seed: 4,
+        };
+        let whole = spec.load().unwrap();
+        let one = spec.load_shard(0, 1).unwrap();
+        assert_eq!(
+            (one.train.x.clone(), one.val.x.clone()),
+            (whole.train.x.clone(), whole.val.x.clone())
+        );
+        assert_eq!(one.train_shard, None);
+        for ranks in [2, 3] {
+            for r in 0..ranks {
+                let mut want = whole.clone();
+                want.keep_train_shard(r, ranks).unwrap();
+                let got = spec.load_shard(r, ranks).unwrap();
+                assert_eq!(got.train.x, want.train.x, "rank {r} of {ranks}");
+                assert_eq!(got.val.x, want.val.x);
+                assert_eq!(got.train_shard, want.train_shard);
+                assert_eq!(
+                    (got.pixel_scale, got.image_shape),
+                    (want.pixel_scale, want.image_shape)
+                );
+            }
+        }
+        assert!(spec.load_shard(3, 3).is_err());
+    }
+}

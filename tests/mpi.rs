@@ -226,6 +226,55 @@ fn a_resumed_distributed_run_repeats_the_uninterrupted_one() {
     assert_eq!(log.lines().count(), 2, "{log}");
 }
 
+/// Training on the user's `.npy` (with the seeded hold-out, and with a validation file): each
+/// rank reads only its rows of the file (`DataSpec::load_shard`), and 2 and 3 ranks train the
+/// one-process model.
+#[test]
+fn npy_input_is_read_by_shards_and_trains_the_one_process_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = varsparse::rng::rng(7);
+    let y: Array2<f32> = varsparse::rng::linear_uniform(&mut rng, 1100, 36, 1);
+    let v: Array2<f32> = varsparse::rng::linear_uniform(&mut rng, 100, 36, 1);
+    let (yp, vp) = (tmp.path().join("Y.npy"), tmp.path().join("V.npy"));
+    write_npy_f32(&yp, &y.mapv(f32::abs)).unwrap();
+    write_npy_f32(&vp, &v.mapv(f32::abs)).unwrap();
+    for with_val in [false, true] {
+        let run = |np: usize| {
+            let dir = tmp.path().join(format!("run-{with_val}-{np}"));
+            let mut args = vec![
+                "train",
+                "--preset",
+                "mnist-vdl",
+                "--epochs",
+                "1",
+                "--seed",
+                "3",
+            ];
+            args.extend(["--input", yp.to_str().unwrap(), "--image-shape", "6x6"]);
+            if with_val {
+                args.extend(["--val", vp.to_str().unwrap()]);
+            }
+            args.extend(["--out", dir.to_str().unwrap()]);
+            let out = ok(np, &args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                np > 1,
+                err.contains("each rank holds its shard of the training samples"),
+                "{err}"
+            );
+            let n_train = if with_val { 1100 } else { 990 };
+            assert!(err.contains(&format!("data: {n_train} training")), "{err}");
+            dir
+        };
+        let one = run(1);
+        for np in [2, 3] {
+            let (r, name) = rel_diff(&run(np), &one);
+            eprintln!(".npy input (validation file: {with_val}), {np} ranks: {r:.2e} ({name})");
+            assert!(r <= 1e-4, "{np} ranks: {r} ({name})");
+        }
+    }
+}
+
 /// Inputs for `infer`: a dictionary and 1,003 rows (so that batches and shards are uneven).
 fn infer_inputs(dir: &Path) -> (PathBuf, PathBuf) {
     let mut rng = varsparse::rng::rng(5);

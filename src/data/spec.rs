@@ -8,7 +8,7 @@ use ndarray::{Array2, s};
 use crate::data::samples::{PixelScale, RowShard, Samples, TrainData};
 use crate::data::{self, PatchParams, PatchSet};
 use crate::error::{Error, Result};
-use crate::io::read_npy_f32;
+use crate::io::{NpyFile, read_npy_f32};
 
 /// Which bundled data set a preset trains on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -372,52 +372,95 @@ impl DataSpec {
                     train_shard: None,
                 })
             }
-            DataSpec::Npy {
-                train,
-                val,
-                image_shape,
-                pixel_scale,
-                split_seed,
-            } => {
-                let x = read_npy_f32(train)?;
-                if let Some((h, w)) = image_shape
-                    && h * w != x.ncols()
-                {
-                    return Err(Error::shape(
-                        "--image-shape",
-                        format!(
-                            "{h}x{w} = {} pixels, but the samples have {} columns",
-                            h * w,
-                            x.ncols()
-                        ),
-                    ));
-                }
-                let plain = |x| Split {
-                    x,
-                    scale_map: None,
-                    labels: None,
-                };
-                let (tr, va) = match val {
-                    Some(v) => (x, read_npy_f32(v)?),
-                    None => {
-                        let n = x.nrows();
-                        let n_val = n / 10;
-                        let perm =
-                            data::sampling::permutation(n, &mut crate::rng::rng(*split_seed));
-                        let take = |idx: &[usize]| x.select(ndarray::Axis(0), idx);
-                        (take(&perm[n_val..]), take(&perm[..n_val]))
-                    }
-                };
-                Ok(LoadedData {
-                    train: plain(tr),
-                    val: plain(va),
-                    test: None,
-                    pixel_scale: *pixel_scale,
-                    image_shape: *image_shape,
-                    train_shard: None,
-                })
+            DataSpec::Npy { .. } => self.load_npy(0, 1),
+        }
+    }
+
+    /// Loads the splits as rank `rank` of `ranks` needs them for a data-parallel fit: its
+    /// shard of the training split (rows `comm::shard(n, rank, ranks)` of its `n`, recorded in
+    /// [`LoadedData::train_shard`]), the validation and test splits whole; with one rank,
+    /// [`DataSpec::load`]. The result is [`DataSpec::load`] followed by
+    /// [`LoadedData::keep_train_shard`], but an `.npy` source reads only the rows the rank
+    /// keeps (a C-order file: its training rows, and with no validation file the held-out rows
+    /// too, by [`NpyFile::read_row_indices`](crate::io::NpyFile::read_row_indices)), so no rank
+    /// holds the whole training set. MNIST and patches are loaded whole and then cut (their
+    /// training rows are a seeded selection of the files' rows and one seeded stream of crops;
+    /// docs/SCALING.md).
+    ///
+    /// # Errors
+    /// As [`DataSpec::load`] and [`LoadedData::keep_train_shard`].
+    pub fn load_shard(&self, rank: usize, ranks: usize) -> Result<LoadedData> {
+        match self {
+            DataSpec::Npy { .. } => self.load_npy(rank, ranks),
+            _ => {
+                let mut data = self.load()?;
+                data.keep_train_shard(rank, ranks)?;
+                Ok(data)
             }
         }
+    }
+
+    /// [`DataSpec::load_shard`] of an `.npy` source (`ranks = 1`: the whole training split).
+    fn load_npy(&self, rank: usize, ranks: usize) -> Result<LoadedData> {
+        let DataSpec::Npy {
+            train,
+            val,
+            image_shape,
+            pixel_scale,
+            split_seed,
+        } = self
+        else {
+            return Err(Error::param(
+                "data",
+                "not .npy",
+                "load_npy on another source",
+            ));
+        };
+        let mut file = NpyFile::open(train)?;
+        let (n, d) = file.dim2()?;
+        if let Some((h, w)) = image_shape
+            && h * w != d
+        {
+            return Err(Error::shape(
+                "--image-shape",
+                format!(
+                    "{h}x{w} = {} pixels, but the samples have {d} columns",
+                    h * w
+                ),
+            ));
+        }
+        let plain = |x| Split {
+            x,
+            scale_map: None,
+            labels: None,
+        };
+        // the training rows of the file (all of them, or the permutation's tail) and the
+        // validation samples
+        let (n_train, rows_of, va) = match val {
+            Some(v) => (n, None, read_npy_f32(v)?),
+            None => {
+                let n_val = n / 10;
+                let perm = data::sampling::permutation(n, &mut crate::rng::rng(*split_seed));
+                let va = file.read_row_indices(&perm[..n_val])?;
+                (n - n_val, Some(perm[n_val..].to_vec()), va)
+            }
+        };
+        let keep = RowShard::rows_to_keep(None, n_train, rank, ranks)?;
+        let tr = match rows_of {
+            None => file.read_rows(keep.clone())?,
+            Some(rows) => file.read_row_indices(&rows[keep.clone()])?,
+        };
+        Ok(LoadedData {
+            train: plain(tr),
+            val: plain(va),
+            test: None,
+            pixel_scale: *pixel_scale,
+            image_shape: *image_shape,
+            train_shard: (ranks > 1).then_some(RowShard {
+                offset: keep.start,
+                n_total: n_train,
+            }),
+        })
     }
 }
 

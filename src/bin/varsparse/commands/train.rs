@@ -142,11 +142,11 @@ pub fn run(a: Args, device: Device, ranks: &Ranks) -> Result<()> {
     }
 
     let t0 = Instant::now();
-    let mut data = spec.load()?;
-    let n_train = data.train.x.nrows();
-    // under mpirun each rank keeps only its shard of the training rows (the rest is freed
-    // right after loading); every epoch's batches come from one all-to-all (docs/SCALING.md)
-    data.keep_train_shard(ranks.comm.rank(), ranks.comm.size())?;
+    // under mpirun each rank keeps only its shard of the training rows (an `.npy` source reads
+    // only those; MNIST and patches are cut right after loading); every epoch's batches come
+    // from one all-to-all (docs/SCALING.md)
+    let data = spec.load_shard(ranks.comm.rank(), ranks.comm.size())?;
+    let n_train = data.train_shard.map_or(data.train.x.nrows(), |s| s.n_total);
     if root {
         eprintln!(
             "data: {} training, {} validation samples of dimension {} ({:.1} s)",
