@@ -88,14 +88,20 @@ fn train(np: usize, preset: &str, dir: &Path, epochs: &str, resume: bool) {
         ]);
     }
     args.extend(data_args(preset));
-    let out = ok(np, &args);
-    // with several ranks each holds only its shard of the training set
-    let err = String::from_utf8_lossy(&out.stderr);
+    trained(np, &args);
+}
+
+/// `mpirun -np np varsparse ARGS` (a `train`) succeeded, and with several ranks each held only
+/// its shard of the training set (rank 0 says so); its standard error.
+fn trained(np: usize, args: &[&str]) -> String {
+    let out = ok(np, args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(
         np > 1,
         err.contains("each rank holds its shard of the training samples"),
         "{err}"
     );
+    err
 }
 
 /// The model's parameters (not the optimiser's state) of a run's latest checkpoint, by file.
@@ -255,13 +261,7 @@ fn npy_input_is_read_by_shards_and_trains_the_one_process_model() {
                 args.extend(["--val", vp.to_str().unwrap()]);
             }
             args.extend(["--out", dir.to_str().unwrap()]);
-            let out = ok(np, &args);
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert_eq!(
-                np > 1,
-                err.contains("each rank holds its shard of the training samples"),
-                "{err}"
-            );
+            let err = trained(np, &args);
             let n_train = if with_val { 1100 } else { 990 };
             assert!(err.contains(&format!("data: {n_train} training")), "{err}");
             dir

@@ -78,10 +78,31 @@ pub(super) fn fista_update_row<F: Scalar>(
         (false, true) => update_pass::<F, FLAGGED_NONNEG>(g, s, x, z, z_old),
         (false, false) => update_pass::<F, FLAGGED_SIGNED>(g, s, x, z, z_old),
     };
+    flag_row(diff, old, s.tol, f)
+}
+
+/// The convergence test of a row from `(||z_old - z||^2, ||z_old||^2)` into its flag `f`:
+/// returns whether the row is now flagged, and whether its change is non-finite.
+#[inline(always)]
+fn flag_row<F: Scalar>(diff: F, old: F, tol: F, f: &mut F) -> (bool, bool) {
+    let zero = F::zero();
     // NaN compares false, and 0/0 is NaN: a zero previous row never counts as converged
-    let ok = old > zero && diff.sqrt() / old.sqrt() < s.tol;
+    let ok = old > zero && diff.sqrt() / old.sqrt() < tol;
     *f = if ok { F::one() } else { zero };
     (ok, !diff.is_finite())
+}
+
+/// `(||z_old - z||^2, ||z_old||^2)` of a row, in [`LANES`] interleaved partial sums (element
+/// `i` goes to lane `i mod LANES`), added pairwise at the end: a fixed order, so the result is
+/// deterministic.
+#[inline(always)]
+fn row_change<F: Scalar>(z_old: &[F], z: &[F]) -> (F, F) {
+    let diff = lane_sums(z_old, z, |o, n| {
+        let d = o - n;
+        d * d
+    });
+    let old = lane_sums(z_old, z_old, |o, _| o * o);
+    (diff, old)
 }
 
 /// [`Backend::fista_update_restart`] on a block of whole rows (row-major slices; `flags` and
@@ -175,14 +196,9 @@ fn fista_restart_row<F: Scalar>(
         }
         *age = F::c((k + 1) as f64);
     }
-    let diff = lane_sums(z_old, z, |o, n| {
-        let d = o - n;
-        d * d
-    });
-    let old = lane_sums(z_old, z_old, |o, _| o * o);
-    let ok = old > zero && diff.sqrt() / old.sqrt() < s.tol;
-    *f = if ok { F::one() } else { zero };
-    (ok, !diff.is_finite(), restart)
+    let (diff, old) = row_change(z_old, z);
+    let (ok, bad) = flag_row(diff, old, s.tol, f);
+    (ok, bad, restart)
 }
 
 /// The proximal step of [`fista_restart_row`]: for each element `z_old <- z`,
@@ -248,10 +264,7 @@ pub(super) fn new_code<F: Scalar, const MODE: u8>(x: F, g: F, s: FistaStep<F>) -
 
 /// The element pass of [`fista_update_row`], [`new_code`]`::<MODE>` giving the new code: for
 /// each element, `z_old <- z`, `z <- new`, `x <- z + coef (z - z_old)`. Returns
-/// `(||z_old - z||^2, ||z_old||^2)` of the old and new `z`.
-///
-/// The sums are accumulated in [`LANES`] interleaved partial sums (element `i` goes to lane
-/// `i mod LANES`), added pairwise at the end: a fixed order, so the result is deterministic.
+/// `(||z_old - z||^2, ||z_old||^2)` of the old and new `z` ([`row_change`]).
 #[inline(always)]
 pub(super) fn update_pass<F: Scalar, const MODE: u8>(
     g: &[F],
@@ -274,12 +287,7 @@ pub(super) fn update_pass<F: Scalar, const MODE: u8>(
         *zv = zn;
         *ov = zo;
     }
-    let diff = lane_sums(z_old, z, |o, n| {
-        let d = o - n;
-        d * d
-    });
-    let old = lane_sums(z_old, z_old, |o, _| o * o);
-    (diff, old)
+    row_change(z_old, z)
 }
 
 /// [`Backend::col_mean_std`] of the columns `j0..j0 + mean.len()` of the row-major `(n, l)`
