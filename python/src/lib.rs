@@ -124,6 +124,7 @@ fn fista_params(
     tol: f64,
     signed: bool,
     direct: bool,
+    restart: bool,
 ) -> PyResult<FistaParams> {
     let step = match (step, backtracking) {
         (Some(_), true) => {
@@ -155,7 +156,7 @@ fn fista_params(
             GradientPath::Auto
         },
         record_trace: false,
-        restart: false,
+        restart,
     })
 }
 
@@ -412,6 +413,7 @@ fn fista<'py>(
     signed: bool,
     batch_size: usize,
     direct: bool,
+    adaptive_restart: bool,
     n_threads: Option<usize>,
     device: &str,
 ) -> PyResult<(Bound<'py, PyArray2<f32>>, String)> {
@@ -426,6 +428,7 @@ fn fista<'py>(
         tol,
         signed,
         direct,
+        adaptive_restart,
     )?;
     let device = to_device(device)?;
     let decoder = HostDecoder::Linear(owned(&w));
@@ -467,6 +470,7 @@ fn fista_mlp<'py>(
     signed: bool,
     batch_size: usize,
     direct: bool,
+    adaptive_restart: bool,
     n_threads: Option<usize>,
     device: &str,
 ) -> PyResult<(Bound<'py, PyArray2<f32>>, String)> {
@@ -481,6 +485,7 @@ fn fista_mlp<'py>(
         tol,
         signed,
         direct,
+        adaptive_restart,
     )?;
     let device = to_device(device)?;
     let decoder = HostDecoder::OneHidden(

@@ -43,6 +43,9 @@ LINEAR_CASES = {
     "direct, tol 0, 30 iterations, batch 128": (
         dict(direct=True, tol=0.0, max_iter=30, batch_size=128),
         ["--direct", "--tol", "0.0", "--max-iter", "30", "--batch-size", "128"]),
+    "adaptive restart, constant step, hinge": (
+        dict(step=0.5, beta=10.0, adaptive_restart=True),
+        ["--step", "0.5", "--beta", "10.0", "--adaptive-restart"]),
 }
 
 
@@ -83,6 +86,9 @@ MLP_CASES = {
                                       "--max-iter", "50"]),
     "constant step, gram path": (dict(step=0.5, tol=0.0, max_iter=40),
                                  ["--step", "0.5", "--tol", "0.0", "--max-iter", "40"]),
+    "constant step, adaptive restart": (dict(step=0.5, max_iter=60, adaptive_restart=True),
+                                        ["--step", "0.5", "--max-iter", "60",
+                                         "--adaptive-restart"]),
 }
 
 
@@ -183,7 +189,8 @@ def test_errors_are_python_errors(tmp_path, unit_dictionary):
 
 def test_the_gil_is_released(mnist, unit_dictionary):
     """Another Python thread runs while FISTA computes."""
-    Y = np.tile(mnist["test_images"][:1000], (10, 1))
+    # about 0.6 s of work on a 2-core machine (0.2 s with 10 tiles, too close to the bound)
+    Y = np.tile(mnist["test_images"][:1000], (30, 1))
     done = threading.Event()
     t0 = time.perf_counter()
 

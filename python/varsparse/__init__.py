@@ -92,19 +92,19 @@ def _device(device):
 
 
 def _infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
-                signed, batch_size, direct, n_threads):
+                signed, batch_size, direct, adaptive_restart, n_threads):
     return (
         float(lam), float(beta), float(threshold), float(gamma),
         _opt_f32(warm_start, "warm_start"),
         None if step is None else float(step),
         bool(backtracking), int(max_iter), float(tol), bool(signed), int(batch_size),
-        bool(direct), None if n_threads is None else int(n_threads),
+        bool(direct), bool(adaptive_restart), None if n_threads is None else int(n_threads),
     )
 
 
 def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, step=None,
           backtracking=False, max_iter=200, tol=1e-3, signed=False, batch_size=250,
-          direct=False, n_threads=None, device="cpu"):
+          direct=False, adaptive_restart=False, n_threads=None, device="cpu"):
     """FISTA codes of the rows of ``Y`` for the linear dictionary ``W``.
 
     The same computation, with the same options, as ``varsparse infer --dictionary W.npy``
@@ -139,6 +139,10 @@ def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, ste
         Rows per batch (the variance hinge is computed per batch).
     direct : bool
         Compute the gradient through the input space (no Gram matrix).
+    adaptive_restart : bool
+        Restart each sample's momentum when its step turns against it (a deviation from the
+        authors' code: fewer iterations, other codes; needs a constant step, so not with
+        ``backtracking``, nor without ``step`` in :func:`fista_mlp`).
     n_threads : int, optional
         CPU threads (default: all available).
     device : str
@@ -154,18 +158,19 @@ def fista(Y, W, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None, ste
         ``rows``, ``sparsity``, ``mean_energy``, ``mean_steps``, ``converged`` (every batch),
         ``params`` and ``batches`` (per batch: ``start``, ``end``, ``iterations``,
         ``mean_steps``, ``converged``, ``energy`` terms, ``total_energy``, ``backtracks``,
-        ``step``, ``path``).
+        ``step``, ``path``, ``restarts``).
     """
     codes, report = _native.fista(
         _f32(Y, "Y"), _f32(W, "W"),
         *_infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
-                     signed, batch_size, direct, n_threads), _device(device))
+                     signed, batch_size, direct, adaptive_restart, n_threads), _device(device))
     return codes, _json.loads(report)
 
 
 def fista_mlp(Y, W1, b1, W2, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_start=None,
               step=None, backtracking=False, max_iter=200, tol=1e-3, signed=False,
-              batch_size=250, direct=False, n_threads=None, device="cpu"):
+              batch_size=250, direct=False, adaptive_restart=False, n_threads=None,
+              device="cpu"):
     """FISTA codes of the rows of ``Y`` for the decoder ``W2 relu(W1 z + b1)``.
 
     The same computation as ``varsparse infer --mlp W1.npy,b1.npy,W2.npy`` (identical bits).
@@ -179,7 +184,7 @@ def fista_mlp(Y, W1, b1, W2, lam, *, beta=0.0, threshold=0.5, gamma=0.0, warm_st
     codes, report = _native.fista_mlp(
         _f32(Y, "Y"), _f32(W1, "W1"), _f32(b1, "b1", ndim=1), _f32(W2, "W2"),
         *_infer_args(lam, beta, threshold, gamma, warm_start, step, backtracking, max_iter, tol,
-                     signed, batch_size, direct, n_threads), _device(device))
+                     signed, batch_size, direct, adaptive_restart, n_threads), _device(device))
     return codes, _json.loads(report)
 
 
