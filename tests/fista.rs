@@ -1190,12 +1190,12 @@ fn restart_kernel_without_restarts_is_the_fused_update() {
             .unwrap();
         let (mut x1, mut z1, mut zo1, mut f1) = (z.clone(), z.clone(), z.clone(), flags.clone());
         let mut age = Array2::from_elem((n, 1), F::c(2.0));
-        let (rc1, restarts) = be
+        let rc1 = be
             .fista_update_restart(
                 &g, step, &coefs, &mut age, &mut x1, &mut z1, &mut zo1, &mut f1,
             )
             .unwrap();
-        assert_eq!(restarts, 0);
+        assert_eq!(rc1.restarts, 0);
         assert_eq!((x0, z0, zo0, f0), (x1, z1, zo1, f1));
         assert_eq!(rc0.converged, rc1.converged);
         assert!(age.iter().all(|&a| a == F::c(3.0)));

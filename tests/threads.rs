@@ -13,7 +13,8 @@
 use ndarray::Array2;
 use varsparse::backend::cpu::threads::{current_threads, with_threads};
 use varsparse::backend::{
-    Backend, Cpu, FistaStep, Trans, gram_fista_step_composed, gram_grad_active_composed,
+    Backend, Cpu, FistaStep, RowMomentum, Trans, gram_fista_step_composed,
+    gram_grad_active_composed,
 };
 use varsparse::model::decoder::{Decoder, DecoderKind};
 use varsparse::model::encoder::Lista;
@@ -167,6 +168,8 @@ fn gram_grad_active_equals_the_composition_f32_and_f64() {
 /// returns is the count of the new `x`.
 fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
     let be = Cpu;
+    // rows that restarted their momentum, over every case with the adaptive restart
+    let mut restarted = 0;
     // 37 columns: chunks of 8 and 32 with a tail
     for (n, l) in [(61, 40), (33, 37)] {
         let g = sparse::<F>(31, l, l, 1.0);
@@ -203,39 +206,56 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
                         coef: F::c(0.4),
                         tol: F::c(0.3),
                     };
-                    let run = |fused: bool, hint: Option<usize>| {
+                    // adaptive restart's momentum: a coefficient by each row's age
+                    let coefs: Vec<F> = [0.0, 0.28, 0.43, 0.53, 0.6]
+                        .iter()
+                        .map(|&v| F::c(v))
+                        .collect();
+                    let run = |fused: bool, hint: Option<usize>, restart: bool| {
                         let (mut x, mut z, mut zo, mut flags) =
                             (x0.clone(), z0.clone(), dense.clone(), flags0.clone());
                         let mut grad = Array2::from_elem((n, l), F::c(7.0));
                         let (mut xc, mut cc) = (Array2::zeros((n, l)), Array2::zeros((n, l)));
+                        let mut age = Array2::from_shape_fn((n, 1), |(i, _)| F::c((i % 5) as f64));
+                        let momentum = restart.then_some(RowMomentum {
+                            coefs: &coefs,
+                            age: &mut age,
+                        });
                         let rc = if fused {
                             be.gram_fista_step(
-                                &g, &c, alpha, prox, target, step, hint, &mut x, &mut z, &mut zo,
-                                &mut flags, &mut grad, &mut xc, &mut cc,
+                                &g, &c, alpha, prox, target, step, momentum, hint, &mut x, &mut z,
+                                &mut zo, &mut flags, &mut grad, &mut xc, &mut cc,
                             )
                             .unwrap()
                         } else {
                             gram_fista_step_composed(
-                                &be, &g, &c, alpha, prox, target, step, &mut x, &mut z, &mut zo,
-                                &mut flags, &mut grad, &mut xc, &mut cc,
+                                &be, &g, &c, alpha, prox, target, step, momentum, &mut x, &mut z,
+                                &mut zo, &mut flags, &mut grad, &mut xc, &mut cc,
                             )
                             .unwrap()
                         };
-                        (vec![x, z, zo, flags, grad], rc)
+                        (vec![x, z, zo, flags, grad, age], rc)
                     };
                     let what = format!(
                         "{n}x{l}, density {density}, flags {p}, nonneg {nonneg}, \
                          prox {prox} {}",
                         target.is_some()
                     );
-                    for t in [1, 2, 3] {
-                        let want = with_threads(t, || run(false, None)).unwrap();
+                    for (t, restart) in [1, 2, 3].into_iter().flat_map(|t| [(t, false), (t, true)])
+                    {
+                        let want = with_threads(t, || run(false, None, restart)).unwrap();
+                        if restart {
+                            restarted += want.1.restarts;
+                        } else {
+                            assert_eq!(want.1.restarts, 0);
+                        }
                         for hint in [None, Some(active_nnz)] {
-                            let (got, rc) = with_threads(t, || run(true, hint)).unwrap();
+                            let (got, rc) = with_threads(t, || run(true, hint, restart)).unwrap();
+                            let what = format!("{what}, restart {restart}");
                             assert_eq!(got, want.0, "{what}, hint {hint:?}, {t} threads");
                             assert_eq!(
-                                (rc.converged, rc.non_finite),
-                                (want.1.converged, want.1.non_finite),
+                                (rc.converged, rc.non_finite, rc.restarts),
+                                (want.1.converged, want.1.non_finite, want.1.restarts),
                                 "{what}"
                             );
                             // where it counted: the non-zeros of the unflagged rows of the new x
@@ -250,7 +270,7 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
                         }
                         // a wrong count may pick the other path: the result within rounding
                         for hint in [Some(0), Some(n * l)] {
-                            let (got, _) = with_threads(t, || run(true, hint)).unwrap();
+                            let (got, _) = with_threads(t, || run(true, hint, restart)).unwrap();
                             assert!(
                                 got.iter().zip(&want.0).all(|(a, b)| {
                                     a.iter().zip(b).all(|(&u, &v)| {
@@ -263,13 +283,14 @@ fn gram_fista_step_equals_its_two_kernels<F: Scalar>() {
                     }
                     same_on_every_thread_count_by(
                         "gram_fista_step",
-                        || run(true, None).0,
+                        || run(true, None, true).0,
                         |a, b| gemm_equal(a, b),
                     );
                 }
             }
         }
     }
+    assert!(restarted > 0, "the restart must be exercised");
 }
 
 #[test]

@@ -95,6 +95,18 @@ pub struct RowConvergence {
     /// rely on it for correctness: passed to the next [`Backend::gram_fista_step`], it only
     /// spares a backend that uses it a pass over `x`.
     pub active_nonzeros: Option<usize>,
+    /// The rows whose momentum restarted ([`Backend::fista_update_restart`], or a
+    /// [`RowMomentum`] given to [`Backend::gram_fista_step`]); 0 otherwise.
+    pub restarts: usize,
+}
+
+/// Adaptive restart's momentum per row, for [`Backend::gram_fista_step`]: the coefficient
+/// table and each row's age, as [`Backend::fista_update_restart`] takes them.
+pub struct RowMomentum<'a, F, M> {
+    /// The momentum coefficient by age.
+    pub coefs: &'a [F],
+    /// `(n, 1)`: each row's iterations since its momentum last restarted.
+    pub age: &'a mut M,
 }
 
 /// The kernels the algorithms need, over one element type `F`.
@@ -335,8 +347,8 @@ pub trait Backend<F: Scalar> {
     /// new step points against its momentum, `<x_i - z_new_i, z_new_i - z_old_i> > 0`,
     /// restarts: `x_i <- z_new_i` and `age[i, 0] <- 1`. Other rows' ages grow by one. `age` is
     /// `(n, 1)` and holds whole numbers. With no row restarting and every age equal to `k`,
-    /// this is [`Backend::fista_update`] with `step.coef = coefs[k]`, to the bit. Returns the
-    /// rows' convergence and the number of rows that restarted.
+    /// this is [`Backend::fista_update`] with `step.coef = coefs[k]`, to the bit. The result
+    /// counts the rows that restarted ([`RowConvergence::restarts`]).
     ///
     /// The default runs the CPU backend's row kernel on host copies (a round trip per call);
     /// the CPU backend runs it in place, over its threads.
@@ -351,7 +363,7 @@ pub trait Backend<F: Scalar> {
         z: &mut Self::Mat,
         z_old: &mut Self::Mat,
         flags: &mut Self::Mat,
-    ) -> Result<(RowConvergence, usize)> {
+    ) -> Result<RowConvergence> {
         let (n, l) = self.shape(g);
         same_shape("fista_update_restart", (n, l), self.shape(x))?;
         same_shape("fista_update_restart", (n, l), self.shape(z))?;
@@ -387,19 +399,20 @@ pub trait Backend<F: Scalar> {
         *z_old = self.upload(zoh.view())?;
         *flags = self.upload(fh.view())?;
         *age = self.upload(ah.view())?;
-        let rc = RowConvergence {
+        Ok(RowConvergence {
             converged,
             non_finite,
             active_nonzeros: None,
-        };
-        Ok((rc, restarts))
+            restarts,
+        })
     }
     /// One constant-step FISTA iteration of the linear decoder's Gram path when the smooth part
     /// has no variance hinge: [`Backend::gram_grad_active`] of `x` into `grad` (with `flags`,
     /// `g`, `c`, `alpha`, scratch `xc` and `cc`); then, unless `prox` is zero, the proximity
     /// term's gradient `prox (x - target)` added to every row of `grad` (`target` zero when
     /// `None`; [`Backend::add_scaled_diff`], or [`Backend::axpby`] with `beta = 1`); then
-    /// [`Backend::fista_update`] with that gradient.
+    /// [`Backend::fista_update`] with that gradient, or, with a `momentum`,
+    /// [`Backend::fista_update_restart`] with its coefficients and ages.
     ///
     /// The default calls those kernels. The CPU backend, where `x`'s active rows are mostly
     /// zeros, does it all in one pass over the rows: each row's gradient is computed and used at
@@ -422,6 +435,7 @@ pub trait Backend<F: Scalar> {
         prox: F,
         target: Option<&Self::Mat>,
         step: FistaStep<F>,
+        momentum: Option<RowMomentum<'_, F, Self::Mat>>,
         x_nonzeros: Option<usize>,
         x: &mut Self::Mat,
         z: &mut Self::Mat,
@@ -433,7 +447,7 @@ pub trait Backend<F: Scalar> {
     ) -> Result<RowConvergence> {
         let _ = x_nonzeros;
         gram_fista_step_composed(
-            self, g, c, alpha, prox, target, step, x, z, z_old, flags, grad, xc, cc,
+            self, g, c, alpha, prox, target, step, momentum, x, z, z_old, flags, grad, xc, cc,
         )
     }
     /// FISTA's extrapolation `x <- z + coef (z - z_old)`.
@@ -509,6 +523,7 @@ pub fn gram_fista_step_composed<F: Scalar, B: Backend<F> + ?Sized>(
     prox: F,
     target: Option<&B::Mat>,
     step: FistaStep<F>,
+    momentum: Option<RowMomentum<'_, F, B::Mat>>,
     x: &mut B::Mat,
     z: &mut B::Mat,
     z_old: &mut B::Mat,
@@ -524,7 +539,10 @@ pub fn gram_fista_step_composed<F: Scalar, B: Backend<F> + ?Sized>(
             None => be.axpby(prox, x, F::one(), grad)?,
         }
     }
-    be.fista_update(grad, step, x, z, z_old, flags)
+    match momentum {
+        Some(m) => be.fista_update_restart(grad, step, m.coefs, m.age, x, z, z_old, flags),
+        None => be.fista_update(grad, step, x, z, z_old, flags),
+    }
 }
 
 /// [`Backend::gram_grad_active`] through gather, [`Backend::gemm_rows`] and scatter (the

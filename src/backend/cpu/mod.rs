@@ -31,7 +31,7 @@ use simd::*;
 pub use sparse::SPARSE_DENSITY;
 use sparse::*;
 
-use super::{AdamUpdate, Backend, FistaStep, RowConvergence, Trans, same_shape};
+use super::{AdamUpdate, Backend, FistaStep, RowConvergence, RowMomentum, Trans, same_shape};
 use crate::error::{Error, Result};
 use crate::scalar::Scalar;
 pub use packed::PackedRhs;
@@ -443,6 +443,7 @@ impl<F: Scalar> Backend<F> for Cpu {
                 converged: 0,
                 non_finite: false,
                 active_nonzeros: None,
+                restarts: 0,
             });
         }
         let rows_per = n.div_ceil(threads::parts(n, n * l));
@@ -477,7 +478,7 @@ impl<F: Scalar> Backend<F> for Cpu {
         z: &mut Array2<F>,
         z_old: &mut Array2<F>,
         flags: &mut Array2<F>,
-    ) -> Result<(RowConvergence, usize)> {
+    ) -> Result<RowConvergence> {
         same_shape("fista_update_restart", dim(g), dim(x))?;
         same_shape("fista_update_restart", dim(g), dim(z))?;
         same_shape("fista_update_restart", dim(g), dim(z_old))?;
@@ -488,7 +489,7 @@ impl<F: Scalar> Backend<F> for Cpu {
         if n == 0 || l == 0 {
             // no rows, or rows with no entries: nothing moves, and a zero row never converges
             flags.fill(F::zero());
-            return Ok((row_convergence(&[]), 0));
+            return Ok(row_convergence(&[]));
         }
         let (Some(gs), Some(xs), Some(zs), Some(zos), Some(fs), Some(ages)) = (
             g.as_slice(),
@@ -539,7 +540,10 @@ impl<F: Scalar> Backend<F> for Cpu {
             *out = fista_restart_rows(g, step, coefs, x, z, zo, f, a, l);
         });
         let parts: Vec<(usize, bool)> = results.iter().map(|r| (r.0, r.1)).collect();
-        Ok((row_convergence(&parts), results.iter().map(|r| r.2).sum()))
+        Ok(RowConvergence {
+            restarts: results.iter().map(|r| r.2).sum(),
+            ..row_convergence(&parts)
+        })
     }
 
     /// One pass over the rows where the active rows of `x` are mostly zero (the test of
@@ -554,6 +558,7 @@ impl<F: Scalar> Backend<F> for Cpu {
         prox: F,
         target: Option<&Array2<F>>,
         step: FistaStep<F>,
+        mut momentum: Option<RowMomentum<'_, F, Array2<F>>>,
         x_nonzeros: Option<usize>,
         x: &mut Array2<F>,
         z: &mut Array2<F>,
@@ -573,6 +578,9 @@ impl<F: Scalar> Backend<F> for Cpu {
         if let Some(e) = target {
             same_shape("gram_fista_step: target", dim(x), dim(e))?;
         }
+        if let Some(m) = &momentum {
+            col_vec("gram_fista_step: age", dim(m.age), n)?;
+        }
         // the target's rows, empty when there is none (or no term)
         let es = match target {
             Some(e) if prox != F::zero() => e.as_slice(),
@@ -587,9 +595,17 @@ impl<F: Scalar> Backend<F> for Cpu {
                 (Some(xs), Some(fs), None) => active_mostly_zero(xs, fs, l),
                 _ => false,
             };
+        // the momentum's coefficients and rows' ages, when it restarts (`Some(None)`: no
+        // restart; `None`: ages not in standard layout, so the composed kernels)
+        let coefs = momentum.as_ref().map_or(&[][..], |m| m.coefs);
+        let ages = match momentum.as_mut() {
+            Some(m) => m.age.as_slice_mut().map(Some),
+            None => Some(None),
+        };
         if let (
             true,
             Some(es),
+            Some(ages),
             Some(gs),
             Some(cs),
             Some(xs),
@@ -600,6 +616,7 @@ impl<F: Scalar> Backend<F> for Cpu {
         ) = (
             sparse,
             es,
+            ages,
             g.as_slice(),
             c.as_slice(),
             x.as_slice_mut(),
@@ -609,7 +626,12 @@ impl<F: Scalar> Backend<F> for Cpu {
             grad.as_slice_mut(),
         ) {
             let rows_per = n.div_ceil(threads::parts(n, n * l * l)).max(1);
-            let mut results = vec![(0usize, false, 0usize); n.div_ceil(rows_per)];
+            let mut results = vec![(0usize, false, 0usize, 0usize); n.div_ceil(rows_per)];
+            // each part's ages (none without a restart)
+            let age_parts: Box<dyn Iterator<Item = Option<&mut [F]>> + Send> = match ages {
+                Some(a) => Box::new(a.chunks_mut(rows_per).map(Some)),
+                None => Box::new(std::iter::repeat_with(|| None)),
+            };
             let work = xs
                 .chunks_mut(rows_per * l)
                 .zip(zs.chunks_mut(rows_per * l))
@@ -618,32 +640,38 @@ impl<F: Scalar> Backend<F> for Cpu {
                 .zip(out.chunks_mut(rows_per * l))
                 .zip(fs.chunks_mut(rows_per))
                 .zip(results.iter_mut())
-                .zip(es.chunks(rows_per * l).chain(std::iter::repeat(&[][..])));
-            threads::for_each_part(work, |(((((((xp, zp), zop), cp), gp), fp), res), ep)| {
-                run_sparse_job(SparseJob::GramStep {
-                    alpha,
-                    g: gs,
-                    c: cp,
-                    prox,
-                    target: ep,
-                    step,
-                    x: xp,
-                    z: zp,
-                    z_old: zop,
-                    flags: fp,
-                    grad: gp,
-                    l,
-                    out: res,
-                });
-            });
+                .zip(es.chunks(rows_per * l).chain(std::iter::repeat(&[][..])))
+                .zip(age_parts);
+            threads::for_each_part(
+                work,
+                |((((((((xp, zp), zop), cp), gp), fp), res), ep), ap)| {
+                    run_sparse_job(SparseJob::GramStep {
+                        alpha,
+                        g: gs,
+                        c: cp,
+                        prox,
+                        target: ep,
+                        step,
+                        momentum: ap.map(|a| (coefs, a)),
+                        x: xp,
+                        z: zp,
+                        z_old: zop,
+                        flags: fp,
+                        grad: gp,
+                        l,
+                        out: res,
+                    });
+                },
+            );
             return Ok(RowConvergence {
                 converged: results.iter().map(|r| r.0).sum(),
                 non_finite: results.iter().any(|r| r.1),
                 active_nonzeros: Some(results.iter().map(|r| r.2).sum()),
+                restarts: results.iter().map(|r| r.3).sum(),
             });
         }
         super::gram_fista_step_composed(
-            self, g, c, alpha, prox, target, step, x, z, z_old, flags, grad, xc, cc,
+            self, g, c, alpha, prox, target, step, momentum, x, z, z_old, flags, grad, xc, cc,
         )
     }
 
@@ -1005,6 +1033,7 @@ impl<F: Scalar> Backend<F> for Cpu {
             converged,
             non_finite,
             active_nonzeros: None,
+            restarts: 0,
         })
     }
 

@@ -11,6 +11,7 @@ pub(super) fn row_convergence(parts: &[(usize, bool)]) -> RowConvergence {
         converged: parts.iter().map(|r| r.0).sum(),
         non_finite: parts.iter().any(|r| r.1),
         active_nonzeros: None,
+        restarts: 0,
     }
 }
 
@@ -163,7 +164,7 @@ pub(super) fn fista_restart_rows_avx2<F: Scalar>(
 /// whether its change is non-finite, and whether it restarted.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fista_restart_row<F: Scalar>(
+pub(super) fn fista_restart_row<F: Scalar>(
     g: &[F],
     s: FistaStep<F>,
     coefs: &[F],

@@ -2,7 +2,7 @@
 //! Gram-path gradient of the active rows, and the fused Gram step, all through one dispatcher
 //! ([`SparseJob`], [`run_sparse_job`]).
 
-use super::rows::fista_update_row;
+use super::rows::{fista_restart_row, fista_update_row};
 use super::simd::has_avx2;
 use crate::backend::FistaStep;
 use crate::scalar::Scalar;
@@ -91,9 +91,11 @@ pub(super) enum SparseJob<'a, F> {
     },
     /// [`Backend::gram_fista_step`]'s one pass: each row's gradient as in `GramGrad`, plus
     /// the proximity term's `prox (x - target)` unless `prox` is zero, written to `grad`; then
-    /// that row's [`fista_update_row`]. To `out`: the count of rows flagged, whether any was
-    /// non-finite, and the non-zeros of the new `x` in the rows not flagged. All slices
-    /// `(m, l)` (`target` empty when there is none) but `g` `(l, l)` and `flags` `(m)`.
+    /// that row's [`fista_update_row`] (with a `momentum`, the coefficient table and the rows'
+    /// ages, [`fista_restart_row`]). To `out`: the count of rows flagged, whether any was
+    /// non-finite, the non-zeros of the new `x` in the rows not flagged, and the rows that
+    /// restarted. All slices `(m, l)` (`target` empty when there is none) but `g` `(l, l)`,
+    /// `flags` and the ages `(m)`.
     GramStep {
         alpha: F,
         g: &'a [F],
@@ -101,13 +103,14 @@ pub(super) enum SparseJob<'a, F> {
         prox: F,
         target: &'a [F],
         step: FistaStep<F>,
+        momentum: Option<(&'a [F], &'a mut [F])>,
         x: &'a mut [F],
         z: &'a mut [F],
         z_old: &'a mut [F],
         flags: &'a mut [F],
         grad: &'a mut [F],
         l: usize,
-        out: &'a mut (usize, bool, usize),
+        out: &'a mut (usize, bool, usize, usize),
     },
 }
 
@@ -185,6 +188,7 @@ pub(super) fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]
             prox,
             target,
             step,
+            momentum,
             x,
             z,
             z_old,
@@ -193,7 +197,11 @@ pub(super) fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]
             l,
             out,
         } => {
-            let (mut converged, mut non_finite, mut nonzeros) = (0, false, 0);
+            let (mut converged, mut non_finite, mut nonzeros, mut restarts) = (0, false, 0, 0);
+            let (coefs, mut ages) = match momentum {
+                Some((c, a)) => (c, Some(a.iter_mut())),
+                None => (&[][..], None),
+            };
             let rows = x
                 .chunks_exact_mut(l)
                 .zip(z.chunks_exact_mut(l))
@@ -223,7 +231,15 @@ pub(super) fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]
                         }
                     }
                 }
-                let (ok, bad) = fista_update_row(grow, step, xrow, zrow, zorow, f);
+                let (ok, bad) = match ages.as_mut().and_then(Iterator::next) {
+                    Some(age) => {
+                        let (ok, bad, restarted) =
+                            fista_restart_row(grow, step, coefs, xrow, zrow, zorow, f, age);
+                        restarts += usize::from(restarted);
+                        (ok, bad)
+                    }
+                    None => fista_update_row(grow, step, xrow, zrow, zorow, f),
+                };
                 converged += usize::from(ok);
                 non_finite |= bad;
                 if !ok {
@@ -231,7 +247,7 @@ pub(super) fn sparse_job_rows<F: Scalar>(job: SparseJob<'_, F>, nz: &mut [usize]
                     nonzeros += count_nonzero(xrow);
                 }
             }
-            *out = (converged, non_finite, nonzeros);
+            *out = (converged, non_finite, nonzeros, restarts);
         }
     }
 }

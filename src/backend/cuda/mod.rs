@@ -300,6 +300,7 @@ impl Cuda {
             converged: c[0].max(0) as usize,
             non_finite: c[1] > 0,
             active_nonzeros: None,
+            restarts: 0,
         })
     }
 

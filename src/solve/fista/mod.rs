@@ -40,7 +40,8 @@
 //! `<x_i - z_new_i, z_new_i - z_old_i> > 0` (O'Donoghue & Candès 2015, the gradient scheme):
 //! then `x_i = z_new_i` and the sample's `t` starts again from 1. A sample that never restarts
 //! follows the batch's schedule above, to the bit. It needs a constant step, and it runs the
-//! gradient and the update as two kernels where the linear Gram path would fuse them.
+//! update with the same fused kernels as the constant step (the linear Gram path's one pass
+//! included).
 //!
 //! # Gradient paths
 //!
@@ -66,7 +67,7 @@ pub use params::{FistaParams, GradientPath, HIDDEN_GRAM_AFTER, SAFEGUARD_AFTER, 
 pub use report::{BatchReport, FistaReport, TraceRecord};
 pub use workspace::FistaWorkspace;
 
-use crate::backend::{Backend, FistaStep, Trans};
+use crate::backend::{Backend, FistaStep, RowMomentum, Trans};
 use crate::comm::{Comm, Solo};
 use crate::error::{Error, Result};
 use crate::model::decoder::{Decoder, DecoderKind, DecoderScratch};
@@ -498,8 +499,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 coef,
                 tol,
             };
-            let fused = smooth.gram_without_hinge() && !params.restart;
-            let rc = match (fused, gram.as_mut()) {
+            let rc = match (smooth.gram_without_hinge(), gram.as_mut()) {
                 // the linear Gram path without the hinge: gradient (reconstruction and
                 // proximity terms) and update in one kernel
                 (true, Some(GramBuffers { g: g_mat, c, .. })) => be.gram_fista_step(
@@ -510,6 +510,10 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                     energy::proximity_grad_coef(smooth.gamma, l),
                     smooth.target,
                     step,
+                    params.restart.then_some(RowMomentum {
+                        coefs: &coefs,
+                        age: &mut *age,
+                    }),
                     x_nonzeros,
                     x,
                     z,
@@ -521,10 +525,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 )?,
                 _ if params.restart => {
                     smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
-                    let (rc, r) =
-                        be.fista_update_restart(g, step, &coefs, age, x, z, z_old, flags)?;
-                    restarts += r;
-                    rc
+                    be.fista_update_restart(g, step, &coefs, age, x, z, z_old, flags)?
                 }
                 _ => {
                     smooth.grad_active(x, flags, dec, gram.as_mut(), mean, std, g)?;
@@ -532,6 +533,7 @@ pub fn solve_on<F: Scalar, B: Backend<F>>(
                 }
             };
             x_nonzeros = rc.active_nonzeros;
+            restarts += rc.restarts;
             (rc, None, None)
         } else {
             let fx = smooth.eval(x, dec, gram.as_mut(), mean, std, Some(g), true)?;
