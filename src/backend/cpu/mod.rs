@@ -595,12 +595,12 @@ impl<F: Scalar> Backend<F> for Cpu {
                 (Some(xs), Some(fs), None) => active_mostly_zero(xs, fs, l),
                 _ => false,
             };
-        // the momentum's coefficients and rows' ages, when it restarts (`Some(None)`: no
+        // the momentum's coefficients and the rows' ages when it restarts (no ages without a
         // restart; `None`: ages not in standard layout, so the composed kernels)
         let coefs = momentum.as_ref().map_or(&[][..], |m| m.coefs);
-        let ages = match momentum.as_mut() {
-            Some(m) => m.age.as_slice_mut().map(Some),
-            None => Some(None),
+        let ages: Option<&mut [F]> = match momentum.as_mut() {
+            Some(m) => m.age.as_slice_mut(),
+            None => Some(&mut []),
         };
         if let (
             true,
@@ -628,10 +628,10 @@ impl<F: Scalar> Backend<F> for Cpu {
             let rows_per = n.div_ceil(threads::parts(n, n * l * l)).max(1);
             let mut results = vec![(0usize, false, 0usize, 0usize); n.div_ceil(rows_per)];
             // each part's ages (none without a restart)
-            let age_parts: Box<dyn Iterator<Item = Option<&mut [F]>> + Send> = match ages {
-                Some(a) => Box::new(a.chunks_mut(rows_per).map(Some)),
-                None => Box::new(std::iter::repeat_with(|| None)),
-            };
+            let age_parts = ages
+                .chunks_mut(rows_per)
+                .map(Some)
+                .chain(std::iter::repeat_with(|| None));
             let work = xs
                 .chunks_mut(rows_per * l)
                 .zip(zs.chunks_mut(rows_per * l))
